@@ -1,0 +1,127 @@
+/* plait networks: layers, units and models.
+ *
+ * A model is a sequence of units; exactly one tensor flows between consecutive units, so any
+ * contiguous range of units can be a pipeline stage. A unit is a main path of layers, an optional
+ * shortcut path (empty = identity), an optional residual add and an optional ReLU after the add.
+ *
+ * Parameters live in the units; everything a forward pass must keep for its backward pass (layer
+ * outputs, batch statistics, max-pool indices) lives in a plait_unit_state, one per micro-batch in
+ * flight, so a pipeline can hold several micro-batches at once.
+ */
+#ifndef PLAIT_NN_H
+#define PLAIT_NN_H
+
+#include <stdio.h>
+
+#include "plait/core.h"
+#include "plait/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum plait_layer_kind {
+    PLAIT_LAYER_CONV2D,
+    PLAIT_LAYER_BATCHNORM,
+    PLAIT_LAYER_RELU,
+    PLAIT_LAYER_RELU6,
+    PLAIT_LAYER_MAXPOOL,
+    PLAIT_LAYER_GLOBAL_AVGPOOL, /* output {n,1,1,c} */
+    PLAIT_LAYER_LINEAR,         /* input {n,1,1,in}, output {n,1,1,out} */
+} plait_layer_kind;
+
+/* A learnable tensor. `name` is torchvision's state-dict name (conv1.weight, layer1.0.bn1.bias,
+ * fc.weight, ...). dims are torchvision's (OIHW for conv weights) while `value` is stored in plait's
+ * layout (OHWI for conv weights); plait_param_to_torch/from_torch convert. */
+typedef struct plait_param {
+    char name[96];
+    float *value, *grad, *momentum;
+    size_t count;
+    int ndim;
+    int64_t dims[4];
+    bool conv_weight; /* stored OHWI, named OIHW */
+    bool decay;       /* weight decay applies (conv and linear weights; not BN or biases) */
+} plait_param;
+
+/* A non-learnable tensor saved in checkpoints (batch-norm running statistics). */
+typedef struct plait_buffer {
+    char name[96];
+    float *value;
+    size_t count;
+} plait_buffer;
+
+typedef struct plait_layer {
+    plait_layer_kind kind;
+    char name[80]; /* torchvision prefix, e.g. "layer1.0.conv1" */
+    plait_shape in_shape, out_shape; /* for batch 1; n is set per call */
+    plait_conv2d_desc conv;          /* conv; batch field set per call */
+    const plait_conv2d_kernel *conv_kernel;
+    plait_pool2d_desc pool;
+    float bn_eps, bn_momentum;
+    plait_param params[2]; /* conv: weight; bn: weight, bias; linear: weight, bias */
+    int param_count;
+    plait_buffer buffers[2]; /* bn: running_mean, running_var */
+    int buffer_count;
+    int64_t num_batches_tracked;    /* bn */
+    double *bn_stat_sum, *bn_stat_sumsq; /* bn: this mini-batch's statistics over all micro-batches */
+    double bn_stat_rows;
+} plait_layer;
+
+typedef struct plait_unit {
+    char name[32]; /* "stem", "layer2.1", "head", "features.3" */
+    plait_layer *main;
+    int main_count;
+    plait_layer *shortcut; /* NULL/0 = identity shortcut when residual */
+    int shortcut_count;
+    bool residual;
+    bool post_relu;
+    plait_shape in_shape, out_shape; /* for batch 1 */
+} plait_unit;
+
+typedef struct plait_model {
+    char name[32];
+    plait_shape input; /* for batch 1 */
+    int classes;
+    plait_unit *units;
+    int unit_count;
+} plait_model;
+
+/* Names: resnet18, resnet34, resnet50 (torchvision: 7x7 stride-2 stem and max pooling),
+ * cifar_resnet18, cifar_resnet34, cifar_resnet50 (3x3 stride-1 stem, no max pooling), resnet20,
+ * resnet56 (He et al. CIFAR nets, 16/32/64 channels, projection shortcuts), mobilenetv2.
+ * Weights get Kaiming initialization from `seed`. */
+int plait_model_create(const char *name, plait_shape input, int classes, uint64_t seed, plait_model **out);
+void plait_model_free(plait_model *m);
+const char *const *plait_model_names(void); /* NULL-terminated */
+
+/* Every learnable parameter and buffer of units [first, last), in model order. */
+int plait_model_params(plait_model *m, int first, int last, plait_param ***params, int *count);
+int plait_model_buffers(plait_model *m, int first, int last, plait_buffer ***buffers, int *count);
+size_t plait_model_param_count(const plait_model *m); /* number of learnable scalars */
+double plait_unit_macs(const plait_unit *u);          /* multiply-adds of one forward, batch 1 */
+
+/* Activations kept between forward and backward of one micro-batch through one unit. */
+typedef struct plait_unit_state plait_unit_state;
+plait_unit_state *plait_unit_state_create(void);
+void plait_unit_state_free(plait_unit_state *s);
+
+/* Forward through one unit. *y points into the state and stays valid until the state's next
+ * forward. training = batch statistics (accumulated for the running update) and saved activations. */
+int plait_unit_forward(plait_unit *u, plait_unit_state *s, const plait_tensor *x, bool training,
+                       const plait_tensor **y);
+/* Backward through one unit after a training forward with the same state. Accumulates parameter
+ * gradients; writes dx into the state (NULL dx skips the input gradient, for the first unit). */
+int plait_unit_backward(plait_unit *u, plait_unit_state *s, const plait_tensor *dy, const plait_tensor **dx);
+
+/* Zero the gradients and the mini-batch BN statistics of units [first, last). */
+void plait_model_zero_grad(plait_model *m, int first, int last);
+/* Fold the mini-batch's BN statistics (over all micro-batches) into the running statistics. */
+void plait_model_update_running_stats(plait_model *m, int first, int last);
+
+/* Print the summary table: each unit's output shape, parameters and multiply-adds, then totals. */
+void plait_model_print_summary(const plait_model *m, FILE *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,93 @@
+#include <cpuid.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "plait/core.h"
+
+/* OpenBLAS exports this; declared here to avoid depending on a particular cblas.h variant. */
+void openblas_set_num_threads(int threads);
+
+double plait_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int thread_count = 1;
+
+void plait_set_threads(int threads) {
+    if (threads < 1) threads = 1;
+    thread_count = threads;
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+}
+
+int plait_threads(void) { return thread_count; }
+
+const plait_cpu *plait_cpu_features(void) {
+    static plait_cpu cpu;
+    static int probed;
+    if (probed) return &cpu;
+    __builtin_cpu_init();
+    cpu.avx2 = __builtin_cpu_supports("avx2");
+    cpu.fma = __builtin_cpu_supports("fma");
+    cpu.avx512f = __builtin_cpu_supports("avx512f");
+    unsigned int regs[12];
+    if (__get_cpuid_max(0x80000004, NULL) >= 0x80000004) {
+        for (unsigned int i = 0; i < 3; i++)
+            __get_cpuid(0x80000002 + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
+        memcpy(cpu.model, regs, 48);
+        cpu.model[48] = 0;
+    } else {
+        strcpy(cpu.model, "unknown");
+    }
+    /* Trim trailing spaces the brand string carries. */
+    for (int i = (int)strlen(cpu.model) - 1; i >= 0 && cpu.model[i] == ' '; i--) cpu.model[i] = 0;
+    probed = 1;
+    return &cpu;
+}
+
+int plait_write_file_atomic(const char *path, const void *data, size_t bytes) {
+    char temp[4096];
+    if (snprintf(temp, sizeof temp, "%s.tmp", path) >= (int)sizeof temp) return plait_fail("path too long: %s", path);
+    int fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return plait_fail("cannot create %s: %s", temp, strerror(errno));
+    const char *p = data;
+    size_t left = bytes;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(fd);
+            unlink(temp);
+            return plait_fail("cannot write %s: %s", temp, strerror(e));
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0) {
+        unlink(temp);
+        return plait_fail("cannot sync %s: %s", temp, strerror(errno));
+    }
+    if (rename(temp, path) != 0) {
+        int e = errno;
+        unlink(temp);
+        return plait_fail("cannot rename %s to %s: %s", temp, path, strerror(e));
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return PLAIT_OK;
+}
