@@ -1,13 +1,40 @@
+/* The plait command: train, eval and summary (plan, tune and the others join as they land). */
+#include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "plait/core.h"
+#include "plait/train.h"
+#include "cli.h"
+
+static const char *program_help =
+    "usage: plait <command> [flags]\n"
+    "\n"
+    "commands:\n"
+    "  train     train a model on a data set (plait train --help)\n"
+    "  eval      score a checkpoint on a data set's test split\n"
+    "  summary   print a model's units, output shapes, parameters and multiply-adds\n"
+    "\n"
+    "plait <command> --help explains every flag of a command.\n";
 
 int main(int argc, char **argv) {
-    if (argc < 2 || strcmp(argv[1], "--help") == 0) {
-        printf("usage: plait <command> [flags]\n");
-        return argc < 2 ? 2 : 0;
+    if (argc < 2) {
+        fputs(program_help, stderr);
+        return 2;
     }
-    fprintf(stderr, "plait: error: unknown command '%s' (see plait --help)\n", argv[1]);
+    const char *command = argv[1];
+    if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 || strcmp(command, "help") == 0) {
+        fputs(program_help, stdout);
+        return 0;
+    }
+    if (strcmp(command, "--version") == 0) {
+        printf("plait 0.1.0\n");
+        return 0;
+    }
+    argv[1] = argv[0]; /* getopt sees "plait" then the command's own flags */
+    if (strcmp(command, "train") == 0) return cli_train(argc - 1, argv + 1);
+    if (strcmp(command, "eval") == 0) return cli_eval(argc - 1, argv + 1);
+    if (strcmp(command, "summary") == 0) return cli_summary(argc - 1, argv + 1);
+    fprintf(stderr, "plait: error: unknown command '%s' (see plait --help)\n", command);
     return 2;
 }

@@ -1,0 +1,84 @@
+/* plait training: the loop (forward, loss, backward, SGD step per mini-batch), evaluation,
+ * checkpoints at epoch ends, metrics as JSON lines and a live progress line. */
+#ifndef PLAIT_TRAIN_H
+#define PLAIT_TRAIN_H
+
+#include "plait/data.h"
+#include "plait/nn.h"
+#include "plait/ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct plait_train_config {
+    const char *model;
+    const char *dataset;   /* cifar10, cifar100, caltech101, fashion-mnist, imagefolder */
+    const char *data_path; /* NULL: the data set's default */
+    int image_size;        /* caltech101/imagefolder resize; 0 = default */
+    int epochs;
+    long max_steps; /* stop after this many optimizer steps in total; 0 = no limit */
+    int batch_size;
+    int microbatches; /* split each mini-batch into this many micro-batches; gradients accumulate */
+    plait_lr_schedule lr;
+    float momentum, weight_decay, label_smoothing;
+    bool nesterov;
+    int threads;
+    uint64_t seed;
+    bool augment, shuffle;
+    int train_limit, test_limit; /* use only the first N samples of each split; 0 = all */
+    const char *checkpoint_dir;  /* NULL: no checkpoints */
+    bool resume;                 /* continue from checkpoint_dir/last.safetensors */
+    const char *init_path;       /* start from these weights */
+    const char *metrics_path;    /* JSON lines; NULL: checkpoint_dir/metrics.jsonl or none */
+    bool progress;               /* live progress line on stderr */
+    bool evaluate_each_epoch;
+} plait_train_config;
+
+void plait_train_config_defaults(plait_train_config *c);
+
+typedef struct plait_train_result {
+    long steps;
+    int epochs_done;
+    float last_loss, train_accuracy;
+    float test_loss, test_accuracy; /* of the last evaluation, -1 if none */
+    double seconds, images_per_second;
+} plait_train_result;
+
+int plait_train(const plait_train_config *c, plait_train_result *result);
+
+/* One model's step machinery (unit states, parameter list), for the loop, the benchmarks and tests.
+ * The trainer borrows the model. */
+typedef struct plait_trainer plait_trainer;
+typedef struct plait_step_options {
+    int microbatches;
+    float lr, momentum, weight_decay, label_smoothing;
+    bool nesterov;
+} plait_step_options;
+int plait_trainer_create(plait_model *m, plait_trainer **out);
+void plait_trainer_free(plait_trainer *t);
+/* Forward, loss, backward over equal micro-batches, running-statistics update and SGD step. A
+ * non-finite loss leaves the weights untouched (the caller decides what to do). */
+int plait_trainer_step(plait_trainer *t, const plait_step_options *o, const plait_tensor *images,
+                       const int32_t *labels, float *loss, int *correct);
+/* Evaluation-mode forward; *logits stays valid until the next call. */
+int plait_trainer_predict(plait_trainer *t, const plait_tensor *images, const plait_tensor **logits);
+
+/* Mean loss and accuracy of a model in evaluation mode over a data set. */
+int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, float *loss, float *accuracy);
+
+typedef struct plait_eval_config {
+    const char *checkpoint;
+    const char *model; /* NULL: the model named in the checkpoint */
+    const char *dataset, *data_path;
+    int image_size, test_limit, batch_size, threads;
+    uint64_t seed;
+} plait_eval_config;
+
+/* Loads a checkpoint's weights and scores them on the data set's test split. */
+int plait_eval_checkpoint(const plait_eval_config *e, float *loss, float *accuracy, int *count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

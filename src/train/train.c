@@ -1,0 +1,294 @@
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "plait/train.h"
+#include "train/train_internal.h"
+
+void plait_train_config_defaults(plait_train_config *c) {
+    memset(c, 0, sizeof *c);
+    c->model = "resnet20";
+    c->dataset = "cifar10";
+    c->epochs = 1;
+    c->batch_size = 128;
+    c->microbatches = 1;
+    c->lr = (plait_lr_schedule){.kind = PLAIT_LR_COSINE, .base_lr = 0.1f, .step_size = 1, .gamma = 0.1f,
+                                .pct_start = 0.3f, .div_factor = 25.0f, .final_div_factor = 1e4f};
+    c->momentum = 0.9f;
+    c->weight_decay = 5e-4f;
+    c->nesterov = true;
+    c->threads = 2;
+    c->seed = 1;
+    c->augment = true;
+    c->shuffle = true;
+    c->evaluate_each_epoch = true;
+}
+
+int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, float *loss, float *accuracy) {
+    int status = PLAIT_ERROR;
+    plait_trainer *t = NULL;
+    plait_loader *loader = NULL;
+    plait_tensor images = {0};
+    int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch_size);
+    if (!labels) {
+        plait_fail("out of memory");
+        goto done;
+    }
+    if (plait_trainer_create(m, &t) != PLAIT_OK) goto done;
+    plait_loader_config lc = {.batch_size = batch_size, .shards = 1};
+    if (plait_loader_create(d, &lc, &loader) != PLAIT_OK || plait_loader_start_epoch(loader, 0, 0) != PLAIT_OK)
+        goto done;
+    double loss_sum = 0;
+    long seen = 0, right = 0;
+    int got;
+    while ((got = plait_loader_next(loader, &images, labels)) == 1) {
+        int n = images.shape.n;
+        if (limit > 0 && seen + n > limit) n = (int)(limit - seen);
+        if (n <= 0) break;
+        images.shape.n = n;
+        const plait_tensor *logits;
+        if (plait_trainer_predict(t, &images, &logits) != PLAIT_OK) goto done;
+        int c = 0;
+        loss_sum += (double)plait_softmax_cross_entropy(n, m->classes, logits->data, labels, 0.0f, NULL, &c) * n;
+        right += c;
+        seen += n;
+    }
+    if (got < 0) goto done;
+    *loss = seen ? (float)(loss_sum / seen) : 0.0f;
+    *accuracy = seen ? (float)right / (float)seen : 0.0f;
+    status = PLAIT_OK;
+done:
+    plait_trainer_free(t);
+    plait_loader_free(loader);
+    plait_tensor_free(&images);
+    free(labels);
+    return status;
+}
+
+static void format_duration(double seconds, char *out, size_t size) {
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(out, size, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+    else
+        snprintf(out, size, "%ldm%02lds", s / 60, s % 60);
+}
+
+static int validate_config(const plait_train_config *c) {
+    if (c->epochs < 1) return plait_fail("--epochs must be at least 1 (got %d)", c->epochs);
+    if (c->batch_size < 1) return plait_fail("--batch-size must be at least 1 (got %d)", c->batch_size);
+    if (c->microbatches < 1 || c->batch_size % c->microbatches != 0)
+        return plait_fail("--microbatches (%d) must divide --batch-size (%d)", c->microbatches, c->batch_size);
+    if (!(c->lr.base_lr > 0)) return plait_fail("--lr must be positive");
+    if (c->threads < 1) return plait_fail("--threads must be at least 1 (got %d)", c->threads);
+    if (c->resume && !c->checkpoint_dir) return plait_fail("--resume needs --checkpoint-dir");
+    if (c->label_smoothing < 0 || c->label_smoothing >= 1) return plait_fail("--label-smoothing must be in [0, 1)");
+    return PLAIT_OK;
+}
+
+static int compare_int(const void *a, const void *b) { return *(const int *)a - *(const int *)b; }
+
+/* Keeps a seeded random `limit` of the samples, in their original order: folders are sorted by
+ * class, so the first N would hold only a few classes. */
+static int limit_dataset(plait_dataset *d, int limit, uint64_t seed) {
+    if (limit <= 0 || limit >= d->count) return PLAIT_OK;
+    int *order = malloc(sizeof(int) * (size_t)d->count);
+    if (!order) return plait_fail("out of memory");
+    for (int i = 0; i < d->count; i++) order[i] = i;
+    plait_rng rng;
+    plait_rng_seed(&rng, plait_seed_mix(seed, 0x5b5e7, (uint64_t)limit));
+    for (int i = 0; i < limit; i++) {
+        int j = i + (int)plait_rng_below(&rng, (uint32_t)(d->count - i));
+        int swap = order[i];
+        order[i] = order[j];
+        order[j] = swap;
+    }
+    qsort(order, (size_t)limit, sizeof(int), compare_int);
+    size_t sample = (size_t)d->height * d->width * d->channels;
+    for (int i = 0; i < limit; i++) { /* order[i] >= i, so moving forward never overwrites a kept sample */
+        memmove(d->pixels + (size_t)i * sample, d->pixels + (size_t)order[i] * sample, sample);
+        d->labels[i] = d->labels[order[i]];
+    }
+    d->count = limit;
+    free(order);
+    return PLAIT_OK;
+}
+
+int plait_train(const plait_train_config *c, plait_train_result *result) {
+    if (validate_config(c) != PLAIT_OK) return PLAIT_ERROR;
+    plait_set_threads(c->threads);
+    memset(result, 0, sizeof *result);
+    result->test_loss = result->test_accuracy = -1;
+
+    int status = PLAIT_ERROR;
+    plait_dataset train = {0}, test = {0};
+    plait_model *model = NULL;
+    plait_trainer *t = NULL;
+    plait_loader *loader = NULL;
+    plait_tensor images = {0};
+    int32_t *labels = NULL;
+    FILE *metrics = NULL;
+    char checkpoint_path[4096] = "";
+
+    if (plait_dataset_open(c->dataset, c->data_path, c->image_size, c->seed, &train, &test) != PLAIT_OK) goto done;
+    if (limit_dataset(&train, c->train_limit, c->seed) != PLAIT_OK ||
+        limit_dataset(&test, c->test_limit, c->seed + 1) != PLAIT_OK)
+        goto done;
+    if (train.count < c->batch_size)
+        plait_fail("the training set has %d images, fewer than one batch of %d", train.count, c->batch_size);
+    if (train.count < c->batch_size) goto done;
+    plait_shape input = {1, train.height, train.width, train.channels};
+    if (plait_model_create(c->model, input, train.classes, c->seed, &model) != PLAIT_OK) goto done;
+    if (plait_trainer_create(model, &t) != PLAIT_OK) goto done;
+
+    plait_train_position position = {0};
+    if (c->checkpoint_dir) {
+        if (mkdir(c->checkpoint_dir, 0755) != 0 && access(c->checkpoint_dir, W_OK) != 0) {
+            plait_fail("cannot use checkpoint directory %s", c->checkpoint_dir);
+            goto done;
+        }
+        snprintf(checkpoint_path, sizeof checkpoint_path, "%s/last.safetensors", c->checkpoint_dir);
+    }
+    if (c->resume) {
+        if (plait_train_load_checkpoint(model, checkpoint_path, &position) != PLAIT_OK) goto done;
+    } else if (c->init_path) {
+        if (plait_train_load_weights(model, c->init_path) != PLAIT_OK) goto done;
+    }
+
+    plait_loader_config lc = {.batch_size = c->batch_size,
+                              .shuffle = c->shuffle,
+                              .drop_last = true,
+                              .augment = {.crop_padding = c->augment ? (train.height >= 64 ? 0 : 4) : 0,
+                                          .flip = c->augment},
+                              .seed = c->seed,
+                              .shards = 1};
+    if (plait_loader_create(&train, &lc, &loader) != PLAIT_OK) goto done;
+    long per_epoch = plait_loader_batches_per_epoch(loader);
+    long total_steps = per_epoch * c->epochs;
+    if (c->max_steps > 0 && c->max_steps < total_steps) total_steps = c->max_steps;
+    plait_lr_schedule schedule = c->lr;
+    if (schedule.total_steps <= 0) schedule.total_steps = per_epoch * c->epochs;
+    labels = malloc(sizeof(int32_t) * (size_t)c->batch_size);
+    if (!labels) {
+        plait_fail("out of memory");
+        goto done;
+    }
+
+    const char *metrics_path = c->metrics_path;
+    char default_metrics[4200];
+    if (!metrics_path && c->checkpoint_dir) {
+        snprintf(default_metrics, sizeof default_metrics, "%s/metrics.jsonl", c->checkpoint_dir);
+        metrics_path = default_metrics;
+    }
+    if (metrics_path && !(metrics = fopen(metrics_path, c->resume ? "a" : "w"))) {
+        plait_fail("cannot write metrics file %s", metrics_path);
+        goto done;
+    }
+
+    bool interactive = c->progress && isatty(STDERR_FILENO);
+    double start = plait_now();
+    long step = position.step, steps_this_run = 0;
+    double images_this_run = 0;
+    int epoch = position.epoch;
+    long first_batch = position.batch;
+    for (; epoch < c->epochs && step < total_steps; epoch++, first_batch = 0) {
+        if (plait_loader_start_epoch(loader, epoch, (int)first_batch) != PLAIT_OK) goto done;
+        double epoch_start = plait_now(), loss_sum = 0;
+        long batch = first_batch, epoch_images = 0, epoch_right = 0, epoch_batches = 0;
+        int got;
+        while (step < total_steps && (got = plait_loader_next(loader, &images, labels)) == 1) {
+            plait_step_options options = {.microbatches = c->microbatches,
+                                           .lr = plait_lr_at(&schedule, step),
+                                           .momentum = c->momentum,
+                                           .weight_decay = c->weight_decay,
+                                           .label_smoothing = c->label_smoothing,
+                                           .nesterov = c->nesterov};
+            float lr = options.lr, loss;
+            int right;
+            if (plait_trainer_step(t, &options, &images, labels, &loss, &right) != PLAIT_OK) goto done;
+            if (!isfinite(loss)) {
+                if (interactive) fputc('\n', stderr);
+                plait_fail("loss became %f at epoch %d step %ld; stopped without saving (%s)", (double)loss,
+                           epoch + 1, step + 1,
+                           checkpoint_path[0] && access(checkpoint_path, R_OK) == 0 ? "last good checkpoint kept"
+                                                                                      : "no checkpoint written");
+                goto done;
+            }
+            step++, batch++, steps_this_run++, epoch_batches++;
+            epoch_images += images.shape.n, epoch_right += right;
+            images_this_run += images.shape.n;
+            loss_sum += loss;
+            result->last_loss = loss;
+            double elapsed = plait_now() - start;
+            double rate = images_this_run / elapsed;
+            if (metrics && (step % 20 == 0 || step == total_steps)) {
+                json_t *line = json_pack("{s:s, s:i, s:I, s:f, s:f, s:f, s:f}", "event", "train", "epoch", epoch + 1,
+                                         "step", (json_int_t)step, "loss", (double)loss, "accuracy",
+                                         (double)right / images.shape.n, "lr", (double)lr, "images_per_second", rate);
+                json_dumpf(line, metrics, JSON_COMPACT | JSON_REAL_PRECISION(6));
+                fputc('\n', metrics);
+                fflush(metrics);
+                json_decref(line);
+            }
+            if (interactive) {
+                char left[32];
+                format_duration(elapsed / steps_this_run * (double)(total_steps - step), left, sizeof left);
+                fprintf(stderr, "\repoch %d/%d  step %ld/%ld  %.1f img/s  loss %.4f  acc %.3f  left %s   ", epoch + 1,
+                        c->epochs, step, total_steps, rate, loss_sum / epoch_batches,
+                        (double)epoch_right / epoch_images, left);
+            }
+        }
+        if (got < 0) goto done;
+        bool epoch_done = batch >= per_epoch;
+        result->train_accuracy = epoch_images ? (float)epoch_right / epoch_images : 0;
+        if (interactive) fputc('\n', stderr);
+        if (epoch_done && c->evaluate_each_epoch && test.count > 0) {
+            if (plait_evaluate(model, &test, 256, 0, &result->test_loss, &result->test_accuracy) != PLAIT_OK)
+                goto done;
+        }
+        if (c->progress) {
+            fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, %.1f img/s", epoch + 1, c->epochs,
+                    epoch_batches ? loss_sum / epoch_batches : 0.0, (double)result->train_accuracy,
+                    epoch_images / (plait_now() - epoch_start));
+            if (epoch_done && result->test_accuracy >= 0)
+                fprintf(stderr, ", test loss %.4f acc %.4f", (double)result->test_loss,
+                        (double)result->test_accuracy);
+            fputc('\n', stderr);
+        }
+        if (metrics && epoch_done) {
+            json_t *line = json_pack("{s:s, s:i, s:I, s:f, s:f, s:f, s:f}", "event", "epoch", "epoch", epoch + 1,
+                                     "step", (json_int_t)step, "train_loss",
+                                     epoch_batches ? loss_sum / epoch_batches : 0.0, "train_accuracy",
+                                     (double)result->train_accuracy, "test_loss", (double)result->test_loss,
+                                     "test_accuracy", (double)result->test_accuracy);
+            json_dumpf(line, metrics, JSON_COMPACT | JSON_REAL_PRECISION(6));
+            fputc('\n', metrics);
+            fflush(metrics);
+            json_decref(line);
+        }
+        position = (plait_train_position){.epoch = epoch_done ? epoch + 1 : epoch,
+                                          .batch = epoch_done ? 0 : batch,
+                                          .step = step};
+        if (checkpoint_path[0] && plait_train_save_checkpoint(model, checkpoint_path, &position) != PLAIT_OK)
+            goto done;
+        if (epoch_done) result->epochs_done = epoch + 1;
+        if (!epoch_done) break;
+    }
+    result->steps = step;
+    result->seconds = plait_now() - start;
+    result->images_per_second = result->seconds > 0 ? images_this_run / result->seconds : 0;
+    status = PLAIT_OK;
+done:
+    if (metrics) fclose(metrics);
+    free(labels);
+    plait_tensor_free(&images);
+    plait_loader_free(loader);
+    plait_trainer_free(t);
+    plait_model_free(model);
+    plait_dataset_free(&train);
+    plait_dataset_free(&test);
+    return status;
+}

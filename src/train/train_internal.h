@@ -1,0 +1,20 @@
+/* Glue between the training loop and the checkpoint files. */
+#ifndef PLAIT_TRAIN_INTERNAL_H
+#define PLAIT_TRAIN_INTERNAL_H
+
+#include "plait/nn.h"
+
+/* Where a run stands: the next epoch and batch to run, and optimizer steps taken so far. */
+typedef struct plait_train_position {
+    int epoch;
+    long batch;
+    long step;
+} plait_train_position;
+
+int plait_train_save_checkpoint(plait_model *m, const char *path, const plait_train_position *position);
+/* Everything needed to continue exactly: weights, buffers, momentum and position. */
+int plait_train_load_checkpoint(plait_model *m, const char *path, plait_train_position *position);
+/* Weights and buffers only (for --init and eval). */
+int plait_train_load_weights(plait_model *m, const char *path);
+
+#endif

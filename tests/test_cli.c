@@ -1,0 +1,211 @@
+/* The plait command end to end: every bad input gets one clear line on stderr and a non-zero exit;
+ * a run stopped and resumed gives the same weights as one run; checkpoints and metrics appear. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "plait/core.h"
+#include "testing.h"
+
+/* Runs the plait command with `args`; returns its exit code and its stderr (last line kept). */
+static int run_plait(const char *args, char *err, size_t err_size) {
+    char command[4096], err_path[600];
+    snprintf(err_path, sizeof err_path, "%s/stderr.txt", testing_temp_dir());
+    snprintf(command, sizeof command, "%s %s >/dev/null 2>%s </dev/null", PLAIT_CLI_PATH, args, err_path);
+    int status = system(command);
+    if (err) {
+        err[0] = 0;
+        FILE *f = fopen(err_path, "r");
+        if (f) {
+            size_t n = fread(err, 1, err_size - 1, f);
+            err[n] = 0;
+            fclose(f);
+        }
+    }
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static int count_lines(const char *text) {
+    int lines = 0;
+    for (const char *p = text; *p; p++) lines += *p == '\n';
+    return lines;
+}
+
+/* A learnable CIFAR-10 binary data set: class k is a bright square at a class-dependent place. */
+static const char *make_cifar_binary(int train_count, int test_count) {
+    static char dir[512];
+    snprintf(dir, sizeof dir, "%s/cifar10", testing_temp_dir());
+    mkdir(dir, 0755);
+    plait_rng rng;
+    plait_rng_seed(&rng, 11);
+    for (int file = 0; file < 6; file++) {
+        char path[600];
+        if (file < 5)
+            snprintf(path, sizeof path, "%s/data_batch_%d.bin", dir, file + 1);
+        else
+            snprintf(path, sizeof path, "%s/test_batch.bin", dir);
+        FILE *f = fopen(path, "wb");
+        int count = file < 5 ? train_count / 5 : test_count;
+        for (int i = 0; i < count; i++) {
+            unsigned char record[3073];
+            int label = (int)plait_rng_below(&rng, 10);
+            record[0] = (unsigned char)label;
+            for (int c = 0; c < 3; c++)
+                for (int y = 0; y < 32; y++)
+                    for (int x = 0; x < 32; x++) {
+                        int inside = y / 8 == label / 4 + c % 2 && x / 8 == label % 4;
+                        record[1 + c * 1024 + y * 32 + x] =
+                            (unsigned char)(inside ? 200 + plait_rng_below(&rng, 50) : plait_rng_below(&rng, 60));
+                    }
+            fwrite(record, 1, sizeof record, f);
+        }
+        fclose(f);
+    }
+    return dir;
+}
+
+static char data_dir[512];
+
+static void help_and_unknown_flags(void) {
+    char err[4096];
+    CHECK(run_plait("--help", err, sizeof err) == 0);
+    CHECK(run_plait("train --help", err, sizeof err) == 0);
+    CHECK(run_plait("eval --help", err, sizeof err) == 0);
+    CHECK(run_plait("summary --help", err, sizeof err) == 0);
+    CHECK(run_plait("frobnicate", err, sizeof err) == 2);
+    CHECKF(strstr(err, "unknown command 'frobnicate'") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("train --no-such-flag", err, sizeof err) == 2);
+    CHECKF(strstr(err, "--no-such-flag") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("train --epochs zero", err, sizeof err) == 2);
+    CHECKF(strstr(err, "--epochs") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("train --batch-size -4", err, sizeof err) == 2);
+    CHECKF(strstr(err, "--batch-size") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("summary --model resnet20 --input 3x32", err, sizeof err) == 2);
+    CHECKF(strstr(err, "CxHxW") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("eval", err, sizeof err) == 2);
+    CHECKF(strstr(err, "--checkpoint") && count_lines(err) == 1, "%s", err);
+}
+
+static void unknown_model_and_missing_data(void) {
+    char err[4096], args[1200];
+    snprintf(args, sizeof args, "train --model resnet19 --dataset cifar10 --data %s --quiet", data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "resnet19") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("train --dataset cifar10 --data /nonexistent/cifar --quiet", err, sizeof err) == 1);
+    CHECKF(strstr(err, "/nonexistent/cifar") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("train --dataset mnist-of-mars --data /tmp --quiet", err, sizeof err) == 1);
+    CHECKF(strstr(err, "mnist-of-mars") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("summary --model resnet19", err, sizeof err) == 1);
+    CHECKF(strstr(err, "resnet19") && count_lines(err) == 1, "%s", err);
+}
+
+static void summary_prints_totals(void) {
+    char err[4096];
+    CHECK(run_plait("summary --model resnet18 --input 3x224x224 --classes 1000", err, sizeof err) == 0);
+    char command[1024];
+    snprintf(command, sizeof command, "%s summary --model resnet18 --input 3x224x224 --classes 1000 | grep -q 11,689,512",
+             PLAIT_CLI_PATH);
+    CHECK(system(command) == 0);
+}
+
+static const char *common = "--model resnet20 --dataset cifar10 --batch-size 16 --lr 0.05 --threads 1 "
+                            "--augment standard --quiet";
+
+static void resume_continues_exactly(void) {
+    char err[4096], args[2048];
+    const char *tmp = testing_temp_dir();
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 12 --checkpoint-dir %s/once", common, data_dir,
+             tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 5 --checkpoint-dir %s/twice", common, data_dir,
+             tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 12 --checkpoint-dir %s/twice --resume", common,
+             data_dir, tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    char command[2048];
+    snprintf(command, sizeof command, "cmp -s %s/once/last.safetensors %s/twice/last.safetensors", tmp, tmp);
+    CHECKF(system(command) == 0, "checkpoints of 12 steps in one go and 5 + 7 resumed differ");
+    /* and a different split point lands on the same weights too, across an epoch boundary (10 steps/epoch) */
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 10 --checkpoint-dir %s/thrice", common,
+             data_dir, tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 12 --checkpoint-dir %s/thrice --resume", common,
+             data_dir, tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(command, sizeof command, "cmp -s %s/once/last.safetensors %s/thrice/last.safetensors", tmp, tmp);
+    CHECKF(system(command) == 0, "resuming at an epoch boundary diverged");
+    snprintf(command, sizeof command, "test -s %s/once/metrics.jsonl && grep -q '\"event\": *\"train\"' %s/once/metrics.jsonl",
+             tmp, tmp);
+    CHECK(system(command) == 0);
+    snprintf(command, sizeof command, "ls %s/once | grep -q tmp", tmp);
+    CHECKF(system(command) != 0, "a temporary file was left behind");
+}
+
+static void eval_scores_checkpoint(void) {
+    char err[4096], args[2048];
+    snprintf(args, sizeof args, "eval --checkpoint %s/once/last.safetensors --dataset cifar10 --data %s --threads 1",
+             testing_temp_dir(), data_dir);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+}
+
+static void bad_checkpoints_are_refused(void) {
+    char err[4096], args[2048], command[2048];
+    const char *tmp = testing_temp_dir();
+    /* from another model */
+    snprintf(args, sizeof args,
+             "eval --checkpoint %s/once/last.safetensors --model resnet56 --dataset cifar10 --data %s --threads 1", tmp,
+             data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "resnet56") && count_lines(err) == 1, "%s", err);
+    /* broken header */
+    snprintf(command, sizeof command, "printf '\\377\\377\\377\\377\\0\\0\\0\\0{bad' > %s/broken.safetensors", tmp);
+    CHECK(system(command) == 0);
+    snprintf(args, sizeof args, "eval --checkpoint %s/broken.safetensors --model resnet20 --dataset cifar10 --data %s",
+             tmp, data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "broken.safetensors") && count_lines(err) == 1, "%s", err);
+    /* truncated copy of a good one */
+    snprintf(command, sizeof command, "head -c 3000 %s/once/last.safetensors > %s/short.safetensors", tmp, tmp);
+    CHECK(system(command) == 0);
+    snprintf(args, sizeof args, "train %s --data %s --steps 2 --init %s/short.safetensors", common, data_dir, tmp);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "short.safetensors") && count_lines(err) == 1, "%s", err);
+    /* resume without a checkpoint */
+    snprintf(args, sizeof args, "train %s --data %s --steps 2 --checkpoint-dir %s/empty --resume", common, data_dir, tmp);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "last.safetensors") && count_lines(err) == 1, "%s", err);
+}
+
+static void nan_loss_stops_and_keeps_checkpoint(void) {
+    char err[4096], args[2048], command[2048];
+    const char *tmp = testing_temp_dir();
+    snprintf(args, sizeof args, "train %s --data %s --steps 3 --checkpoint-dir %s/nan", common, data_dir, tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(command, sizeof command, "cp %s/nan/last.safetensors %s/nan-before.safetensors", tmp, tmp);
+    CHECK(system(command) == 0);
+    /* a learning rate this large overflows within a few steps */
+    snprintf(args, sizeof args,
+             "train --model resnet20 --dataset cifar10 --batch-size 16 --threads 1 --quiet --data %s --steps 30 "
+             "--lr 90 --momentum 0.99 --weight-decay 0 --schedule constant --checkpoint-dir %s/nan --resume",
+             data_dir, tmp);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF((strstr(err, "nan") || strstr(err, "inf")) && count_lines(err) == 1, "%s", err);
+    snprintf(command, sizeof command, "cmp -s %s/nan/last.safetensors %s/nan-before.safetensors", tmp, tmp);
+    CHECKF(system(command) == 0, "the last good checkpoint was overwritten");
+}
+
+int main(void) {
+    snprintf(data_dir, sizeof data_dir, "%s", make_cifar_binary(160, 40));
+    testing_run("help_and_unknown_flags", help_and_unknown_flags);
+    testing_run("unknown_model_and_missing_data", unknown_model_and_missing_data);
+    testing_run("summary_prints_totals", summary_prints_totals);
+    testing_run("resume_continues_exactly", resume_continues_exactly);
+    testing_run("eval_scores_checkpoint", eval_scores_checkpoint);
+    testing_run("bad_checkpoints_are_refused", bad_checkpoints_are_refused);
+    testing_run("nan_loss_stops_and_keeps_checkpoint", nan_loss_stops_and_keeps_checkpoint);
+    return testing_finish();
+}
