@@ -478,6 +478,306 @@ static void add_is_elementwise_and_may_alias(void) {
     plait_free(y);
 }
 
+/* ---- pooling ---------------------------------------------------------------------------------- */
+
+typedef struct maxpool_loss_context {
+    const plait_pool2d_desc *d;
+    const float *x, *r;
+    double *y;
+} maxpool_loss_context;
+
+static double maxpool_loss(void *p) {
+    maxpool_loss_context *c = p;
+    plait_reference_maxpool_forward(c->d, c->x, c->y, NULL);
+    size_t out = (size_t)c->d->batch * plait_pool2d_out_h(c->d) * plait_pool2d_out_w(c->d) * c->d->channels;
+    return dot(c->y, c->r, out);
+}
+
+static void check_maxpool(plait_pool2d_desc d, unsigned long seed) {
+    size_t in = (size_t)d.batch * d.in_h * d.in_w * d.channels;
+    size_t out = (size_t)d.batch * plait_pool2d_out_h(&d) * plait_pool2d_out_w(&d) * d.channels;
+    /* Distinct values 0.01 apart (a shuffled grid), so no small step changes which input wins. */
+    float *x = plait_alloc(in * 4), *dy = random_floats(out, seed + 1), *y = plait_alloc(out * 4);
+    float *dx = plait_alloc(in * 4);
+    int32_t *argmax = plait_alloc(out * 4), *argmax_ref = plait_alloc(out * 4);
+    plait_rng rng;
+    plait_rng_seed(&rng, seed);
+    for (size_t i = 0; i < in; i++) x[i] = 0.01f * (float)i - 0.005f * (float)in;
+    for (size_t i = in - 1; i > 0; i--) {
+        size_t j = plait_rng_below(&rng, (uint32_t)(i + 1));
+        float t = x[i];
+        x[i] = x[j];
+        x[j] = t;
+    }
+    double *y_ref = zero_doubles(out);
+    plait_maxpool_forward(&d, x, y, argmax);
+    plait_reference_maxpool_forward(&d, x, y_ref, argmax_ref);
+    CHECKF(testing_max_rel_error(y, y_ref, out, 1e-6) == 0.0, "maxpool forward differs (kernel %d pad %d)", d.kernel,
+           d.pad);
+    CHECKF(memcmp(argmax, argmax_ref, out * 4) == 0, "maxpool argmax differs");
+    for (size_t i = 0; i < in; i++) dx[i] = 1e30f;
+    plait_maxpool_backward(&d, dy, argmax, dx);
+    maxpool_loss_context context = {&d, x, dy, y_ref};
+    double e = finite_difference_error(x, in, dx, maxpool_loss, &context, 40, 1e-3f, seed + 2);
+    CHECKF(e < TOLERANCE, "maxpool backward vs finite differences: error %.3g", e);
+    plait_free(x);
+    plait_free(dy);
+    plait_free(y);
+    plait_free(dx);
+    plait_free(argmax);
+    plait_free(argmax_ref);
+    free(y_ref);
+}
+
+static void maxpool_matches_reference(void) {
+    check_maxpool((plait_pool2d_desc){5, 13, 13, 17, 3, 2, 1}, 1100); /* ResNet stem pool on an odd size */
+    check_maxpool((plait_pool2d_desc){1, 7, 7, 3, 2, 2, 0}, 1110);
+    check_maxpool((plait_pool2d_desc){2, 7, 13, 33, 5, 1, 2}, 1120);
+    /* Padding is -infinity, not zero: an all-negative input keeps its negative maximum at the border. */
+    plait_pool2d_desc d = {1, 2, 2, 1, 3, 2, 1};
+    float x[4] = {-4, -3, -2, -1}, y[1];
+    int32_t argmax[1];
+    CHECK(plait_pool2d_out_h(&d) == 1 && plait_pool2d_out_w(&d) == 1);
+    plait_maxpool_forward(&d, x, y, argmax);
+    CHECK(y[0] == -1.0f && argmax[0] == 3);
+    /* Ties keep the first maximum, as PyTorch. */
+    float ties[4] = {2, 2, 2, 2};
+    plait_maxpool_forward(&d, ties, y, argmax);
+    CHECK(y[0] == 2.0f && argmax[0] == 0);
+}
+
+static void global_avgpool_matches_reference(void) {
+    int batch = 5, hw = 7 * 7, channels = 33;
+    size_t in = (size_t)batch * hw * channels, out = (size_t)batch * channels;
+    float *x = random_floats(in, 1200), *y = plait_alloc(out * 4), *dy = random_floats(out, 1201);
+    float *dx = plait_alloc(in * 4);
+    double *y_ref = zero_doubles(out);
+    plait_global_avgpool_forward(batch, hw, channels, x, y);
+    plait_reference_global_avgpool_forward(batch, hw, channels, x, y_ref);
+    double e = error_vs(y, y_ref, out);
+    CHECKF(e < TOLERANCE, "forward error %.3g", e);
+    plait_global_avgpool_backward(batch, hw, channels, dy, dx);
+    double worst = 0;
+    for (size_t i = 0; i < in; i++) {
+        size_t n = i / ((size_t)hw * channels), c = i % channels;
+        double expected = dy[n * channels + c] / 49.0;
+        double err = fabs(dx[i] - expected) / (fabs(expected) + 1e-3);
+        if (!(err <= worst)) worst = err;
+    }
+    CHECKF(worst < 1e-6, "backward error %.3g", worst);
+    plait_free(x);
+    plait_free(y);
+    plait_free(dy);
+    plait_free(dx);
+    free(y_ref);
+}
+
+/* ---- linear ------------------------------------------------------------------------------------ */
+
+typedef struct linear_loss_context {
+    int batch, in, out;
+    const float *x, *w, *b, *r;
+    double *y;
+} linear_loss_context;
+
+static double linear_loss(void *p) {
+    linear_loss_context *c = p;
+    plait_reference_linear_forward(c->batch, c->in, c->out, c->x, c->w, c->b, c->y);
+    return dot(c->y, c->r, (size_t)c->batch * c->out);
+}
+
+static void linear_matches_reference(void) {
+    const int shapes[][3] = {{5, 33, 17}, {1, 17, 3}, {7, 512, 10}};
+    for (int k = 0; k < 3; k++) {
+        int batch = shapes[k][0], in = shapes[k][1], out = shapes[k][2];
+        size_t xs = (size_t)batch * in, ws = (size_t)out * in, ys = (size_t)batch * out;
+        unsigned long seed = 1300 + 10 * k;
+        float *x = random_floats(xs, seed), *w = random_floats(ws, seed + 1), *b = random_floats(out, seed + 2);
+        float *dy = random_floats(ys, seed + 3), *y = plait_alloc(ys * 4), *dx = plait_alloc(xs * 4);
+        float *dw = plait_alloc(ws * 4), *db = plait_alloc(out * 4);
+        double *y_ref = zero_doubles(ys);
+        plait_linear_forward(batch, in, out, x, w, b, y);
+        plait_reference_linear_forward(batch, in, out, x, w, b, y_ref);
+        double e = error_vs(y, y_ref, ys);
+        CHECKF(e < TOLERANCE, "%dx%d->%d forward error %.3g", batch, in, out, e);
+        for (size_t i = 0; i < xs; i++) dx[i] = 1e30f;
+        plait_linear_backward(batch, in, out, x, w, dy, dx, dw, db);
+        linear_loss_context context = {batch, in, out, x, w, b, dy, y_ref};
+        e = finite_difference_error(x, xs, dx, linear_loss, &context, 12, 0.01f, seed + 4);
+        CHECKF(e < TOLERANCE, "dx vs finite differences: error %.3g", e);
+        e = finite_difference_error(w, ws, dw, linear_loss, &context, 12, 0.01f, seed + 5);
+        CHECKF(e < TOLERANCE, "dw vs finite differences: error %.3g", e);
+        e = finite_difference_error(b, (size_t)out, db, linear_loss, &context, 12, 0.01f, seed + 6);
+        CHECKF(e < TOLERANCE, "db vs finite differences: error %.3g", e);
+        /* dw and db accumulate; dx NULL skips the input gradient */
+        float first_dw = dw[ws - 1], first_db = db[out - 1];
+        plait_linear_backward(batch, in, out, x, w, dy, NULL, dw, db);
+        CHECKF(fabsf(dw[ws - 1] - 2 * first_dw) <= 1e-5f * (fabsf(first_dw) + 1), "dw %g vs %g", dw[ws - 1], first_dw);
+        CHECKF(fabsf(db[out - 1] - 2 * first_db) <= 1e-5f * (fabsf(first_db) + 1), "db %g vs %g", db[out - 1],
+               first_db);
+        plait_free(x);
+        plait_free(w);
+        plait_free(b);
+        plait_free(dy);
+        plait_free(y);
+        plait_free(dx);
+        plait_free(dw);
+        plait_free(db);
+        free(y_ref);
+    }
+}
+
+/* ---- loss -------------------------------------------------------------------------------------- */
+
+typedef struct loss_context {
+    int batch, classes;
+    const float *logits;
+    const int32_t *labels;
+    double smoothing;
+} loss_context;
+
+static double cross_entropy_loss(void *p) {
+    loss_context *c = p;
+    return plait_reference_softmax_cross_entropy(c->batch, c->classes, c->logits, c->labels, c->smoothing, NULL);
+}
+
+static void cross_entropy_matches_reference(void) {
+    const float smoothings[] = {0.0f, 0.1f, 0.3f};
+    for (int k = 0; k < 3; k++) {
+        int batch = 5 + 60 * (k == 2), classes = k == 0 ? 10 : 17; /* k == 2 runs the parallel path */
+        size_t count = (size_t)batch * classes;
+        float *logits = random_floats(count, 1400 + k), *dlogits = plait_alloc(count * 4);
+        int32_t *labels = plait_alloc((size_t)batch * 4);
+        for (size_t i = 0; i < count; i++) logits[i] *= 4.0f;
+        int expected_correct = 0;
+        for (int n = 0; n < batch; n++) {
+            labels[n] = (n * 7) % classes;
+            if (n % 2 == 0) logits[(size_t)n * classes + labels[n]] = 10.0f; /* every other sample right */
+            int best = 0;
+            for (int j = 1; j < classes; j++)
+                if (logits[(size_t)n * classes + j] > logits[(size_t)n * classes + best]) best = j;
+            expected_correct += best == labels[n];
+        }
+        double *dlogits_ref = zero_doubles(count);
+        int correct = -1;
+        float loss = plait_softmax_cross_entropy(batch, classes, logits, labels, smoothings[k], dlogits, &correct);
+        double loss_ref =
+            plait_reference_softmax_cross_entropy(batch, classes, logits, labels, smoothings[k], dlogits_ref);
+        CHECKF(fabs(loss - loss_ref) <= 1e-6 * fabs(loss_ref), "smoothing %g: loss %.9g vs %.9g", smoothings[k],
+               loss, loss_ref);
+        double e = error_vs(dlogits, dlogits_ref, count);
+        CHECKF(e < TOLERANCE, "smoothing %g: dlogits error %.3g", smoothings[k], e);
+        CHECKF(correct == expected_correct, "correct %d, expected %d", correct, expected_correct);
+        loss_context context = {batch, classes, logits, labels, smoothings[k]};
+        e = finite_difference_error(logits, count, dlogits, cross_entropy_loss, &context, 20, 1e-3f, 1410 + k);
+        CHECKF(e < TOLERANCE, "smoothing %g: dlogits vs finite differences: error %.3g", smoothings[k], e);
+        CHECK(plait_softmax_cross_entropy(batch, classes, logits, labels, smoothings[k], NULL, NULL) == loss);
+        plait_free(logits);
+        plait_free(dlogits);
+        plait_free(labels);
+        free(dlogits_ref);
+    }
+    /* Uniform logits: loss is log(classes) whatever the smoothing. With logits (0, log 3) and label 0,
+     * p = (1/4, 3/4); smoothing 0.2 gives target (0.9, 0.1): loss = -0.9 log(1/4) - 0.1 log(3/4). */
+    float zeros[10] = {0}, pair[2] = {0.0f, logf(3.0f)};
+    int32_t label = 3, first = 0;
+    CHECK(fabsf(plait_softmax_cross_entropy(1, 10, zeros, &label, 0.25f, NULL, NULL) - logf(10.0f)) < 1e-6f);
+    float grad[2];
+    float loss = plait_softmax_cross_entropy(1, 2, pair, &first, 0.2f, grad, NULL);
+    CHECKF(fabsf(loss - (float)(-0.9 * log(0.25) - 0.1 * log(0.75))) < 1e-6f, "loss %.9g", loss);
+    CHECKF(fabsf(grad[0] - (0.25f - 0.9f)) < 1e-6f && fabsf(grad[1] - (0.75f - 0.1f)) < 1e-6f, "grad %g %g", grad[0],
+           grad[1]);
+}
+
+/* ---- optimizer and schedules ------------------------------------------------------------------ */
+
+static void sgd_matches_hand_computed_steps(void) {
+    /* Two parameters (1, -2), three steps of gradients, lr 0.1; expected values worked by hand from
+     * PyTorch's update rule (see ops.h). */
+    const float grads[3][2] = {{0.5f, 0.1f}, {-0.25f, 0.3f}, {1.0f, -0.2f}};
+    const struct {
+        float momentum, weight_decay;
+        bool nesterov;
+        double expected[3][2];
+    } cases[] = {
+        {0.0f, 0.0f, false, {{0.95, -2.01}, {0.975, -2.04}, {0.875, -2.02}}},
+        {0.9f, 0.0f, false, {{0.95, -2.01}, {0.93, -2.049}, {0.812, -2.0641}}},
+        {0.9f, 0.0f, true, {{0.905, -2.019}, {0.912, -2.0841}, {0.7058, -2.07769}}},
+        {0.9f, 0.01f, false, {{0.949, -2.008}, {0.927151, -2.043192}, {0.806559749, -2.05282161}}},
+        {0.9f, 0.01f, true, {{0.9031, -2.0152}, {0.90757411, -2.07485112}, {0.698189208, -2.06140859}}},
+    };
+    for (int k = 0; k < 5; k++) {
+        float param[2] = {1.0f, -2.0f}, buffer[2] = {0, 0};
+        for (int step = 0; step < 3; step++) {
+            plait_sgd_step(2, param, grads[step], buffer, 0.1f, cases[k].momentum, cases[k].weight_decay,
+                           cases[k].nesterov);
+            for (int i = 0; i < 2; i++)
+                CHECKF(fabs(param[i] - cases[k].expected[step][i]) < 1e-6, "case %d step %d param %d: %.9g vs %.9g",
+                       k, step, i, param[i], cases[k].expected[step][i]);
+        }
+    }
+    /* A large array (parallel path) agrees with the small one element by element. */
+    size_t n = 100003;
+    float *p = random_floats(n, 1500), *g = random_floats(n, 1501), *buf = plait_alloc(n * 4);
+    float p0 = p[n - 1], g0 = g[n - 1];
+    plait_sgd_step(n, p, g, buf, 0.1f, 0.9f, 0.01f, true);
+    float single = p0, single_buf = 0;
+    plait_sgd_step(1, &single, &g0, &single_buf, 0.1f, 0.9f, 0.01f, true);
+    CHECK(p[n - 1] == single && buf[n - 1] == single_buf);
+    plait_free(p);
+    plait_free(g);
+    plait_free(buf);
+}
+
+static bool near(float a, double b) { return fabs(a - b) <= 1e-6 * fabs(b) + 1e-12; }
+
+static void lr_schedules_match_pytorch_formulas(void) {
+    plait_lr_schedule s = {.kind = PLAIT_LR_CONSTANT, .base_lr = 0.1f, .total_steps = 100};
+    CHECK(near(plait_lr_at(&s, 0), 0.1) && near(plait_lr_at(&s, 99), 0.1));
+
+    /* StepLR(step_size 30, gamma 0.1) */
+    s = (plait_lr_schedule){.kind = PLAIT_LR_STEP, .base_lr = 0.1f, .total_steps = 90, .step_size = 30, .gamma = 0.1f};
+    CHECK(near(plait_lr_at(&s, 0), 0.1) && near(plait_lr_at(&s, 29), 0.1));
+    CHECK(near(plait_lr_at(&s, 30), 0.01) && near(plait_lr_at(&s, 65), 0.001));
+
+    /* CosineAnnealingLR(T_max 100, eta_min 0.001): min + (base-min)(1 + cos(pi t/100))/2 */
+    s = (plait_lr_schedule){.kind = PLAIT_LR_COSINE, .base_lr = 0.1f, .total_steps = 100, .min_lr = 0.001f};
+    CHECK(near(plait_lr_at(&s, 0), 0.1));
+    CHECKF(near(plait_lr_at(&s, 25), 0.0855017857), "%.9g", plait_lr_at(&s, 25));
+    CHECK(near(plait_lr_at(&s, 50), 0.0505));
+    CHECK(near(plait_lr_at(&s, 100), 0.001) && near(plait_lr_at(&s, 150), 0.001));
+
+    /* Linear warm-up over 5 steps scales the schedule by (step+1)/5. */
+    s.warmup_steps = 5;
+    CHECK(near(plait_lr_at(&s, 0), 0.02));
+    CHECKF(near(plait_lr_at(&s, 2), 0.0599413938), "%.9g", plait_lr_at(&s, 2));
+    CHECKF(near(plait_lr_at(&s, 4), 0.0996096777), "%.9g", plait_lr_at(&s, 4));
+    CHECK(near(plait_lr_at(&s, 50), 0.0505));
+
+    /* OneCycleLR(max_lr 0.1, total_steps 1000, pct_start 0.3, div_factor 25, final_div_factor 1e4):
+     * starts at 0.1/25 = 0.004, peaks at step 0.3*1000 - 1 = 299, ends at 0.004/1e4 = 4e-7 on step 999;
+     * both phases cosine: end + (start-end)/2 (cos(pi pct) + 1). */
+    s = (plait_lr_schedule){.kind = PLAIT_LR_ONECYCLE, .base_lr = 0.1f, .total_steps = 1000, .pct_start = 0.3f,
+                            .div_factor = 25.0f, .final_div_factor = 1e4f, .warmup_steps = 50};
+    CHECK(near(plait_lr_at(&s, 0), 0.004));
+    CHECKF(near(plait_lr_at(&s, 150), 0.0522521668), "%.9g", plait_lr_at(&s, 150));
+    CHECK(near(plait_lr_at(&s, 299), 0.1));
+    CHECKF(near(plait_lr_at(&s, 649), 0.0500002), "%.9g", plait_lr_at(&s, 649));
+    CHECKF(near(plait_lr_at(&s, 800), 0.0186507073), "%.9g", plait_lr_at(&s, 800));
+    CHECKF(near(plait_lr_at(&s, 999), 4e-7), "%.9g", plait_lr_at(&s, 999));
+    CHECK(near(plait_lr_at(&s, 1200), 4e-7));
+
+    plait_lr_kind kind = PLAIT_LR_CONSTANT;
+    CHECK(plait_lr_kind_parse("onecycle", &kind) == PLAIT_OK && kind == PLAIT_LR_ONECYCLE);
+    CHECK(plait_lr_kind_parse("cosine", &kind) == PLAIT_OK && kind == PLAIT_LR_COSINE);
+    CHECK(plait_lr_kind_parse("step", &kind) == PLAIT_OK && kind == PLAIT_LR_STEP);
+    CHECK(plait_lr_kind_parse("constant", &kind) == PLAIT_OK && kind == PLAIT_LR_CONSTANT);
+    CHECK(plait_lr_kind_parse("linear", &kind) == PLAIT_ERROR);
+    CHECKF(strcmp(plait_last_error(),
+                  "unknown learning-rate schedule 'linear' (expected constant, step, cosine or onecycle)") == 0,
+           "%s", plait_last_error());
+}
+
 int main(void) {
     plait_set_threads(2);
     testing_run("conv_validate_rejects_bad_descriptions", conv_validate_rejects_bad_descriptions);
@@ -489,5 +789,11 @@ int main(void) {
     testing_run("batchnorm_eval_matches_formula", batchnorm_eval_matches_formula);
     testing_run("activations_match_reference", activations_match_reference);
     testing_run("add_is_elementwise_and_may_alias", add_is_elementwise_and_may_alias);
+    testing_run("maxpool_matches_reference", maxpool_matches_reference);
+    testing_run("global_avgpool_matches_reference", global_avgpool_matches_reference);
+    testing_run("linear_matches_reference", linear_matches_reference);
+    testing_run("cross_entropy_matches_reference", cross_entropy_matches_reference);
+    testing_run("sgd_matches_hand_computed_steps", sgd_matches_hand_computed_steps);
+    testing_run("lr_schedules_match_pytorch_formulas", lr_schedules_match_pytorch_formulas);
     return testing_finish();
 }
