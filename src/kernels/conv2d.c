@@ -94,10 +94,18 @@ static void im2col(const plait_conv2d_desc *d, const float *x, int images, float
         for (int oh = 0; oh < OH; oh++) {
             for (int ow = 0; ow < OW; ow++) {
                 float *row = col + ((size_t)(n * OH + oh) * OW + ow) * row_floats;
+                const int iw0 = ow * d->stride_w - d->pad_w;
+                /* With one group, a kernel row lying fully inside the input is one contiguous copy. */
+                const bool row_inside = G == 1 && iw0 >= 0 && iw0 + S <= W;
                 for (int r = 0; r < R; r++) {
                     int ih = oh * d->stride_h - d->pad_h + r;
+                    if (row_inside && ih >= 0 && ih < H) {
+                        memcpy(row + (size_t)r * S * C, x + (((size_t)n * H + ih) * W + iw0) * C,
+                               (size_t)S * C * sizeof(float));
+                        continue;
+                    }
                     for (int s = 0; s < S; s++) {
-                        int iw = ow * d->stride_w - d->pad_w + s;
+                        int iw = iw0 + s;
                         bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
                         const float *src = x + (((size_t)n * H + (inside ? ih : 0)) * W + (inside ? iw : 0)) * C;
                         for (int g = 0; g < G; g++) {
