@@ -164,6 +164,8 @@ static const plait_conv2d_desc conv_cases[] = {
     {2, 7, 7, 6, 4, 1, 1, 1, 1, 0, 0, 2},      /* grouped pointwise */
     {2, 13, 7, 3, 5, 3, 5, 2, 1, 1, 2, 1},     /* non-square kernel, stride and padding */
     {1, 7, 7, 3, 5, 7, 7, 1, 1, 0, 0, 1},      /* kernel as large as the input: 1x1 output */
+    {5, 7, 13, 17, 6, 5, 3, 1, 1, 2, 0, 1},    /* non-square kernel, stride 1 */
+    {1, 7, 7, 3, 5, 1, 1, 1, 1, 1, 1, 1},      /* 1x1 with padding: border outputs see only zeros */
     {5, 13, 13, 17, 17, 3, 3, 1, 1, 1, 1, 17}, /* depthwise */
     {1, 13, 13, 33, 33, 3, 3, 2, 2, 1, 1, 33}, /* depthwise, stride 2, odd size */
     {5, 7, 7, 17, 17, 5, 5, 1, 1, 2, 2, 17},   /* depthwise 5x5 */
@@ -185,9 +187,9 @@ static void conv_im2col_blas_in_image_chunks(void) {
         plait_conv2d_set_column_buffer_limit(2 * per_image);
         bool pointwise = d->kernel_h == 1 && d->kernel_w == 1 && d->stride_h == 1 && d->stride_w == 1 &&
                          d->pad_h == 0 && d->pad_w == 0;
-        size_t expected = pointwise ? 0 : 2 * per_image;
-        CHECKF(plait_conv2d_im2col_blas.workspace_bytes(d) == expected, "case %d workspace %zu", i,
-               plait_conv2d_im2col_blas.workspace_bytes(d));
+        size_t bytes = plait_conv2d_im2col_blas.workspace_bytes(d);
+        CHECKF(pointwise ? bytes == 0 : bytes >= 2 * per_image && bytes < 5 * per_image, "case %d workspace %zu", i,
+               bytes);
         check_conv(d, &plait_conv2d_im2col_blas, 300 + 10 * i);
     }
     plait_conv2d_set_column_buffer_limit((size_t)64 << 20);
