@@ -52,6 +52,7 @@ int plait_conv2d_validate(const plait_conv2d_desc *d) {
 }
 
 double plait_conv2d_macs(const plait_conv2d_desc *d) {
+    if (d->groups <= 0) return 0;
     return (double)d->batch * plait_conv2d_out_h(d) * plait_conv2d_out_w(d) * d->out_channels * d->kernel_h *
            d->kernel_w * (d->in_channels / d->groups);
 }
