@@ -119,7 +119,7 @@ typedef enum plait_lr_kind {
     PLAIT_LR_CONSTANT,
     PLAIT_LR_STEP,     /* lr * gamma^(floor(step / step_size)) */
     PLAIT_LR_COSINE,   /* cosine from lr to min_lr over total_steps */
-    PLAIT_LR_ONECYCLE, /* linear up from lr/div_factor to lr over pct_start, cosine down to lr/final_div */
+    PLAIT_LR_ONECYCLE, /* PyTorch OneCycleLR: cosine up from lr/div_factor to lr over pct_start, then down */
 } plait_lr_kind;
 
 typedef struct plait_lr_schedule {
