@@ -25,7 +25,7 @@ static int idx_read(gzFile f, const char *path, void *buffer, size_t bytes, cons
             const char *message = gzerror(f, &code);
             if (code != Z_OK && code != Z_BUF_ERROR)
                 return plait_fail("IDX file %s: cannot read %s: %s", path, what, message);
-            return plait_fail("IDX file %s is truncated: %s needs %zu bytes, the file has %zu", path, what, bytes,
+            return plait_fail("IDX file %s is truncated: %zu bytes of %s expected, %zu found", path, bytes, what,
                               got);
         }
         got += (size_t)n;
