@@ -509,6 +509,10 @@ static void open_fashion_mnist_and_cifar_binary(void) {
     CHECK(error_mentions("64", NULL));
     CHECK(plait_dataset_open("cifar100", path_of("nothing-here"), 0, 1, &train, &test) == PLAIT_ERROR);
     CHECK(error_mentions(path_of("nothing-here"), NULL));
+    make_folder("packed");
+    write_bytes(path_of("packed/cifar10-jpg.tar.gz"), "x", 1);
+    CHECK(plait_dataset_open("cifar10", path_of("packed"), 0, 1, &train, &test) == PLAIT_ERROR);
+    CHECK(error_mentions(path_of("packed/cifar10-jpg.tar.gz"), "unpack it first"));
     CHECK(plait_dataset_open("mnist", path_of("fmnist"), 0, 1, &train, &test) == PLAIT_ERROR);
     CHECK(error_mentions("unknown data set 'mnist'", NULL));
 }

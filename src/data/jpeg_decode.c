@@ -71,8 +71,7 @@ static void jpeg_on_message(j_common_ptr cinfo, int level) {
     if (level != -1) return;
     int code = cinfo->err->msg_code;
     if (code == JWRN_JPEG_EOF || code == JWRN_HIT_MARKER || code == JWRN_HUFF_BAD_CODE ||
-        code == JWRN_ARITH_BAD_CODE || code == JWRN_MUST_RESYNC || code == JWRN_BOGUS_PROGRESSION ||
-        code == JWRN_NOT_SEQUENTIAL)
+        code == JWRN_ARITH_BAD_CODE || code == JWRN_MUST_RESYNC)
         jpeg_on_error(cinfo);
 }
 

@@ -22,6 +22,16 @@ static bool join_exists(char *out, size_t out_size, const char *folder, const ch
     return folder_wanted ? is_folder(out) : is_file(out);
 }
 
+/* ../shared/data holds the data sets as <name>-jpg.tar.gz: say so rather than "not found". */
+static bool packed_hint(const char *name, const char *path) {
+    char archive[4096], file[128];
+    snprintf(file, sizeof file, "%s-jpg.tar.gz", name);
+    if (!join_exists(archive, sizeof archive, path, file, false)) return false;
+    plait_fail("%s: %s holds the packed archive %s; unpack it first (tar xzf) and give the folder it makes",
+               name, path, archive);
+    return true;
+}
+
 static void name_dataset(plait_dataset *d, const char *name) { snprintf(d->name, sizeof d->name, "%s", name); }
 
 static void copy_stats(plait_dataset *to, const plait_dataset *from) { dataset_set_stats(to, from->mean, from->std); }
@@ -82,6 +92,8 @@ static int open_cifar(const char *name, int classes, const char *path, int image
     } else if (join_exists(inner, sizeof inner, path, name, true) &&
                join_exists(candidate, sizeof candidate, inner, "train", true)) {
         images = inner;
+    } else if (packed_hint(name, path)) {
+        return PLAIT_ERROR;
     } else {
         return plait_fail("%s: %s holds neither %s nor train/ and test/ image folders", name, path, marker);
     }
@@ -163,6 +175,8 @@ static int open_caltech(const char *path, int image_size, uint64_t seed, plait_d
     if (join_exists(inner, sizeof inner, path, "caltech101", true) ||
         join_exists(inner, sizeof inner, path, "101_ObjectCategories", true))
         path = inner;
+    else if (packed_hint("caltech101", path))
+        return PLAIT_ERROR;
     return open_and_split("caltech101", path, image_size > 0 ? image_size : 128, CALTECH_BACKGROUND, seed, train,
                           test);
 }
