@@ -67,7 +67,8 @@ static void write_jpeg(const char *path, int width, int height, int components, 
     cinfo.in_color_space = components == 1 ? JCS_GRAYSCALE : components == 3 ? JCS_RGB : JCS_CMYK;
     jpeg_set_defaults(&cinfo);
     jpeg_set_quality(&cinfo, 98, TRUE);
-    for (int c = 0; c < cinfo.num_components; c++) cinfo.comp_info[c].h_samp_factor = cinfo.comp_info[c].v_samp_factor = 1;
+    for (int c = 0; c < cinfo.num_components; c++)
+        cinfo.comp_info[c].h_samp_factor = cinfo.comp_info[c].v_samp_factor = 1;
     jpeg_start_compress(&cinfo, TRUE);
     while (cinfo.next_scanline < cinfo.image_height) {
         JSAMPROW row = (JSAMPROW)(pixels + (size_t)cinfo.next_scanline * (size_t)width * (size_t)components);
@@ -99,6 +100,9 @@ static int max_difference(const uint8_t *a, const uint8_t *b, size_t n) {
     }
     return worst;
 }
+
+static void write_class_images(const char *folder, const char *class_name, int images, int width, int height,
+                               int tag);
 
 /* ---------- CIFAR binary ---------- */
 
@@ -318,6 +322,26 @@ static void jpeg_resize_keeps_the_center(void) {
     plait_dataset_free(&d);
     free(wide);
     free(tall);
+}
+
+static void jpeg_decode_ignores_thread_count(void) {
+    for (int c = 0; c < 3; c++) {
+        char name[32];
+        snprintf(name, sizeof name, "class_%d", c);
+        write_class_images("threads", name, 12, 20 + 3 * c, 26 - 2 * c, c);
+    }
+    plait_dataset one, two;
+    int threads = plait_threads();
+    plait_set_threads(1);
+    CHECK(plait_dataset_load_imagefolder(path_of("threads"), 14, NULL, &one) == PLAIT_OK);
+    plait_set_threads(2);
+    CHECK(plait_dataset_load_imagefolder(path_of("threads"), 14, NULL, &two) == PLAIT_OK);
+    plait_set_threads(threads);
+    CHECK(one.count == 36 && two.count == 36);
+    CHECK(memcmp(one.pixels, two.pixels, (size_t)one.count * 14 * 14 * 3) == 0);
+    CHECK(memcmp(one.labels, two.labels, (size_t)one.count * sizeof(int32_t)) == 0);
+    plait_dataset_free(&one);
+    plait_dataset_free(&two);
 }
 
 static void resize_preserves_flat_and_average(void) {
@@ -870,6 +894,7 @@ int main(void) {
     testing_run("idx_bad_files_give_clear_errors", idx_bad_files_give_clear_errors);
     testing_run("jpeg_folder_orders_classes_and_files", jpeg_folder_orders_classes_and_files);
     testing_run("jpeg_resize_keeps_the_center", jpeg_resize_keeps_the_center);
+    testing_run("jpeg_decode_ignores_thread_count", jpeg_decode_ignores_thread_count);
     testing_run("resize_preserves_flat_and_average", resize_preserves_flat_and_average);
     testing_run("cmyk_jpeg_becomes_rgb", cmyk_jpeg_becomes_rgb);
     testing_run("jpeg_bad_inputs_give_clear_errors", jpeg_bad_inputs_give_clear_errors);
