@@ -93,7 +93,7 @@ static int compare_int(const void *a, const void *b) { return *(const int *)a - 
 
 /* Keeps a seeded random `limit` of the samples, in their original order: folders are sorted by
  * class, so the first N would hold only a few classes. */
-static int limit_dataset(plait_dataset *d, int limit, uint64_t seed) {
+int plait_dataset_keep_random(plait_dataset *d, int limit, uint64_t seed) {
     if (limit <= 0 || limit >= d->count) return PLAIT_OK;
     int *order = malloc(sizeof(int) * (size_t)d->count);
     if (!order) return plait_fail("out of memory");
@@ -134,8 +134,8 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
     char checkpoint_path[4096] = "";
 
     if (plait_dataset_open(c->dataset, c->data_path, c->image_size, c->seed, &train, &test) != PLAIT_OK) goto done;
-    if (limit_dataset(&train, c->train_limit, c->seed) != PLAIT_OK ||
-        limit_dataset(&test, c->test_limit, c->seed + 1) != PLAIT_OK)
+    if (plait_dataset_keep_random(&train, c->train_limit, c->seed) != PLAIT_OK ||
+        plait_dataset_keep_random(&test, c->test_limit, c->seed + 1) != PLAIT_OK)
         goto done;
     if (train.count < c->batch_size)
         plait_fail("the training set has %d images, fewer than one batch of %d", train.count, c->batch_size);

@@ -2,6 +2,7 @@
 #ifndef PLAIT_TRAIN_INTERNAL_H
 #define PLAIT_TRAIN_INTERNAL_H
 
+#include "plait/data.h"
 #include "plait/nn.h"
 
 /* Where a run stands: the next epoch and batch to run, and optimizer steps taken so far. */
@@ -16,5 +17,8 @@ int plait_train_save_checkpoint(plait_model *m, const char *path, const plait_tr
 int plait_train_load_checkpoint(plait_model *m, const char *path, plait_train_position *position);
 /* Weights and buffers only (for --init and eval). */
 int plait_train_load_weights(plait_model *m, const char *path);
+
+/* Keeps a seeded random `limit` of the samples (all when limit <= 0), in their original order. */
+int plait_dataset_keep_random(plait_dataset *d, int limit, uint64_t seed);
 
 #endif

@@ -1,0 +1,95 @@
+/* The trainer on data the test makes: the loss must fall well below its start, runs must be
+ * reproducible, and micro-batches must equal gradient accumulation by hand. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plait/train.h"
+#include "testing.h"
+
+/* 8x8 RGB images; class k has a bright 2x2 patch at a class-dependent position on noise. */
+static void make_batch(int n, int classes, uint64_t seed, plait_tensor *images, int32_t *labels) {
+    plait_tensor_reserve(images, (plait_shape){n, 8, 8, 3});
+    plait_rng rng;
+    plait_rng_seed(&rng, seed);
+    for (int i = 0; i < n; i++) {
+        int k = (int)plait_rng_below(&rng, (uint32_t)classes);
+        labels[i] = k;
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 8; x++)
+                for (int c = 0; c < 3; c++) {
+                    bool patch = y / 2 == k / 4 && x / 2 == k % 4;
+                    images->data[((size_t)i * 64 + y * 8 + x) * 3 + c] =
+                        (patch ? 2.0f : 0.0f) + 0.3f * plait_rng_normal(&rng);
+                }
+    }
+}
+
+static float train_steps(const char *model_name, int steps, int microbatches, float *first_loss, float **weights_out,
+                         size_t *weights_count) {
+    plait_model *m;
+    plait_trainer *t;
+    CHECK(plait_model_create(model_name, (plait_shape){1, 8, 8, 3}, 8, 5, &m) == PLAIT_OK);
+    CHECK(plait_trainer_create(m, &t) == PLAIT_OK);
+    plait_tensor images = {0};
+    int32_t labels[32];
+    plait_step_options o = {.microbatches = microbatches, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f,
+                            .nesterov = true};
+    float loss = 0;
+    for (int s = 0; s < steps; s++) {
+        make_batch(32, 8, 100 + (uint64_t)s, &images, labels);
+        int correct;
+        CHECK(plait_trainer_step(t, &o, &images, labels, &loss, &correct) == PLAIT_OK);
+        if (s == 0) *first_loss = loss;
+    }
+    if (weights_out) {
+        plait_param **params;
+        int count;
+        CHECK(plait_model_params(m, 0, m->unit_count, &params, &count) == PLAIT_OK);
+        size_t total = 0;
+        for (int i = 0; i < count; i++) total += params[i]->count;
+        float *w = malloc(total * sizeof(float));
+        size_t at = 0;
+        for (int i = 0; i < count; i++) {
+            memcpy(w + at, params[i]->value, params[i]->count * sizeof(float));
+            at += params[i]->count;
+        }
+        free(params);
+        *weights_out = w;
+        *weights_count = total;
+    }
+    plait_trainer_free(t);
+    plait_model_free(m);
+    plait_tensor_free(&images);
+    return loss;
+}
+
+static void loss_falls_on_generated_data(void) {
+    float first;
+    float last = train_steps("resnet20", 60, 1, &first, NULL, NULL);
+    CHECKF(first > 1.5f, "first loss %f should be near ln 8 = 2.08", (double)first);
+    CHECKF(last < 0.25f * first, "loss went from %f to %f", (double)first, (double)last);
+}
+
+static void training_is_reproducible(void) {
+    float first_a, first_b, *a, *b;
+    size_t na, nb;
+    train_steps("resnet20", 4, 1, &first_a, &a, &na);
+    train_steps("resnet20", 4, 1, &first_b, &b, &nb);
+    CHECK(na == nb && memcmp(a, b, na * sizeof(float)) == 0);
+    free(a);
+    free(b);
+}
+
+static void mobilenet_trains(void) {
+    float first;
+    float last = train_steps("mobilenetv2", 40, 2, &first, NULL, NULL);
+    CHECKF(last < 0.5f * first, "loss went from %f to %f", (double)first, (double)last);
+}
+
+int main(void) {
+    plait_set_threads(2);
+    testing_run("loss_falls_on_generated_data", loss_falls_on_generated_data);
+    testing_run("training_is_reproducible", training_is_reproducible);
+    testing_run("mobilenet_trains", mobilenet_trains);
+    return testing_finish();
+}
