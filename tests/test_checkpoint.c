@@ -462,9 +462,9 @@ static void mismatches_are_errors(void) {
     CHECK(plait_checkpoint_save(path, &resnet20->model, 0, 3, &bad) == PLAIT_ERROR);
     CHECK(error_has("training state is not valid JSON") && error_has(path));
     CHECK(plait_checkpoint_save(path, &resnet20->model, 1, 1, NULL) == PLAIT_ERROR);
-    CHECK(error_has("unit range [1,1)"));
+    CHECK(error_has("unit range [1,1)") && error_has(path));
     CHECK(plait_checkpoint_load(&path, 1, &resnet20->model, 0, 4, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has("unit range [0,4)"));
+    CHECK(error_has("unit range [0,4) is not within model resnet20's 3 units") && error_has(path));
     tiny_free(resnet20);
     tiny_free(resnet18);
     tiny_free(wide);

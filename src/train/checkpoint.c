@@ -112,7 +112,7 @@ static int list_entries(const plait_model *m, int first, int last, entry_list *l
 
 static int check_range(const plait_model *m, int first, int last) {
     if (first < 0 || last > m->unit_count || first >= last)
-        return plait_fail("checkpoint: unit range [%d,%d) is not within model %s's %d units", first, last, m->name,
+        return plait_fail("unit range [%d,%d) is not within model %s's %d units", first, last, m->name,
                           m->unit_count);
     return PLAIT_OK;
 }
@@ -161,7 +161,7 @@ static int add_metadata(safetensors_writer *w, const plait_model *m, int first, 
     const char *training = state && state->training ? state->training : "{}";
     json_error_t error;
     json_t *parsed = json_loads(training, JSON_DECODE_ANY, &error);
-    if (!parsed) return plait_fail("checkpoint: training state is not valid JSON (%s)", error.text);
+    if (!parsed) return plait_fail("training state is not valid JSON (%s)", error.text);
     json_decref(parsed);
     int status = safetensors_writer_set_metadata(w, "format", FORMAT_NAME);
     snprintf(text, sizeof text, "%d", PLAIT_CHECKPOINT_FORMAT_VERSION);
@@ -185,10 +185,10 @@ static int add_metadata(safetensors_writer *w, const plait_model *m, int first, 
 
 int plait_checkpoint_save(const char *path, const plait_model *m, int first, int last,
                           const plait_train_state *state) {
-    if (check_range(m, first, last) != PLAIT_OK) return PLAIT_ERROR;
     entry_list list = {0};
-    safetensors_writer *w = safetensors_writer_create();
-    int status = w ? list_entries(m, first, last, &list) : PLAIT_ERROR;
+    safetensors_writer *w = NULL;
+    int status = check_range(m, first, last);
+    if (status == PLAIT_OK) status = (w = safetensors_writer_create()) ? list_entries(m, first, last, &list) : PLAIT_ERROR;
     for (int i = 0; i < list.count && status == PLAIT_OK; i++)
         if (list.items[i].kind != ENTRY_MOMENTUM || list.items[i].param->momentum) status = add_entry(w, &list.items[i]);
     if (status == PLAIT_OK) status = add_metadata(w, m, first, last, state);
@@ -387,8 +387,12 @@ static int load_parts(load_context *c, plait_train_state *state) {
 
 int plait_checkpoint_load(const char *const *paths, int path_count, plait_model *m, int first, int last,
                           plait_checkpoint_mode mode, plait_train_state *state) {
-    if (check_range(m, first, last) != PLAIT_OK) return PLAIT_ERROR;
-    if (path_count < 1) return plait_fail("checkpoint: no files to load model %s from", m->name);
+    if (path_count < 1) return plait_fail("no checkpoint files to load model %s from", m->name);
+    if (check_range(m, first, last) != PLAIT_OK) {
+        char reason[400];
+        snprintf(reason, sizeof reason, "%s", plait_last_error());
+        return plait_fail("cannot load checkpoint %s: %s", paths[0], reason);
+    }
     load_context c = {.paths = paths, .path_count = path_count, .m = m, .first = first, .last = last, .mode = mode};
     c.files = calloc((size_t)path_count, sizeof *c.files);
     if (!c.files) return plait_fail("out of memory loading a checkpoint");
