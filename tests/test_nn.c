@@ -433,6 +433,7 @@ static void check_unit_gradients(plait_model *m, int batch, unsigned long seed) 
     testing_fill_uniform(dy.data, plait_shape_count(out), seed + 1);
     plait_unit_state *s = plait_unit_state_create();
     const plait_tensor *y, *dx;
+    nn_in_place_activations = false; /* keeps the pre-activations for kink_margin */
     /* inputs whose activations all stay clear of kinks, so finite differences never straddle one */
     double margin = 0.0;
     for (unsigned long attempt = 0; attempt < 500 && margin < 0.01; attempt++) {
@@ -467,6 +468,7 @@ static void check_unit_gradients(plait_model *m, int batch, unsigned long seed) 
     if (getenv("PLAIT_TEST_VERBOSE")) fprintf(stderr, "  %s: %zu of %zu entries skipped\n", u->name, skipped, total);
     free(params);
     free(analytic_dx);
+    nn_in_place_activations = true;
     plait_unit_state_free(s);
     plait_tensor_free(&x);
     plait_tensor_free(&dy);
@@ -529,6 +531,49 @@ static void stem_with_maxpool_gradients(void) {
     perturb_batchnorm(m, 400);
     check_unit_gradients(m, 2, 24);
     release_model(m);
+}
+
+/* Activations overwriting their inputs give the same outputs, input gradients and parameter gradients. */
+static void in_place_activations_change_nothing(void) {
+    plait_model *m = nn_model_new("tiny", (plait_shape){1, 6, 6, 4}, 3);
+    plait_rng rng;
+    plait_rng_seed(&rng, 17);
+    CHECK(nn_bottleneck(m, "layer1.0", 2, 2, &rng) == PLAIT_OK);
+    plait_unit *u = &m->units[0];
+    plait_tensor x = {0}, dy = {0};
+    plait_tensor_reserve(&x, (plait_shape){3, 6, 6, 4});
+    plait_tensor_reserve(&dy, (plait_shape){3, 3, 3, 8});
+    testing_fill_uniform(x.data, plait_shape_count(x.shape), 1);
+    testing_fill_uniform(dy.data, plait_shape_count(dy.shape), 2);
+    float *outputs[2], *input_gradients[2], *weight_gradients[2];
+    for (int mode = 0; mode < 2; mode++) {
+        nn_in_place_activations = mode == 1;
+        plait_unit_state *s = plait_unit_state_create();
+        plait_model_zero_grad(m, 0, 1);
+        const plait_tensor *y, *dx;
+        CHECK(plait_unit_forward(u, s, &x, true, &y) == PLAIT_OK);
+        outputs[mode] = malloc(plait_shape_count(y->shape) * sizeof(float));
+        memcpy(outputs[mode], y->data, plait_shape_count(y->shape) * sizeof(float));
+        CHECK(plait_unit_backward(u, s, &dy, &dx) == PLAIT_OK);
+        input_gradients[mode] = malloc(plait_shape_count(x.shape) * sizeof(float));
+        memcpy(input_gradients[mode], dx->data, plait_shape_count(x.shape) * sizeof(float));
+        plait_param *w = &u->main[0].params[0];
+        weight_gradients[mode] = malloc(w->count * sizeof(float));
+        memcpy(weight_gradients[mode], w->grad, w->count * sizeof(float));
+        plait_unit_state_free(s);
+    }
+    nn_in_place_activations = true;
+    CHECK(memcmp(outputs[0], outputs[1], plait_shape_count(dy.shape) * sizeof(float)) == 0);
+    CHECK(memcmp(input_gradients[0], input_gradients[1], plait_shape_count(x.shape) * sizeof(float)) == 0);
+    CHECK(memcmp(weight_gradients[0], weight_gradients[1], u->main[0].params[0].count * sizeof(float)) == 0);
+    for (int mode = 0; mode < 2; mode++) {
+        free(outputs[mode]);
+        free(input_gradients[mode]);
+        free(weight_gradients[mode]);
+    }
+    plait_tensor_free(&x);
+    plait_tensor_free(&dy);
+    plait_model_free(m);
 }
 
 static void head_gradients(void) {
@@ -829,6 +874,7 @@ int main(void) {
     testing_run("inverted_residual_gradients", inverted_residual_gradients);
     testing_run("stem_with_maxpool_gradients", stem_with_maxpool_gradients);
     testing_run("head_gradients", head_gradients);
+    testing_run("in_place_activations_change_nothing", in_place_activations_change_nothing);
     testing_run("running_stats_follow_pytorch", running_stats_follow_pytorch);
     testing_run("micro_batches_match_mini_batch", micro_batches_match_mini_batch);
     testing_run("eval_uses_running_stats", eval_uses_running_stats);

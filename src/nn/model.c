@@ -207,7 +207,7 @@ void plait_param_from_torch(const plait_param *p, const float *torch_layout, flo
 void plait_model_print_summary(const plait_model *m, FILE *out) {
     fprintf(out, "%s: input %dx%dx%d (HxWxC), %d classes\n", m->name, m->input.h, m->input.w, m->input.c,
             m->classes);
-    fprintf(out, "%-4s %-14s %-18s %12s %14s\n", "#", "unit", "output (HxWxC)", "params", "MACs");
+    fprintf(out, "%-4s %-14s %-18s %12s %12s\n", "#", "unit", "output (HxWxC)", "params", "MMACs");
     size_t total_params = 0;
     double total_macs = 0.0;
     for (int i = 0; i < m->unit_count; i++) {
@@ -220,7 +220,7 @@ void plait_model_print_summary(const plait_model *m, FILE *out) {
         double macs = plait_unit_macs(u);
         char shape[40];
         snprintf(shape, sizeof shape, "%dx%dx%d", u->out_shape.h, u->out_shape.w, u->out_shape.c);
-        fprintf(out, "%-4d %-14s %-18s %12zu %14.0f\n", i, u->name, shape, params, macs);
+        fprintf(out, "%-4d %-14s %-18s %12zu %12.2f\n", i, u->name, shape, params, macs / 1e6);
         total_params += params;
         total_macs += macs;
     }
