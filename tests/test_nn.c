@@ -211,6 +211,15 @@ static void names_dims_and_order(void) {
         CHECK(strcmp(buffers[1]->name, "bn1.running_var") == 0 && buffers[1]->value[0] == 1.0f);
         free(buffers);
         CHECK(plait_model_params(m, 3, 11, &params, &count) == PLAIT_ERROR);
+        CHECK(strcmp(plait_last_error(), "unit range [3, 11) is outside the model's 10 units") == 0);
+        plait_layer **layers;
+        CHECK(plait_model_layers(m, 0, 1, &layers, &count) == PLAIT_OK);
+        CHECK(count == 4 && strcmp(layers[3]->name, "maxpool") == 0 && layers[0]->kind == PLAIT_LAYER_CONV2D);
+        free(layers);
+        CHECK(plait_model_layers(m, 3, 4, &layers, &count) == PLAIT_OK);
+        CHECK(count == 7 && strcmp(layers[5]->name, "layer2.0.downsample.0") == 0);
+        CHECK(layers[6]->kind == PLAIT_LAYER_BATCHNORM && layers[6]->num_batches_tracked == 0);
+        free(layers);
         release_model(m);
     }
     m = imagenet_model("resnet50");

@@ -98,12 +98,16 @@ typedef struct plait_model {
 
 /* Names: resnet18, resnet34, resnet50 (torchvision: 7x7 stride-2 stem and max pooling),
  * cifar_resnet18, cifar_resnet34, cifar_resnet50 (3x3 stride-1 stem, no max pooling), resnet20,
- * resnet56 (He et al. CIFAR nets, 16/32/64 channels, projection shortcuts), mobilenetv2.
- * Weights get Kaiming initialization from `seed`. */
+ * resnet56 (He et al. CIFAR nets, 16/32/64 channels, projection shortcuts), mobilenetv2 (without the
+ * classifier's dropout). Units: "stem" (or "features.0"), "layer1.0", ... (or "features.N"), "head".
+ * Weights are initialized as torchvision does, from `seed`. */
 int plait_model_create(const char *name, plait_shape input, int classes, uint64_t seed, plait_model **out);
 void plait_model_free(plait_model *m);
 const char *const *plait_model_names(void); /* NULL-terminated */
 
+/* Every layer of units [first, last) in model order (main path, then shortcut, per unit): for the
+ * tuner (conv_kernel) and checkpoints (num_batches_tracked). The caller frees the array. */
+int plait_model_layers(plait_model *m, int first, int last, plait_layer ***layers, int *count);
 /* Every learnable parameter and buffer of units [first, last), in model order. */
 int plait_model_params(plait_model *m, int first, int last, plait_param ***params, int *count);
 int plait_model_buffers(plait_model *m, int first, int last, plait_buffer ***buffers, int *count);

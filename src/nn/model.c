@@ -99,6 +99,21 @@ static plait_layer *layer_at(const plait_unit *u, int j) {
         for (int layer_index = 0; layer_index < layer_total(&(m)->units[unit_index]); layer_index++) \
             for (plait_layer *l = layer_at(&(m)->units[unit_index], layer_index); l; l = NULL)
 
+int plait_model_layers(plait_model *m, int first, int last, plait_layer ***layers, int *count) {
+    *layers = NULL;
+    *count = 0;
+    if (check_range(m, first, last) != PLAIT_OK) return PLAIT_ERROR;
+    int total = 0;
+    FOR_EACH_LAYER(m, first, last, l) total++;
+    plait_layer **list = malloc((size_t)(total > 0 ? total : 1) * sizeof *list);
+    if (!list) return plait_fail("out of memory listing layers");
+    int n = 0;
+    FOR_EACH_LAYER(m, first, last, l) list[n++] = l;
+    *layers = list;
+    *count = n;
+    return PLAIT_OK;
+}
+
 int plait_model_params(plait_model *m, int first, int last, plait_param ***params, int *count) {
     *params = NULL;
     *count = 0;
