@@ -247,6 +247,36 @@ static void eval_uses_running_stats(void) {
     plait_model_free(m);
 }
 
+static void state_memory_grows_with_batch(void) {
+    plait_model *m = nn_model_new("tiny", (plait_shape){1, 8, 8, 4}, 3);
+    plait_rng rng;
+    plait_rng_seed(&rng, 5);
+    CHECK(nn_basic_block(m, "layer1.0", 4, 1, &rng) == PLAIT_OK);
+    plait_unit_state *s = plait_unit_state_create();
+    CHECK(plait_unit_state_bytes(s) == 0);
+    size_t bytes[2];
+    for (int k = 0; k < 2; k++) {
+        plait_tensor x = {0}, dy = {0};
+        int batch = k == 0 ? 2 : 4;
+        plait_tensor_reserve(&x, (plait_shape){batch, 8, 8, 4});
+        plait_tensor_reserve(&dy, x.shape);
+        testing_fill_uniform(x.data, plait_shape_count(x.shape), 1);
+        const plait_tensor *y, *dx;
+        CHECK(plait_unit_forward(&m->units[0], s, &x, true, &y) == PLAIT_OK);
+        CHECK(plait_unit_backward(&m->units[0], s, &dy, &dx) == PLAIT_OK);
+        bytes[k] = plait_unit_state_bytes(s);
+        plait_tensor_free(&x);
+        plait_tensor_free(&dy);
+    }
+    /* batch 2: outputs of conv1, bn1 (relu in place), conv2, bn2 (sum and relu in place) = 4 tensors of
+     * 2*8*8*4 floats; gradients dsum, dx and two scratch = 4 more; two batchnorms' mean and invstd */
+    size_t tensor = 2 * 8 * 8 * 4 * sizeof(float);
+    CHECKF(bytes[0] == 8 * tensor + 2 * 2 * 4 * sizeof(float), "%zu bytes", bytes[0]);
+    CHECKF(bytes[1] == 16 * tensor + 2 * 2 * 4 * sizeof(float), "%zu bytes", bytes[1]);
+    plait_unit_state_free(s);
+    plait_model_free(m);
+}
+
 static void sgd_drives_loss_down(void) {
     /* a ResNet in miniature: CIFAR stem, two basic blocks (one with projection), head */
     plait_model *m = nn_model_new("tiny", (plait_shape){1, 8, 8, 3}, 4);
@@ -293,6 +323,7 @@ int main(void) {
     testing_run("running_stats_follow_pytorch", running_stats_follow_pytorch);
     testing_run("micro_batches_match_mini_batch", micro_batches_match_mini_batch);
     testing_run("eval_uses_running_stats", eval_uses_running_stats);
+    testing_run("state_memory_grows_with_batch", state_memory_grows_with_batch);
     testing_run("sgd_drives_loss_down", sgd_drives_loss_down);
     return testing_finish();
 }

@@ -112,7 +112,8 @@ int plait_model_layers(plait_model *m, int first, int last, plait_layer ***layer
 int plait_model_params(plait_model *m, int first, int last, plait_param ***params, int *count);
 int plait_model_buffers(plait_model *m, int first, int last, plait_buffer ***buffers, int *count);
 size_t plait_model_param_count(const plait_model *m); /* number of learnable scalars */
-double plait_unit_macs(const plait_unit *u);          /* multiply-adds of one forward, batch 1 */
+/* Multiply-adds of one forward at batch 1, of convolutions and linear layers (as papers count). */
+double plait_unit_macs(const plait_unit *u);
 
 /* Copy one of a parameter's arrays (value, grad or momentum) between plait's layout and
  * torchvision's (OHWI <-> OIHW for conv weights, plain copy otherwise); `count` floats each. */
@@ -123,6 +124,9 @@ void plait_param_from_torch(const plait_param *p, const float *torch_layout, flo
 typedef struct plait_unit_state plait_unit_state;
 plait_unit_state *plait_unit_state_create(void);
 void plait_unit_state_free(plait_unit_state *s);
+/* Bytes the state holds now (activations, saved statistics, gradient buffers), for memory profiles;
+ * it grows to fit the largest micro-batch seen and keeps that. */
+size_t plait_unit_state_bytes(const plait_unit_state *s);
 
 /* Forward through one unit. *y points into the state and stays valid until the state's next
  * forward. training = batch statistics (accumulated for the running update) and saved activations.

@@ -34,6 +34,20 @@ void plait_unit_state_free(plait_unit_state *s) {
     plait_free(s);
 }
 
+static size_t layer_state_bytes(const nn_layer_state *s) {
+    return s->y.capacity * sizeof(float) + (size_t)s->saved_channels * 2 * sizeof(float) +
+           s->argmax_capacity * sizeof(int32_t);
+}
+
+size_t plait_unit_state_bytes(const plait_unit_state *s) {
+    size_t bytes = 0;
+    for (int i = 0; i < s->main_capacity; i++) bytes += layer_state_bytes(&s->main[i]);
+    for (int i = 0; i < s->shortcut_capacity; i++) bytes += layer_state_bytes(&s->shortcut[i]);
+    const plait_tensor *tensors[] = {&s->post_relu, &s->dsum, &s->dx, &s->dx_shortcut, &s->scratch[0], &s->scratch[1]};
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++) bytes += tensors[i]->capacity * sizeof(float);
+    return bytes;
+}
+
 const nn_layer_state *nn_unit_state_layers(const plait_unit_state *s, bool shortcut) {
     return shortcut ? s->shortcut : s->main;
 }
