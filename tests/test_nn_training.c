@@ -93,7 +93,10 @@ static void running_stats_follow_pytorch(void) {
         double sum = 0, sumsq = 0;
         for (size_t r = 0; r < rows; r++) sum += x.data[r * channels + c];
         double mean = sum / rows;
-        for (size_t r = 0; r < rows; r++) sumsq += (x.data[r * channels + c] - mean) * (x.data[r * channels + c] - mean);
+        for (size_t r = 0; r < rows; r++) {
+            double d = x.data[r * channels + c] - mean;
+            sumsq += d * d;
+        }
         double var = sumsq / (rows - 1);
         CHECKF(fabs(bn->buffers[0].value[c] - 0.1 * mean) < 1e-6 * (1 + fabs(mean)), "mean %d: %g vs %g", c,
                bn->buffers[0].value[c], 0.1 * mean);
