@@ -256,6 +256,76 @@ static void head_gradients(void) {
     plait_model_free(m);
 }
 
+/* Loss of a whole model: mean cross-entropy of its logits. */
+static double model_loss(plait_model *m, plait_unit_state **states, const plait_tensor *x, const int32_t *labels,
+                         float *dlogits) {
+    const plait_tensor *current = x;
+    for (int i = 0; i < m->unit_count; i++)
+        if (plait_unit_forward(&m->units[i], states[i], current, true, &current) != PLAIT_OK) return NAN;
+    return plait_softmax_cross_entropy(current->shape.n, current->shape.c, current->data, labels, 0.0f, dlogits,
+                                       NULL);
+}
+
+/* Units chained through their input gradients: each parameter tensor's gradient against the directional
+ * derivative of the loss along a random direction, with activations in place as in training. */
+static void model_gradients_chain_through_units(void) {
+    plait_model *m = nn_model_new("tiny", (plait_shape){1, 12, 12, 3}, 5);
+    plait_rng rng;
+    plait_rng_seed(&rng, 8);
+    CHECK(nn_resnet_stem(m, 4, true, &rng) == PLAIT_OK && nn_basic_block(m, "layer1.0", 4, 1, &rng) == PLAIT_OK &&
+          nn_bottleneck(m, "layer2.0", 2, 2, &rng) == PLAIT_OK &&
+          nn_inverted_residual(m, "features.3", 8, 1, 2, &rng) == PLAIT_OK &&
+          nn_classifier_head(m, "fc", 5, NN_LINEAR_TORCH_DEFAULT, &rng) == PLAIT_OK);
+    int units = m->unit_count, batch = 4;
+    plait_unit_state *states[5];
+    for (int i = 0; i < units; i++) states[i] = plait_unit_state_create();
+    plait_tensor x = {0}, dlogits = {0};
+    plait_tensor_reserve(&x, (plait_shape){batch, 12, 12, 3});
+    plait_tensor_reserve(&dlogits, (plait_shape){batch, 1, 1, 5});
+    testing_fill_uniform(x.data, plait_shape_count(x.shape), 9);
+    int32_t labels[4] = {0, 3, 1, 4};
+    plait_model_zero_grad(m, 0, units);
+    model_loss(m, states, &x, labels, dlogits.data);
+    const plait_tensor *gradient = &dlogits;
+    for (int i = units - 1; i >= 0; i--) {
+        const plait_tensor *dx;
+        CHECK(plait_unit_backward(&m->units[i], states[i], gradient, i > 0 ? &dx : NULL) == PLAIT_OK);
+        gradient = dx;
+    }
+    plait_param **params;
+    int count;
+    plait_model_params(m, 0, units, &params, &count);
+    CHECKF(count == 32, "%d parameters", count);
+    const float eps = 1e-3f;
+    for (int i = 0; i < count; i++) {
+        plait_param *p = params[i];
+        float *direction = malloc(p->count * sizeof(float)), *saved = malloc(p->count * sizeof(float));
+        testing_fill_uniform(direction, p->count, 100 + (unsigned long)i);
+        memcpy(saved, p->value, p->count * sizeof(float));
+        double analytic = 0.0, scale = 0.0;
+        for (size_t j = 0; j < p->count; j++) {
+            analytic += (double)p->grad[j] * direction[j];
+            scale += fabs((double)p->grad[j] * direction[j]);
+        }
+        double loss[2];
+        for (int k = 0; k < 2; k++) {
+            for (size_t j = 0; j < p->count; j++) p->value[j] = saved[j] + (k == 0 ? eps : -eps) * direction[j];
+            loss[k] = model_loss(m, states, &x, labels, NULL);
+        }
+        memcpy(p->value, saved, p->count * sizeof(float));
+        double numeric = (loss[0] - loss[1]) / (2.0 * eps);
+        CHECKF(fabs(numeric - analytic) < 0.02 * scale + 1e-4, "%s: %g numeric, %g analytic", p->name, numeric,
+               analytic);
+        free(direction);
+        free(saved);
+    }
+    free(params);
+    for (int i = 0; i < units; i++) plait_unit_state_free(states[i]);
+    plait_tensor_free(&x);
+    plait_tensor_free(&dlogits);
+    plait_model_free(m);
+}
+
 int main(void) {
     testing_run("basic_block_with_downsample_gradients", basic_block_with_downsample_gradients);
     testing_run("bottleneck_gradients", bottleneck_gradients);
@@ -263,5 +333,6 @@ int main(void) {
     testing_run("stem_with_maxpool_gradients", stem_with_maxpool_gradients);
     testing_run("head_gradients", head_gradients);
     testing_run("in_place_activations_change_nothing", in_place_activations_change_nothing);
+    testing_run("model_gradients_chain_through_units", model_gradients_chain_through_units);
     return testing_finish();
 }
