@@ -67,6 +67,14 @@ typedef struct plait_layer {
     double bn_stat_rows;
 } plait_layer;
 
+/* Convolution scratch, shared by all units of a model: it is needed only during one call, and the
+ * largest (the stem's im2col) would otherwise be held once per micro-batch in flight. So units of one
+ * model must not run forward/backward concurrently from several threads. */
+typedef struct plait_workspace {
+    void *data;
+    size_t bytes;
+} plait_workspace;
+
 typedef struct plait_unit {
     char name[32]; /* "stem", "layer2.1", "head", "features.3" */
     plait_layer *main;
@@ -76,6 +84,7 @@ typedef struct plait_unit {
     bool residual;
     bool post_relu;
     plait_shape in_shape, out_shape; /* for batch 1 */
+    plait_workspace *workspace;      /* the model's */
 } plait_unit;
 
 typedef struct plait_model {
@@ -84,6 +93,7 @@ typedef struct plait_model {
     int classes;
     plait_unit *units;
     int unit_count;
+    plait_workspace workspace;
 } plait_model;
 
 /* Names: resnet18, resnet34, resnet50 (torchvision: 7x7 stride-2 stem and max pooling),
@@ -100,13 +110,20 @@ int plait_model_buffers(plait_model *m, int first, int last, plait_buffer ***buf
 size_t plait_model_param_count(const plait_model *m); /* number of learnable scalars */
 double plait_unit_macs(const plait_unit *u);          /* multiply-adds of one forward, batch 1 */
 
+/* Copy one of a parameter's arrays (value, grad or momentum) between plait's layout and
+ * torchvision's (OHWI <-> OIHW for conv weights, plain copy otherwise); `count` floats each. */
+void plait_param_to_torch(const plait_param *p, const float *plait_layout, float *torch_layout);
+void plait_param_from_torch(const plait_param *p, const float *torch_layout, float *plait_layout);
+
 /* Activations kept between forward and backward of one micro-batch through one unit. */
 typedef struct plait_unit_state plait_unit_state;
 plait_unit_state *plait_unit_state_create(void);
 void plait_unit_state_free(plait_unit_state *s);
 
 /* Forward through one unit. *y points into the state and stays valid until the state's next
- * forward. training = batch statistics (accumulated for the running update) and saved activations. */
+ * forward. training = batch statistics (accumulated for the running update) and saved activations.
+ * A training forward keeps a pointer to x, not a copy: x must stay valid and unchanged until the
+ * matching plait_unit_backward. A state may serve any unit; it adapts on the next forward. */
 int plait_unit_forward(plait_unit *u, plait_unit_state *s, const plait_tensor *x, bool training,
                        const plait_tensor **y);
 /* Backward through one unit after a training forward with the same state. Accumulates parameter

@@ -1,0 +1,170 @@
+/* Units: a main path, an optional shortcut path, residual add and ReLU, run per micro-batch state. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nn/nn_internal.h"
+
+struct plait_unit_state {
+    nn_layer_state *main, *shortcut;
+    int main_capacity, shortcut_capacity;
+    plait_tensor *result;     /* the unit's output */
+    plait_tensor post_relu;   /* the output when activations do not run in place */
+    plait_tensor dsum;        /* gradient at the residual sum */
+    plait_tensor dx, dx_shortcut;
+    plait_tensor scratch[2];  /* gradients between layers, ping-pong */
+    const plait_unit *unit;   /* of the last forward */
+    plait_shape x_shape;
+    bool trained;             /* the last forward was a training one */
+};
+
+plait_unit_state *plait_unit_state_create(void) { return plait_alloc(sizeof(plait_unit_state)); }
+
+void plait_unit_state_free(plait_unit_state *s) {
+    if (!s) return;
+    for (int i = 0; i < s->main_capacity; i++) nn_layer_state_free(&s->main[i]);
+    for (int i = 0; i < s->shortcut_capacity; i++) nn_layer_state_free(&s->shortcut[i]);
+    free(s->main);
+    free(s->shortcut);
+    plait_tensor_free(&s->post_relu);
+    plait_tensor_free(&s->dsum);
+    plait_tensor_free(&s->dx);
+    plait_tensor_free(&s->dx_shortcut);
+    plait_tensor_free(&s->scratch[0]);
+    plait_tensor_free(&s->scratch[1]);
+    plait_free(s);
+}
+
+const nn_layer_state *nn_unit_state_layers(const plait_unit_state *s, bool shortcut) {
+    return shortcut ? s->shortcut : s->main;
+}
+
+static int layer_states_ensure(nn_layer_state **states, int *capacity, int count) {
+    if (count <= *capacity) return PLAIT_OK;
+    nn_layer_state *grown = realloc(*states, (size_t)count * sizeof **states);
+    if (!grown) return plait_fail("out of memory for unit state");
+    memset(grown + *capacity, 0, (size_t)(count - *capacity) * sizeof *grown);
+    *states = grown;
+    *capacity = count;
+    return PLAIT_OK;
+}
+
+static int path_forward(plait_layer *layers, nn_layer_state *states, int count, const plait_tensor *x, bool training,
+                        plait_workspace *ws, plait_tensor **y) {
+    const plait_tensor *current = x;
+    for (int i = 0; i < count; i++) {
+        /* an activation may overwrite its input when that is the previous layer's own output */
+        bool in_place = nn_in_place_activations && i > 0 && nn_layer_is_activation(&layers[i]) &&
+                        !nn_layer_is_activation(&layers[i - 1]);
+        int rc = in_place ? nn_layer_forward_in_place(&layers[i], &states[i], states[i - 1].out)
+                          : nn_layer_forward(&layers[i], &states[i], current, training, ws);
+        if (rc != PLAIT_OK) return PLAIT_ERROR;
+        current = states[i].out;
+    }
+    *y = states[count - 1].out;
+    return PLAIT_OK;
+}
+
+int plait_unit_forward(plait_unit *u, plait_unit_state *s, const plait_tensor *x, bool training,
+                       const plait_tensor **y) {
+    s->trained = false;
+    s->unit = u;
+    if (layer_states_ensure(&s->main, &s->main_capacity, u->main_count) != PLAIT_OK ||
+        layer_states_ensure(&s->shortcut, &s->shortcut_capacity, u->shortcut_count) != PLAIT_OK)
+        return PLAIT_ERROR;
+    plait_tensor *main_out, *shortcut_out = NULL;
+    if (path_forward(u->main, s->main, u->main_count, x, training, u->workspace, &main_out) != PLAIT_OK)
+        return PLAIT_ERROR;
+    if (u->residual) {
+        if (u->shortcut_count > 0 &&
+            path_forward(u->shortcut, s->shortcut, u->shortcut_count, x, training, u->workspace, &shortcut_out) !=
+                PLAIT_OK)
+            return PLAIT_ERROR;
+        /* the last main layer (batchnorm) does not need its output for backward, so add in place */
+        plait_add(plait_shape_count(main_out->shape), main_out->data, shortcut_out ? shortcut_out->data : x->data,
+                  main_out->data);
+    }
+    if (u->post_relu) {
+        /* in place too: nothing needs the sum, and ReLU's backward needs only its output */
+        if (nn_in_place_activations) {
+            plait_relu_forward(plait_shape_count(main_out->shape), main_out->data, main_out->data);
+        } else {
+            if (plait_tensor_reserve(&s->post_relu, main_out->shape) != PLAIT_OK) return PLAIT_ERROR;
+            plait_relu_forward(plait_shape_count(main_out->shape), main_out->data, s->post_relu.data);
+            main_out = &s->post_relu;
+        }
+    }
+    s->result = main_out;
+    s->x_shape = x->shape;
+    s->trained = training;
+    *y = main_out;
+    return PLAIT_OK;
+}
+
+/* Backward through a path from dy; the first layer writes into dx (NULL: skip when the layer can). */
+static int path_backward(plait_unit_state *s, plait_layer *layers, nn_layer_state *states, int count,
+                         const float *dy, float *dx, plait_workspace *ws) {
+    const float *current = dy;
+    for (int i = count - 1; i >= 0; i--) {
+        float *destination = dx;
+        if (i > 0 || (!dx && !nn_layer_can_skip_dx(&layers[i]))) {
+            plait_tensor *t = s->scratch[0].data == current ? &s->scratch[1] : &s->scratch[0];
+            if (plait_tensor_reserve(t, states[i].x_shape) != PLAIT_OK) return PLAIT_ERROR;
+            destination = t->data;
+        }
+        if (nn_layer_backward(&layers[i], &states[i], current, destination, ws) != PLAIT_OK) return PLAIT_ERROR;
+        current = destination;
+    }
+    return PLAIT_OK;
+}
+
+int plait_unit_backward(plait_unit *u, plait_unit_state *s, const plait_tensor *dy, const plait_tensor **dx) {
+    if (s->unit != u || !s->trained) return plait_fail("%s: backward without a training forward", u->name);
+    plait_shape out = u->out_shape;
+    out.n = s->x_shape.n;
+    if (!plait_shape_equal(dy->shape, out))
+        return plait_fail("%s: output gradient is %dx%dx%dx%d, expected %dx%dx%dx%d", u->name, dy->shape.n,
+                          dy->shape.h, dy->shape.w, dy->shape.c, out.n, out.h, out.w, out.c);
+    size_t out_count = plait_shape_count(out), in_count = plait_shape_count(s->x_shape);
+    const float *gradient = dy->data;
+    if (u->post_relu) {
+        if (plait_tensor_reserve(&s->dsum, out) != PLAIT_OK) return PLAIT_ERROR;
+        plait_relu_backward(out_count, s->result->data, gradient, s->dsum.data);
+        gradient = s->dsum.data;
+    }
+    float *input_gradient = NULL, *shortcut_gradient = NULL;
+    if (dx) {
+        if (plait_tensor_reserve(&s->dx, s->x_shape) != PLAIT_OK) return PLAIT_ERROR;
+        input_gradient = s->dx.data;
+    }
+    if (u->residual && u->shortcut_count > 0) {
+        if (dx) {
+            if (plait_tensor_reserve(&s->dx_shortcut, s->x_shape) != PLAIT_OK) return PLAIT_ERROR;
+            shortcut_gradient = s->dx_shortcut.data;
+        }
+        if (path_backward(s, u->shortcut, s->shortcut, u->shortcut_count, gradient, shortcut_gradient,
+                          u->workspace) != PLAIT_OK)
+            return PLAIT_ERROR;
+    }
+    if (path_backward(s, u->main, s->main, u->main_count, gradient, input_gradient, u->workspace) != PLAIT_OK)
+        return PLAIT_ERROR;
+    if (dx) {
+        if (u->residual)
+            plait_add(in_count, s->dx.data, u->shortcut_count > 0 ? shortcut_gradient : gradient, s->dx.data);
+        *dx = &s->dx;
+    }
+    return PLAIT_OK;
+}
+
+int nn_unit_finish(plait_unit *u) {
+    if (u->main_count < 1) return plait_fail("%s: a unit needs at least one layer", u->name);
+    const plait_layer *last = &u->main[u->main_count - 1];
+    u->out_shape = last->out_shape;
+    if (!u->residual) return PLAIT_OK;
+    if (last->kind == PLAIT_LAYER_RELU || last->kind == PLAIT_LAYER_RELU6)
+        return plait_fail("%s: a residual main path must not end in an activation", u->name);
+    plait_shape shortcut = u->shortcut_count > 0 ? u->shortcut[u->shortcut_count - 1].out_shape : u->in_shape;
+    if (!plait_shape_equal(shortcut, u->out_shape))
+        return plait_fail("%s: shortcut output %dx%dx%d does not match main output %dx%dx%d", u->name, shortcut.h,
+                          shortcut.w, shortcut.c, u->out_shape.h, u->out_shape.w, u->out_shape.c);
+    return PLAIT_OK;
+}
