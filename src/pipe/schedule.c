@@ -63,14 +63,18 @@ static int build_rank(const plait_plan *plan, int stage, int replica, int bucket
         for (int k = 0; k < own; k++) emit_forward(&b, replica + k * replicas);
         for (int k = 0; k < own; k++) emit_backward(&b, replica + k * replicas);
     } else {
-        int warmup = plan->stage_count - stage - 1;
-        if (warmup > own) warmup = own;
-        for (int k = 0; k < warmup; k++) emit_forward(&b, replica + k * replicas);
-        for (int k = 0; k + warmup < own; k++) {
-            emit_forward(&b, replica + (k + warmup) * replicas);
-            emit_backward(&b, replica + k * replicas);
+        /* 1F1B of the stage as a whole, projected onto this replica's micro-batches: each replica's
+         * order is a subsequence of one deadlock-free order, so replicas never wait on each other */
+        int m = plan->micro_batches, warmup = plan->stage_count - stage - 1;
+        if (warmup > m) warmup = m;
+        for (int i = 0; i < warmup; i++)
+            if (i % replicas == replica) emit_forward(&b, i);
+        for (int k = 0; k + warmup < m; k++) {
+            if ((k + warmup) % replicas == replica) emit_forward(&b, k + warmup);
+            if (k % replicas == replica) emit_backward(&b, k);
         }
-        for (int k = own - warmup; k < own; k++) emit_backward(&b, replica + k * replicas);
+        for (int k = m - warmup; k < m; k++)
+            if (k % replicas == replica) emit_backward(&b, k);
     }
     for (int bucket = 0; bucket < buckets; bucket++) emit(&b, PLAIT_OP_ALLREDUCE_BUCKET, -1, -1, bucket);
     emit(&b, PLAIT_OP_OPTIMIZER_STEP, -1, -1, -1);

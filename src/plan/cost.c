@@ -113,8 +113,9 @@ double stage_memory(const stage_terms *terms, int in_flight) {
     return PLAIT_PARAMETER_COPIES * terms->parameter_bytes + in_flight * terms->kept_bytes_per_micro_batch;
 }
 
-int stage_in_flight(plait_schedule_kind schedule, int stages_from_here, int own_micro_batches) {
-    if (schedule == PLAIT_SCHEDULE_1F1B && stages_from_here < own_micro_batches) return stages_from_here;
+int stage_in_flight(plait_schedule_kind schedule, int stages_from_here, int replicas, int own_micro_batches) {
+    int window = (stages_from_here + replicas - 1) / replicas;
+    if (schedule == PLAIT_SCHEDULE_1F1B && window < own_micro_batches) return window;
     return own_micro_batches;
 }
 
@@ -133,7 +134,7 @@ double plait_stage_memory_bytes(const plait_plan *plan, const plait_profile *pro
     for (int u = st->last_unit - 1; u >= st->first_unit; u--) parameters += profile->units[u].parameter_bytes;
     stage_terms terms = {.parameter_bytes = parameters, .kept_bytes_per_micro_batch = kept * micro_batch_size};
     int own = plan->micro_batches / st->replica_count;
-    return stage_memory(&terms, stage_in_flight(plan->schedule, plan->stage_count - stage, own));
+    return stage_memory(&terms, stage_in_flight(plan->schedule, plan->stage_count - stage, st->replica_count, own));
 }
 
 int plait_plan_predict(const plait_plan *plan, const plait_profile *profile, const plait_hardware *hardware,

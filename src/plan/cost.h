@@ -24,8 +24,9 @@ void stage_terms_compute(const plait_profile *profile, const plait_hardware *har
 
 /* Memory of one rank: parameter state plus the activations of the micro-batches it keeps. */
 double stage_memory(const stage_terms *terms, int in_flight);
-/* Micro-batches a replica keeps at once: all of its own (GPipe) or min(stages after it + 1, own). */
-int stage_in_flight(plait_schedule_kind schedule, int stages_from_here, int own_micro_batches);
+/* Micro-batches a replica keeps at once: all of its own (GPipe), or for 1F1B its share of the
+ * stage's window of (stages after it + 1) consecutive micro-batches: ceil(window / replicas). */
+int stage_in_flight(plait_schedule_kind schedule, int stages_from_here, int replicas, int own_micro_batches);
 
 /* Ready time of each bucket relative to the start of the last backward, and its bytes. Returns
  * the bucket count; ready and bytes (may be NULL) need room for it. */

@@ -141,7 +141,7 @@ static int dynamic_program(search *sr, int micro_batches) {
                     for (int k = 0; k < K && status == PLAIT_OK; k++) {
                         pareto_set *from = &STATE(v, used, k);
                         if (from->count == 0) continue;
-                        if (stage_memory(&terms, stage_in_flight(sr->options->schedule, k + 1, own)) > memory)
+                        if (stage_memory(&terms, stage_in_flight(sr->options->schedule, k + 1, r, own)) > memory)
                             continue;
                         for (int e = 0; e < from->count && status == PLAIT_OK; e++) {
                             const suffix_cost *c = &from->items[e];

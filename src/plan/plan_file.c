@@ -215,7 +215,7 @@ int plait_plan_validate(const plait_plan *plan, int world_size, int unit_count, 
         for (int j = 0; j < plan->stages[s].replica_count; j++) {
             int rank = plan->stages[s].ranks[j];
             if (need > hardware->memory_bytes[rank])
-                return plait_fail("plan: stage %d needs %.3g bytes per rank but rank %d has %.3g bytes", s, need,
+                return plait_fail("plan: stage %d needs %.0f bytes per rank but rank %d has %.0f bytes", s, need,
                                   rank, hardware->memory_bytes[rank]);
         }
     }
