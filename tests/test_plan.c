@@ -269,7 +269,12 @@ static int check_schedule(const plait_plan *plan, const plait_schedule *sc) {
                 if (plan->schedule == PLAIT_SCHEDULE_GPIPE && in->op == PLAIT_OP_FORWARD) CHECK(backwards == 0);
             }
             CHECK(buckets == sc->bucket_counts[s]);
-            int window = (S - s + st->replica_count - 1) / st->replica_count;
+            int warmup = 0; /* ranks after the stage, plus replicas of replicated stages from it on */
+            for (int k = s; k < S; k++) {
+                int r = plan->stages[k].replica_count;
+                warmup += (k > s ? r : 0) + (r > 1 ? r : 0);
+            }
+            int window = (warmup + st->replica_count) / st->replica_count;
             int limit = plan->schedule == PLAIT_SCHEDULE_GPIPE || own < window ? own : window;
             /* replica 0 has the largest share of the 1F1B window */
             CHECKF(j == 0 ? peak == limit : peak <= limit, "stage %d replica %d keeps %d micro-batches, limit %d", s,
@@ -351,8 +356,15 @@ static void schedules_are_complete_matched_and_deadlock_free(void) {
         CHECK(plait_schedule_build(&plan, params, &sc) == PLAIT_OK);
         if (check_schedule(&plan, &sc)) fprintf(stderr, "  trial %d: S=%d m=%d\n", trial, S, m);
         plait_simulation sim;
-        int status = plait_simulate(&plan, &sc, &profile, &hw, false, &sim);
+        /* deadlock-free even when receives are posted only one compute ahead */
+        plait_simulation_options strict = {.late_receives = true};
+        int status = plait_simulate(&plan, &sc, &profile, &hw, &strict, &sim);
+        CHECKF(status == PLAIT_OK, "trial %d (late receives): %s", trial, plait_last_error());
+        double strict_seconds = sim.seconds;
+        plait_simulation_free(&sim);
+        status = plait_simulate(&plan, &sc, &profile, &hw, NULL, &sim);
         CHECKF(status == PLAIT_OK, "trial %d: %s", trial, plait_last_error());
+        CHECK(sim.seconds <= strict_seconds * (1 + 1e-12)); /* posting early never delays */
         if (status == PLAIT_OK) {
             double compute = 0;
             for (int s = 0; s < S; s++) {
@@ -400,6 +412,25 @@ static void one_f_one_b_order(void) {
     CHECK(plait_schedule_post_point(&sc.ranks[1], 0) == -1);
     plait_schedule_free(&sc);
     plait_plan_free(&plan);
+    /* the next stage has 2 replicas: stage 0 warms up with 2 (ranks after it) + 2 (replicated
+     * ranks) forwards, stage 1 with 2; each replica runs its share of its stage's 1F1B order */
+    fixture_plan(&plan, 2, (int[]){1, 2}, (int[]){1, 2}, 6, 6, PLAIT_SCHEDULE_1F1B);
+    CHECK(plait_schedule_build(&plan, (double[]){0, 0}, &sc) == PLAIT_OK);
+    for (int r = 0; r < 3; r++) {
+        int used = 0;
+        order[r][0] = 0;
+        for (int k = 0; k < sc.ranks[r].count; k++) {
+            const plait_instruction *in = &sc.ranks[r].instructions[k];
+            if (in->op == PLAIT_OP_FORWARD || in->op == PLAIT_OP_BACKWARD)
+                used += snprintf(order[r] + used, sizeof order[r] - used, "%c%d ",
+                                 in->op == PLAIT_OP_FORWARD ? 'F' : 'B', in->micro_batch);
+        }
+    }
+    CHECK(strcmp(order[0], "F0 F1 F2 F3 F4 B0 F5 B1 B2 B3 B4 B5 ") == 0);
+    CHECK(strcmp(order[1], "F0 F2 B0 F4 B2 B4 ") == 0);
+    CHECK(strcmp(order[2], "F1 F3 B1 F5 B3 B5 ") == 0);
+    plait_schedule_free(&sc);
+    plait_plan_free(&plan);
 }
 
 static void deadlocks_are_detected(void) {
@@ -420,18 +451,18 @@ static void deadlocks_are_detected(void) {
     plait_hardware hw;
     plait_hardware_init(&hw, 2, 1, 1e9, (plait_link){1e9, 0}, (plait_link){1e9, 0});
     plait_simulation sim;
-    CHECK(plait_simulate(&plan, &sc, &profile, &hw, false, &sim) == PLAIT_ERROR);
+    CHECK(plait_simulate(&plan, &sc, &profile, &hw, NULL, &sim) == PLAIT_ERROR);
     CHECK(error_has("schedule deadlocks: rank 0 at RECV_GRADIENT 0 (peer 1); rank 1 at RECV_ACTIVATION 0 (peer 0)",
                     NULL));
     /* in the right order it runs */
     r0[2] = (plait_instruction){PLAIT_OP_SEND_ACTIVATION, 0, 1, -1};
     r0[3] = (plait_instruction){PLAIT_OP_RECV_GRADIENT, 0, 1, -1};
-    CHECK(plait_simulate(&plan, &sc, &profile, &hw, false, &sim) == PLAIT_OK);
+    CHECK(plait_simulate(&plan, &sc, &profile, &hw, NULL, &sim) == PLAIT_OK);
     CHECK(fabs(sim.seconds - 4) < 1e-6);
     plait_simulation_free(&sim);
     /* a send to the wrong rank is a mismatch, not a hang */
     r1[3].peer = 1;
-    CHECK(plait_simulate(&plan, &sc, &profile, &hw, false, &sim) == PLAIT_ERROR);
+    CHECK(plait_simulate(&plan, &sc, &profile, &hw, NULL, &sim) == PLAIT_ERROR);
     CHECK(error_has("rank 1's SEND_GRADIENT 0 to rank 1 has no matching receive", NULL));
     plait_hardware_free(&hw);
     plait_profile_free(&profile);
@@ -445,7 +476,7 @@ static void simulate_plan(const plait_plan *plan, const plait_profile *profile, 
     for (int u = 0; u < profile->unit_count; u++) params[u] = profile->units[u].parameter_bytes;
     CHECK(plait_schedule_build(plan, params, &sc) == PLAIT_OK);
     plait_simulation sim;
-    CHECK(plait_simulate(plan, &sc, profile, hw, false, &sim) == PLAIT_OK);
+    CHECK(plait_simulate(plan, &sc, profile, hw, NULL, &sim) == PLAIT_OK);
     *simulated = sim.seconds;
     plait_prediction prediction;
     CHECK(plait_plan_predict(plan, profile, hw, &prediction) == PLAIT_OK);
@@ -466,10 +497,19 @@ static void simulator_matches_hand_computed_times(void) {
     simulate_plan(&plan, &profile, &hw, &simulated, &predicted);
     CHECKF(fabs(simulated - 9) < 1e-9 && fabs(predicted - 9) < 1e-9, "(m+S-1)(f+b) = 9: %g %g", simulated,
            predicted);
-    /* 0.5 s per transfer: traced by hand in docs/parallel.md, 11 s; the model says 10.5 s */
+    /* 0.5 s per transfer, traced by hand in docs/parallel.md: forwards and sends end at 1, 1.5,
+     * 2.5, 3; stage 1 runs F1 [3,4], B0 [4,6], sends [6,6.5], B1 [6.5,8.5], sends [8.5,9]; stage 0
+     * runs B1 [9,11]. The GPipe model: forward path 2.5 + forward phase 1.5 + backward phase 2.5
+     * + gradient path 4.5 = 11 */
     hw.p2p.latency = 0.5;
     simulate_plan(&plan, &profile, &hw, &simulated, &predicted);
-    CHECKF(fabs(simulated - 11) < 1e-9 && fabs(predicted - 10.5) < 1e-9, "%g %g", simulated, predicted);
+    CHECKF(fabs(simulated - 11) < 1e-9 && fabs(predicted - 11) < 1e-9, "%g %g", simulated, predicted);
+    /* 1F1B: stage 1 runs B0 [2.5,4.5] before F1, sends [4.5,5], F1 [5,6], B1 [6,8], sends [8,8.5];
+     * stage 0 runs B1 [8.5,10.5]. The model: 2.5 + (2-1) * 3.5 + 4.5 = 10.5 */
+    plan.schedule = PLAIT_SCHEDULE_1F1B;
+    simulate_plan(&plan, &profile, &hw, &simulated, &predicted);
+    CHECKF(fabs(simulated - 10.5) < 1e-9 && fabs(predicted - 10.5) < 1e-9, "%g %g", simulated, predicted);
+    plan.schedule = PLAIT_SCHEDULE_GPIPE;
     plait_plan_free(&plan);
     plait_profile_free(&profile);
     /* all-reduce: one stage on 2 replicas, 2 micro-batches of 1 sample; unit 1's backward (1 s)
@@ -510,7 +550,7 @@ static void traces_are_written(void) {
     CHECK(plait_schedule_build(&plan, (double[]){1000, 1000}, &sc) == PLAIT_OK);
     CHECK(sc.bucket_counts[0] == 3 && sc.bucket_counts[1] == 0);
     plait_simulation sim;
-    CHECK(plait_simulate(&plan, &sc, &profile, &hw, true, &sim) == PLAIT_OK);
+    CHECK(plait_simulate(&plan, &sc, &profile, &hw, &(plait_simulation_options){.record_events = true}, &sim) == PLAIT_OK);
     /* 16 computes, 8 sends, 3 buckets on each of 2 ranks */
     CHECKF(sim.event_count == 16 + 8 + 6, "%d events", sim.event_count);
     int stream_lanes = 0;

@@ -135,8 +135,9 @@ typedef struct plait_schedule {
 int plait_schedule_build(const plait_plan *plan, const double *unit_parameter_bytes, plait_schedule *schedule);
 void plait_schedule_free(plait_schedule *schedule);
 const char *plait_op_name(plait_op op);
-/* Index of the compute instruction (FORWARD/BACKWARD) whose start posts the receive at
- * `index`, or -1 when the receive is posted at the start of the list. */
+/* Under the strict posting rule (plait_simulation_options.late_receives), the index of the compute
+ * instruction (FORWARD/BACKWARD) whose start posts the receive at `index`, or -1 when the receive
+ * is posted at the start of the list. */
 int plait_schedule_post_point(const plait_rank_schedule *rank, int index);
 
 /* Gradient buckets of a stage: the stage's parameter bytes in reverse unit order (the order
@@ -185,11 +186,20 @@ typedef struct plait_simulation {
     plait_trace_event *events; /* when requested */
 } plait_simulation;
 
-/* Runs every rank's list: sends block until the receiver posted the receive (see
- * plait_schedule_post_point) and the transfer ended; fails naming the stuck ranks if the lists
- * deadlock. Event recording is optional. */
+typedef struct plait_simulation_options {
+    bool record_events;
+    /* false (the executor's rule): every receive of the mini-batch is posted when it starts, so a
+     * blocking send waits only for its transfer. true: a receive is posted only when the rank
+     * starts the compute instruction before it (plait_schedule_post_point), and a send blocks
+     * until then; a stricter test of deadlock freedom with little receive buffering. */
+    bool late_receives;
+} plait_simulation_options;
+
+/* Runs every rank's list: a send occupies its rank until its transfer ends, a receive waits for
+ * its message; fails naming the stuck ranks if the lists deadlock. options may be NULL. */
 int plait_simulate(const plait_plan *plan, const plait_schedule *schedule, const plait_profile *profile,
-                   const plait_hardware *hardware, bool record_events, plait_simulation *simulation);
+                   const plait_hardware *hardware, const plait_simulation_options *options,
+                   plait_simulation *simulation);
 void plait_simulation_free(plait_simulation *simulation);
 
 /* ---- Traces: shared by the simulator and the executor. ---- */

@@ -4,6 +4,7 @@
 
 #include "plait/core.h"
 #include "plait/plan.h"
+#include "plan/cost.h"
 
 const char *plait_op_name(plait_op op) {
     static const char *names[] = {"LOAD_MICROBATCH", "RECV_ACTIVATION", "FORWARD",
@@ -64,8 +65,9 @@ static int build_rank(const plait_plan *plan, int stage, int replica, int bucket
         for (int k = 0; k < own; k++) emit_backward(&b, replica + k * replicas);
     } else {
         /* 1F1B of the stage as a whole, projected onto this replica's micro-batches: each replica's
-         * order is a subsequence of one deadlock-free order, so replicas never wait on each other */
-        int m = plan->micro_batches, warmup = plan->stage_count - stage - 1;
+         * order is a subsequence of one deadlock-free order, so replicas never wait on each other.
+         * The warm-up is stages - stage - 1 without replicas (see one_f_one_b_warmup). */
+        int m = plan->micro_batches, warmup = plan_stage_warmup(plan, stage);
         if (warmup > m) warmup = m;
         for (int i = 0; i < warmup; i++)
             if (i % replicas == replica) emit_forward(&b, i);

@@ -113,10 +113,36 @@ double stage_memory(const stage_terms *terms, int in_flight) {
     return PLAIT_PARAMETER_COPIES * terms->parameter_bytes + in_flight * terms->kept_bytes_per_micro_batch;
 }
 
-int stage_in_flight(plait_schedule_kind schedule, int stages_from_here, int replicas, int own_micro_batches) {
-    int window = (stages_from_here + replicas - 1) / replicas;
+int one_f_one_b_warmup(int ranks_after, int replicated_ranks_from_here) {
+    return ranks_after + replicated_ranks_from_here;
+}
+
+int plan_stage_warmup(const plait_plan *plan, int stage) {
+    int ranks_after = 0, replicated = 0;
+    for (int s = stage; s < plan->stage_count; s++) {
+        int r = plan->stages[s].replica_count;
+        if (s > stage) ranks_after += r;
+        if (r > 1) replicated += r;
+    }
+    return one_f_one_b_warmup(ranks_after, replicated);
+}
+
+int stage_in_flight(plait_schedule_kind schedule, int warmup, int replicas, int own_micro_batches) {
+    int window = (warmup + replicas) / replicas;
     if (schedule == PLAIT_SCHEDULE_1F1B && window < own_micro_batches) return window;
     return own_micro_batches;
+}
+
+void stage_steady(plait_schedule_kind schedule, const stage_terms *terms, int own_micro_batches, double *forward_phase,
+                  double *backward_phase) {
+    int repeats = own_micro_batches - 1;
+    if (schedule == PLAIT_SCHEDULE_GPIPE) {
+        *forward_phase = repeats * (terms->forward + terms->send_activation);
+        *backward_phase = repeats * (terms->backward + terms->send_gradient);
+    } else {
+        *forward_phase = repeats * terms->busy;
+        *backward_phase = 0;
+    }
 }
 
 static double stage_speed(const plait_stage *stage, const plait_hardware *hardware) {
@@ -134,7 +160,7 @@ double plait_stage_memory_bytes(const plait_plan *plan, const plait_profile *pro
     for (int u = st->last_unit - 1; u >= st->first_unit; u--) parameters += profile->units[u].parameter_bytes;
     stage_terms terms = {.parameter_bytes = parameters, .kept_bytes_per_micro_batch = kept * micro_batch_size};
     int own = plan->micro_batches / st->replica_count;
-    return stage_memory(&terms, stage_in_flight(plan->schedule, plan->stage_count - stage, st->replica_count, own));
+    return stage_memory(&terms, stage_in_flight(plan->schedule, plan_stage_warmup(plan, stage), st->replica_count, own));
 }
 
 int plait_plan_predict(const plait_plan *plan, const plait_profile *profile, const plait_hardware *hardware,
@@ -143,23 +169,26 @@ int plait_plan_predict(const plait_plan *plan, const plait_profile *profile, con
     if (plan->micro_batches < 1 || plan->batch_size < 1)
         return plait_fail("plan: batch_size and micro_batches must be positive");
     double micro_batch_size = (double)plan->batch_size / plan->micro_batches;
-    double forward_path = 0, steady = 0, exposure = 0, suffix = 0;
+    double forward_path = 0, steady_forward = 0, steady_backward = 0, exposure = 0, suffix = 0, worst = -1;
     /* right to left: suffix is the gradient path from stage s back to the first stage's end */
     for (int s = plan->stage_count - 1; s >= 0; s--) {
         const plait_stage *st = &plan->stages[s];
         stage_terms terms;
         stage_terms_compute(profile, hardware, st->first_unit, st->last_unit, st->replica_count,
                             stage_speed(st, hardware), micro_batch_size, plan->bucket_bytes, plan->streams, &terms);
-        double own = (double)plan->micro_batches / st->replica_count;
+        double forward_phase, backward_phase;
+        stage_steady(plan->schedule, &terms, plan->micro_batches / st->replica_count, &forward_phase, &backward_phase);
         forward_path += terms.forward + terms.send_activation;
-        double stage_steady = (own - 1) * terms.busy;
-        if (stage_steady >= steady) {
-            steady = stage_steady;
+        steady_forward = fmax(steady_forward, forward_phase);
+        steady_backward = fmax(steady_backward, backward_phase);
+        if (forward_phase + backward_phase >= worst) {
+            worst = forward_phase + backward_phase;
             prediction->bottleneck_stage = s;
         }
         suffix += terms.backward + terms.send_activation;
         exposure = fmax(exposure, suffix + terms.exposed_allreduce);
     }
+    double steady = steady_forward + steady_backward;
     prediction->pipeline_seconds = forward_path + steady + suffix;
     prediction->seconds = forward_path + steady + exposure;
     prediction->exposed_allreduce_seconds = exposure - suffix;

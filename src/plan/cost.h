@@ -24,9 +24,19 @@ void stage_terms_compute(const plait_profile *profile, const plait_hardware *har
 
 /* Memory of one rank: parameter state plus the activations of the micro-batches it keeps. */
 double stage_memory(const stage_terms *terms, int in_flight);
+/* 1F1B warm-up of a stage, counted in the stage's micro-batches (all replicas together): the
+ * ranks after it plus the replica counts of the replicated stages from it to the last. Without
+ * replicas this is the classic stages - s - 1; each replicated stage adds slack so its replicas,
+ * which alternate forward and backward on every r-th micro-batch, are not starved. */
+int one_f_one_b_warmup(int ranks_after, int replicated_ranks_from_here);
+int plan_stage_warmup(const plait_plan *plan, int stage);
 /* Micro-batches a replica keeps at once: all of its own (GPipe), or for 1F1B its share of the
- * stage's window of (stages after it + 1) consecutive micro-batches: ceil(window / replicas). */
-int stage_in_flight(plait_schedule_kind schedule, int stages_from_here, int replicas, int own_micro_batches);
+ * stage's window of warmup + 1 consecutive micro-batches: ceil((warmup + 1) / replicas). */
+int stage_in_flight(plait_schedule_kind schedule, int warmup, int replicas, int own_micro_batches);
+/* The pipeline's steady-state terms of one stage (see docs/parallel.md): GPipe runs a forward
+ * phase and a backward phase, 1F1B interleaves them. */
+void stage_steady(plait_schedule_kind schedule, const stage_terms *terms, int own_micro_batches, double *forward_phase,
+                  double *backward_phase);
 
 /* Ready time of each bucket relative to the start of the last backward, and its bytes. Returns
  * the bucket count; ready and bytes (may be NULL) need room for it. */

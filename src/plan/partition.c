@@ -7,15 +7,17 @@
 #include "plait/core.h"
 #include "plan/cost.h"
 
-/* Partial cost of a suffix of stages. The objective is forward + steady + exposure; each grows
- * monotonically as stages are prepended, and gradient (the suffix's backward path) only feeds
- * exposure, so a state that is no better in all four can be dropped (Pareto pruning). */
+/* Partial cost of a suffix of stages. The objective is forward + steady_forward +
+ * steady_backward + exposure; each grows monotonically as stages are prepended, and gradient
+ * (the suffix's backward path) only feeds exposure, so a state that is no better in all five
+ * can be dropped (Pareto pruning keeps the search exact). */
 typedef struct suffix_cost {
-    double forward;  /* sum of forward + activation send over the suffix */
-    double steady;   /* max over its stages of (own micro-batches - 1) * busy */
-    double gradient; /* sum of backward + gradient send over the suffix */
-    double exposure; /* max over its stages of (gradient path from it) + its exposed all-reduce */
-    int next_unit, replicas, next_stages, next_index; /* back-pointer to the rest of the suffix */
+    double forward;         /* sum of forward + activation send over the suffix */
+    double steady_forward;  /* max over its stages of the forward phase (the 1F1B steady state) */
+    double steady_backward; /* max over its stages of the backward phase (GPipe only) */
+    double gradient;        /* sum of backward + gradient send over the suffix */
+    double exposure;        /* max over its stages of (gradient path from it) + its exposed all-reduce */
+    int next_unit, replicas, next_replicated, next_index; /* back-pointer to the rest of the suffix */
 } suffix_cost;
 
 typedef struct pareto_set {
@@ -24,8 +26,8 @@ typedef struct pareto_set {
 } pareto_set;
 
 static bool dominates(const suffix_cost *a, const suffix_cost *b) {
-    return a->forward <= b->forward && a->steady <= b->steady && a->gradient <= b->gradient &&
-           a->exposure <= b->exposure;
+    return a->forward <= b->forward && a->steady_forward <= b->steady_forward &&
+           a->steady_backward <= b->steady_backward && a->gradient <= b->gradient && a->exposure <= b->exposure;
 }
 
 static int pareto_insert(pareto_set *set, const suffix_cost *item) {
@@ -46,7 +48,9 @@ static int pareto_insert(pareto_set *set, const suffix_cost *item) {
     return PLAIT_OK;
 }
 
-static double objective(const suffix_cost *c) { return c->forward + c->steady + c->exposure; }
+static double objective(const suffix_cost *c) {
+    return c->forward + c->steady_forward + c->steady_backward + c->exposure;
+}
 
 typedef struct search {
     const plait_profile *profile;
@@ -75,6 +79,8 @@ static int search_init(search *sr, const plait_profile *profile, const plait_har
     if (options->batch_size < 1) return plait_fail("planner: batch size must be positive, got %d", options->batch_size);
     if (profile->unit_count < 1 || hardware->worker_count < 1)
         return plait_fail("planner: needs at least one unit and one worker");
+    if (profile->unit_count > 256 && hardware->worker_count > 256)
+        return plait_fail("planner: at most 256 stages are supported");
     int batch = options->batch_size;
     sr->candidates = malloc(((size_t)(options->micro_batch_candidates ? options->candidate_count : 64) + 1) *
                             sizeof(int));
@@ -113,89 +119,84 @@ static double range_min(const double *values, int first, int count) {
     return x;
 }
 
-/* The dynamic program for one micro-batch count. State (u, w, k): the suffix of stages covering
- * units [u, U) on the last w ranks in k stages. */
+/* The dynamic program for one micro-batch count. State (u, w, q): the suffix of stages covering
+ * units [u, U) on the last w ranks, q of them in replicated stages (1F1B memory depends on it;
+ * GPipe keeps q = 0). A stage's cost depends only on its units, its ranks and (w, q). */
 static int dynamic_program(search *sr, int micro_batches) {
     const plait_profile *profile = sr->profile;
     const plait_hardware *hw = sr->hardware;
-    int U = profile->unit_count, W = hw->worker_count, K = U < W ? U : W;
+    plait_schedule_kind schedule = sr->options->schedule;
+    int U = profile->unit_count, W = hw->worker_count;
     double micro_batch_size = (double)sr->options->batch_size / micro_batches;
-    size_t state_count = (size_t)(U + 1) * (size_t)(W + 1) * (size_t)(K + 1);
+    size_t state_count = (size_t)(U + 1) * (size_t)(W + 1) * (size_t)(W + 1);
     pareto_set *sets = calloc(state_count, sizeof *sets);
     if (!sets) return plait_fail("out of memory in the partitioner");
-#define STATE(u, w, k) sets[((size_t)(u) * (size_t)(W + 1) + (size_t)(w)) * (size_t)(K + 1) + (size_t)(k)]
-    int status = pareto_insert(&STATE(U, 0, 0), &(suffix_cost){0, 0, 0, 0, -1, 0, 0, -1});
+#define STATE(u, w, q) sets[((size_t)(u) * (size_t)(W + 1) + (size_t)(w)) * (size_t)(W + 1) + (size_t)(q)]
+    int status = pareto_insert(&STATE(U, 0, 0), &(suffix_cost){0, 0, 0, 0, 0, -1, 0, 0, -1});
     for (int v = U; v >= 1 && status == PLAIT_OK; v--)
         for (int used = 0; used < W && status == PLAIT_OK; used++)
             for (int u = 0; u < v && status == PLAIT_OK; u++)
                 for (int r = 1; used + r <= W && status == PLAIT_OK; r++) {
                     if (micro_batches % r != 0) continue;
-                    bool whole = used + r == W;
-                    if ((u == 0) != whole) continue; /* every stage needs a rank, every rank a stage */
-                    int first_rank = W - used - r;
+                    if ((u == 0) != (used + r == W)) continue; /* every stage needs a rank, every rank a stage */
+                    int first_rank = W - used - r, own = micro_batches / r;
                     stage_terms terms;
                     stage_terms_compute(profile, hw, u, v, r, range_min(hw->speed, first_rank, r), micro_batch_size,
                                         sr->bucket_bytes, sr->streams, &terms);
-                    double memory = range_min(hw->memory_bytes, first_rank, r);
-                    int own = micro_batches / r;
-                    for (int k = 0; k < K && status == PLAIT_OK; k++) {
-                        pareto_set *from = &STATE(v, used, k);
+                    double memory = range_min(hw->memory_bytes, first_rank, r), forward_phase, backward_phase;
+                    stage_steady(schedule, &terms, own, &forward_phase, &backward_phase);
+                    for (int q = 0; q <= used && status == PLAIT_OK; q++) {
+                        pareto_set *from = &STATE(v, used, q);
                         if (from->count == 0) continue;
-                        if (stage_memory(&terms, stage_in_flight(sr->options->schedule, k + 1, r, own)) > memory)
-                            continue;
+                        int replicated = schedule == PLAIT_SCHEDULE_1F1B ? q + (r > 1 ? r : 0) : 0;
+                        int in_flight = stage_in_flight(schedule, one_f_one_b_warmup(used, replicated), r, own);
+                        if (stage_memory(&terms, in_flight) > memory) continue;
                         for (int e = 0; e < from->count && status == PLAIT_OK; e++) {
                             const suffix_cost *c = &from->items[e];
-                            suffix_cost next = {.next_unit = v, .replicas = r, .next_stages = k, .next_index = e};
+                            suffix_cost next = {.next_unit = v, .replicas = r, .next_replicated = q, .next_index = e};
                             next.forward = c->forward + terms.forward + terms.send_activation;
-                            next.steady = fmax(c->steady, (own - 1) * terms.busy);
+                            next.steady_forward = fmax(c->steady_forward, forward_phase);
+                            next.steady_backward = fmax(c->steady_backward, backward_phase);
                             next.gradient = c->gradient + terms.backward + terms.send_activation;
                             next.exposure = fmax(c->exposure, next.gradient + terms.exposed_allreduce);
-                            status = pareto_insert(&STATE(u, used + r, k + 1), &next);
+                            status = pareto_insert(&STATE(u, used + r, replicated), &next);
                         }
                     }
                 }
-    int best_k = -1, best_e = -1;
+    int best_q = -1, best_e = -1;
     double best = INFINITY;
-    for (int k = 1; k <= K && status == PLAIT_OK; k++) {
-        pareto_set *set = &STATE(0, W, k);
-        for (int e = 0; e < set->count; e++)
-            if (objective(&set->items[e]) < best) {
-                best = objective(&set->items[e]);
-                best_k = k;
+    for (int q = 0; q <= W && status == PLAIT_OK; q++) {
+        pareto_set *whole = &STATE(0, W, q);
+        for (int e = 0; e < whole->count; e++)
+            if (objective(&whole->items[e]) < best) {
+                best = objective(&whole->items[e]);
+                best_q = q;
                 best_e = e;
             }
     }
-    if (status == PLAIT_OK && best_k > 0 && best < sr->best) {
-        int *replicas = malloc((size_t)best_k * sizeof(int));
-        int *lasts = malloc((size_t)best_k * sizeof(int));
-        if (!replicas || !lasts) status = plait_fail("out of memory in the partitioner");
-        int u = 0, w = W, k = best_k, e = best_e;
-        for (int s = 0; status == PLAIT_OK && s < best_k; s++) {
-            const suffix_cost *c = &STATE(u, w, k).items[e];
-            replicas[s] = c->replicas;
-            lasts[s] = c->next_unit;
+    if (status == PLAIT_OK && best_e >= 0 && best < sr->best) {
+        int stages = 0, replicas[256], lasts[256];
+        for (int u = 0, w = W, q = best_q, e = best_e; u < U && stages < 256; stages++) {
+            const suffix_cost *c = &STATE(u, w, q).items[e];
+            replicas[stages] = c->replicas;
+            lasts[stages] = c->next_unit;
             u = c->next_unit;
             w -= c->replicas;
-            k = c->next_stages;
+            q = c->next_replicated;
             e = c->next_index;
         }
-        if (status == PLAIT_OK) {
-            plait_plan_free(sr->plan);
-            status = plait_plan_init(sr->plan, best_k, replicas);
+        plait_plan_free(sr->plan);
+        status = plait_plan_init(sr->plan, stages, replicas);
+        for (int s = 0, rank = 0, first = 0; status == PLAIT_OK && s < stages; s++) {
+            plait_stage *st = &sr->plan->stages[s];
+            st->first_unit = first;
+            st->last_unit = first = lasts[s];
+            for (int j = 0; j < st->replica_count; j++) st->ranks[j] = rank++;
         }
         if (status == PLAIT_OK) {
-            int rank = 0, first = 0;
-            for (int s = 0; s < best_k; s++) {
-                plait_stage *st = &sr->plan->stages[s];
-                st->first_unit = first;
-                st->last_unit = first = lasts[s];
-                for (int j = 0; j < st->replica_count; j++) st->ranks[j] = rank++;
-            }
             fill_plan_options(sr, sr->plan, micro_batches);
             sr->best = best;
         }
-        free(replicas);
-        free(lasts);
     }
     for (size_t k = 0; k < state_count; k++) free(sets[k].items);
     free(sets);

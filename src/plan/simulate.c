@@ -38,7 +38,7 @@ typedef struct simulator {
     double *arrival;    /* per (rank, kind, micro-batch): when the message arrived, -1 before */
     int *sender;        /* per (rank, kind, micro-batch) */
     int *receive_index; /* per (rank, kind, micro-batch): the RECV instruction, -1 if none */
-    bool record;
+    bool record, late_receives;
     int event_capacity;
 } simulator;
 
@@ -131,7 +131,8 @@ static int step(simulator *sim, int rank) {
                        sim->receive_index[k] < 0 ? "no matching receive" : "already been sent");
             return -1;
         }
-        int post = plait_schedule_post_point(&sim->schedule->ranks[peer], sim->receive_index[k]);
+        int post = sim->late_receives ? plait_schedule_post_point(&sim->schedule->ranks[peer], sim->receive_index[k])
+                                      : -1;
         double posted = post < 0 ? 0 : sim->ranks[peer].started[post];
         if (posted < 0) return 0; /* the receiver has not posted it: a blocking send waits */
         double start = fmax(rs->clock, posted);
@@ -312,7 +313,8 @@ static void summarize(simulator *sim) {
 }
 
 int plait_simulate(const plait_plan *plan, const plait_schedule *schedule, const plait_profile *profile,
-                   const plait_hardware *hardware, bool record_events, plait_simulation *simulation) {
+                   const plait_hardware *hardware, const plait_simulation_options *options,
+                   plait_simulation *simulation) {
     memset(simulation, 0, sizeof *simulation);
     if (schedule->rank_count != hardware->worker_count)
         return plait_fail("simulate: the schedule has %d ranks but the hardware has %d workers",
@@ -326,7 +328,8 @@ int plait_simulate(const plait_plan *plan, const plait_schedule *schedule, const
                      .result = simulation,
                      .rank_count = schedule->rank_count,
                      .micro_batches = plan->micro_batches,
-                     .record = record_events};
+                     .record = options && options->record_events,
+                     .late_receives = options && options->late_receives};
     simulation->rank_count = schedule->rank_count;
     simulation->stage_count = plan->stage_count;
     int status = setup(&sim, profile);
