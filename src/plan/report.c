@@ -46,7 +46,7 @@ int plait_plan_format_table(FILE *out, const plait_plan *plan, const plait_profi
             plan->stage_count, plan->micro_batches, micro_batch_size, plait_schedule_name(plan->schedule),
             plan->bucket_bytes / 1e6, plan->streams);
     fprintf(out, "%-5s %-28s %-16s %10s %10s %10s %10s\n", "stage", "units", "ranks", "busy s", "per-mb s",
-            "allred s", "memory MB");
+            "ar-exp s", "memory MB");
     for (int s = 0; s < plan->stage_count; s++) {
         const plait_stage *st = &plan->stages[s];
         stage_terms terms;
