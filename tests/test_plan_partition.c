@@ -152,6 +152,25 @@ static void no_plan_fits_memory(void) {
     CHECK(strstr(plait_last_error(), "micro-batch count 3 does not divide the batch size 4") != NULL);
     plait_hardware_free(&hw);
     plait_profile_free(&profile);
+    /* GPipe keeps every micro-batch of a replica: 8 samples x 100 bytes on a stage of one unit,
+     * or 4 samples x 200 bytes on a replica of both. 1F1B keeps one micro-batch on the last stage
+     * (alternating forward and backward), so data parallelism with 8 micro-batches fits */
+    fixture_profile(&profile, 2, (double[]){1, 1}, (double[]){1, 1}, 10, NULL, 100);
+    plait_hardware_init(&hw, 2, 1, 500, (plait_link){1e9, 0}, (plait_link){1e9, 0});
+    options = (plait_planner_options){.batch_size = 8, .schedule = PLAIT_SCHEDULE_GPIPE};
+    CHECK(plait_partition(&profile, &hw, &options, &plan, NULL) == PLAIT_ERROR);
+    options.schedule = PLAIT_SCHEDULE_1F1B;
+    CHECK(plait_partition(&profile, &hw, &options, &plan, NULL) == PLAIT_OK);
+    CHECKF(plan.stage_count == 1 && plan.micro_batches >= 4, "%d stages, m=%d", plan.stage_count,
+           plan.micro_batches);
+    CHECK(plait_stage_memory_bytes(&plan, &profile, 0) == 200.0 * 8 / plan.micro_batches);
+    CHECK(plait_plan_validate(&plan, 2, 2, &profile, &hw) == PLAIT_OK);
+    plan.schedule = PLAIT_SCHEDULE_GPIPE;
+    CHECK(plait_plan_validate(&plan, 2, 2, &profile, &hw) == PLAIT_ERROR);
+    CHECK(strstr(plait_last_error(), "plan: stage 0 needs 800 bytes per rank but rank 0 has 500 bytes") != NULL);
+    plait_plan_free(&plan);
+    plait_hardware_free(&hw);
+    plait_profile_free(&profile);
 }
 
 /* A ResNet-50-like profile: stem, 16 bottleneck blocks, head (costs per sample, speed 1). */

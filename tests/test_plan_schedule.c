@@ -64,7 +64,7 @@ static int check_schedule(const plait_plan *plan, const plait_schedule *sc) {
             int warmup = 0; /* ranks after the stage, plus replicas of replicated stages from it on */
             for (int k = s; k < S; k++) {
                 int r = plan->stages[k].replica_count;
-                warmup += (k > s ? r : 0) + (r > 1 ? r : 0);
+                warmup += (k > s ? r : 0) + (r > 1 && k < S - 1 ? r : 0);
             }
             int window = (warmup + st->replica_count) / st->replica_count;
             int limit = plan->schedule == PLAIT_SCHEDULE_GPIPE || own < window ? own : window;
@@ -204,8 +204,8 @@ static void one_f_one_b_order(void) {
     CHECK(plait_schedule_post_point(&sc.ranks[1], 0) == -1);
     plait_schedule_free(&sc);
     plait_plan_free(&plan);
-    /* the next stage has 2 replicas: stage 0 warms up with 2 (ranks after it) + 2 (replicated
-     * ranks) forwards, stage 1 with 2; each replica runs its share of its stage's 1F1B order */
+    /* the last stage has 2 replicas: stage 0 warms up with 2 forwards (the ranks after it), the
+     * last stage with none; each replica runs its share of its stage's 1F1B order */
     fixture_plan(&plan, 2, (int[]){1, 2}, (int[]){1, 2}, 6, 6, PLAIT_SCHEDULE_1F1B);
     CHECK(plait_schedule_build(&plan, (double[]){0, 0}, &sc) == PLAIT_OK);
     for (int r = 0; r < 3; r++) {
@@ -218,9 +218,27 @@ static void one_f_one_b_order(void) {
                                  in->op == PLAIT_OP_FORWARD ? 'F' : 'B', in->micro_batch);
         }
     }
-    CHECK(strcmp(order[0], "F0 F1 F2 F3 F4 B0 F5 B1 B2 B3 B4 B5 ") == 0);
-    CHECK(strcmp(order[1], "F0 F2 B0 F4 B2 B4 ") == 0);
-    CHECK(strcmp(order[2], "F1 F3 B1 F5 B3 B5 ") == 0);
+    CHECK(strcmp(order[0], "F0 F1 F2 B0 F3 B1 F4 B2 F5 B3 B4 B5 ") == 0);
+    CHECK(strcmp(order[1], "F0 B0 F2 B2 F4 B4 ") == 0);
+    CHECK(strcmp(order[2], "F1 B1 F3 B3 F5 B5 ") == 0);
+    plait_schedule_free(&sc);
+    plait_plan_free(&plan);
+    /* a replicated middle stage gets slack: 3 stages with 1, 2, 1 replicas; stage 1 warms up with
+     * 1 (rank after it) + 2 (its replicas) = 3, stage 0 with 3 + 2 = 5 */
+    fixture_plan(&plan, 3, (int[]){1, 2, 3}, (int[]){1, 2, 1}, 8, 8, PLAIT_SCHEDULE_1F1B);
+    CHECK(plait_schedule_build(&plan, (double[]){0, 0, 0}, &sc) == PLAIT_OK);
+    for (int r = 0; r < 2; r++) {
+        int used = 0;
+        order[r][0] = 0;
+        for (int k = 0; k < sc.ranks[r].count; k++) {
+            const plait_instruction *in = &sc.ranks[r].instructions[k];
+            if (in->op == PLAIT_OP_FORWARD || in->op == PLAIT_OP_BACKWARD)
+                used += snprintf(order[r] + used, sizeof order[r] - used, "%c%d ",
+                                 in->op == PLAIT_OP_FORWARD ? 'F' : 'B', in->micro_batch);
+        }
+    }
+    CHECK(strcmp(order[0], "F0 F1 F2 F3 F4 F5 B0 F6 B1 F7 B2 B3 B4 B5 B6 B7 ") == 0);
+    CHECK(strcmp(order[1], "F0 F2 B0 F4 B2 F6 B4 B6 ") == 0);
     plait_schedule_free(&sc);
     plait_plan_free(&plan);
 }

@@ -122,7 +122,7 @@ int plan_stage_warmup(const plait_plan *plan, int stage) {
     for (int s = stage; s < plan->stage_count; s++) {
         int r = plan->stages[s].replica_count;
         if (s > stage) ranks_after += r;
-        if (r > 1) replicated += r;
+        if (r > 1 && s < plan->stage_count - 1) replicated += r;
     }
     return one_f_one_b_warmup(ranks_after, replicated);
 }

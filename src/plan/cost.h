@@ -25,9 +25,10 @@ void stage_terms_compute(const plait_profile *profile, const plait_hardware *har
 /* Memory of one rank: parameter state plus the activations of the micro-batches it keeps. */
 double stage_memory(const stage_terms *terms, int in_flight);
 /* 1F1B warm-up of a stage, counted in the stage's micro-batches (all replicas together): the
- * ranks after it plus the replica counts of the replicated stages from it to the last. Without
- * replicas this is the classic stages - s - 1; each replicated stage adds slack so its replicas,
- * which alternate forward and backward on every r-th micro-batch, are not starved. */
+ * ranks after it plus the replica counts of the replicated stages from it to the one before the
+ * last. Without replicas this is the classic stages - s - 1; each replicated middle stage adds
+ * slack so its replicas, which alternate forward and backward on every r-th micro-batch, are not
+ * starved. The last stage needs none: its backward depends on nothing but its own forward. */
 int one_f_one_b_warmup(int ranks_after, int replicated_ranks_from_here);
 int plan_stage_warmup(const plait_plan *plan, int stage);
 /* Micro-batches a replica keeps at once: all of its own (GPipe), or for 1F1B its share of the

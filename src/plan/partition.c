@@ -120,8 +120,8 @@ static double range_min(const double *values, int first, int count) {
 }
 
 /* The dynamic program for one micro-batch count. State (u, w, q): the suffix of stages covering
- * units [u, U) on the last w ranks, q of them in replicated stages (1F1B memory depends on it;
- * GPipe keeps q = 0). A stage's cost depends only on its units, its ranks and (w, q). */
+ * units [u, U) on the last w ranks, q of them in replicated stages other than the last (1F1B
+ * memory depends on it; GPipe keeps q = 0). A stage's cost depends only on its units, its ranks and (w, q). */
 static int dynamic_program(search *sr, int micro_batches) {
     const plait_profile *profile = sr->profile;
     const plait_hardware *hw = sr->hardware;
@@ -148,7 +148,7 @@ static int dynamic_program(search *sr, int micro_batches) {
                     for (int q = 0; q <= used && status == PLAIT_OK; q++) {
                         pareto_set *from = &STATE(v, used, q);
                         if (from->count == 0) continue;
-                        int replicated = schedule == PLAIT_SCHEDULE_1F1B ? q + (r > 1 ? r : 0) : 0;
+                        int replicated = schedule == PLAIT_SCHEDULE_1F1B ? q + (r > 1 && v < U ? r : 0) : 0;
                         int in_flight = stage_in_flight(schedule, one_f_one_b_warmup(used, replicated), r, own);
                         if (stage_memory(&terms, in_flight) > memory) continue;
                         for (int e = 0; e < from->count && status == PLAIT_OK; e++) {
