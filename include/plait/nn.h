@@ -98,17 +98,22 @@ typedef struct plait_model {
 
 /* Names: resnet18, resnet34, resnet50 (torchvision: 7x7 stride-2 stem and max pooling),
  * cifar_resnet18, cifar_resnet34, cifar_resnet50 (3x3 stride-1 stem, no max pooling), resnet20,
- * resnet56 (He et al. CIFAR nets, 16/32/64 channels, projection shortcuts), mobilenetv2.
- * Weights get Kaiming initialization from `seed`. */
+ * resnet56 (He et al. CIFAR nets, 16/32/64 channels, projection shortcuts), mobilenetv2 (without the
+ * classifier's dropout). Units: "stem" (or "features.0"), "layer1.0", ... (or "features.N"), "head".
+ * Weights are initialized as torchvision does, from `seed`. */
 int plait_model_create(const char *name, plait_shape input, int classes, uint64_t seed, plait_model **out);
 void plait_model_free(plait_model *m);
 const char *const *plait_model_names(void); /* NULL-terminated */
 
+/* Every layer of units [first, last) in model order (main path, then shortcut, per unit): for the
+ * tuner (conv_kernel) and checkpoints (num_batches_tracked). The caller frees the array. */
+int plait_model_layers(plait_model *m, int first, int last, plait_layer ***layers, int *count);
 /* Every learnable parameter and buffer of units [first, last), in model order. */
 int plait_model_params(plait_model *m, int first, int last, plait_param ***params, int *count);
 int plait_model_buffers(plait_model *m, int first, int last, plait_buffer ***buffers, int *count);
 size_t plait_model_param_count(const plait_model *m); /* number of learnable scalars */
-double plait_unit_macs(const plait_unit *u);          /* multiply-adds of one forward, batch 1 */
+/* Multiply-adds of one forward at batch 1, of convolutions and linear layers (as papers count). */
+double plait_unit_macs(const plait_unit *u);
 
 /* Copy one of a parameter's arrays (value, grad or momentum) between plait's layout and
  * torchvision's (OHWI <-> OIHW for conv weights, plain copy otherwise); `count` floats each. */
@@ -119,6 +124,9 @@ void plait_param_from_torch(const plait_param *p, const float *torch_layout, flo
 typedef struct plait_unit_state plait_unit_state;
 plait_unit_state *plait_unit_state_create(void);
 void plait_unit_state_free(plait_unit_state *s);
+/* Bytes the state holds now (activations, saved statistics, gradient buffers), for memory profiles;
+ * it grows to fit the largest micro-batch seen and keeps that. */
+size_t plait_unit_state_bytes(const plait_unit_state *s);
 
 /* Forward through one unit. *y points into the state and stays valid until the state's next
  * forward. training = batch statistics (accumulated for the running update) and saved activations.

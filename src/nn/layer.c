@@ -241,6 +241,7 @@ int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, b
     plait_shape out = l->out_shape;
     out.n = n;
     if (plait_tensor_reserve(&s->y, out) != PLAIT_OK) return PLAIT_ERROR;
+    s->out = &s->y;
     s->x = x->data;
     s->x_shape = in;
     size_t rows = (size_t)n * (size_t)in.h * (size_t)in.w;
@@ -292,6 +293,26 @@ int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, b
     return PLAIT_OK;
 }
 
+bool nn_in_place_activations = true;
+
+bool nn_layer_is_activation(const plait_layer *l) {
+    return l->kind == PLAIT_LAYER_RELU || l->kind == PLAIT_LAYER_RELU6;
+}
+
+int nn_layer_forward_in_place(plait_layer *l, nn_layer_state *s, plait_tensor *x) {
+    plait_shape in = x->shape;
+    if (!nn_layer_is_activation(l)) return plait_fail("%s: only activations run in place", l->name);
+    if (in.h != l->in_shape.h || in.w != l->in_shape.w || in.c != l->in_shape.c)
+        return plait_fail("%s: expected input %dx%dx%d, got %dx%dx%dx%d", l->name, l->in_shape.h, l->in_shape.w,
+                          l->in_shape.c, in.n, in.h, in.w, in.c);
+    s->x = x->data;
+    s->x_shape = in;
+    s->out = x;
+    if (l->kind == PLAIT_LAYER_RELU) plait_relu_forward(plait_shape_count(in), x->data, x->data);
+    else plait_relu6_forward(plait_shape_count(in), x->data, x->data);
+    return PLAIT_OK;
+}
+
 bool nn_layer_can_skip_dx(const plait_layer *l) {
     return l->kind == PLAIT_LAYER_CONV2D || l->kind == PLAIT_LAYER_LINEAR;
 }
@@ -315,10 +336,10 @@ int nn_layer_backward(plait_layer *l, nn_layer_state *s, const float *dy, float 
                                  l->params[0].grad, l->params[1].grad);
         break;
     case PLAIT_LAYER_RELU:
-        plait_relu_backward(plait_shape_count(in), s->y.data, dy, dx);
+        plait_relu_backward(plait_shape_count(in), s->out->data, dy, dx);
         break;
     case PLAIT_LAYER_RELU6:
-        plait_relu6_backward(plait_shape_count(in), s->y.data, dy, dx);
+        plait_relu6_backward(plait_shape_count(in), s->out->data, dy, dx);
         break;
     case PLAIT_LAYER_MAXPOOL: {
         plait_pool2d_desc d = l->pool;

@@ -99,6 +99,21 @@ static plait_layer *layer_at(const plait_unit *u, int j) {
         for (int layer_index = 0; layer_index < layer_total(&(m)->units[unit_index]); layer_index++) \
             for (plait_layer *l = layer_at(&(m)->units[unit_index], layer_index); l; l = NULL)
 
+int plait_model_layers(plait_model *m, int first, int last, plait_layer ***layers, int *count) {
+    *layers = NULL;
+    *count = 0;
+    if (check_range(m, first, last) != PLAIT_OK) return PLAIT_ERROR;
+    int total = 0;
+    FOR_EACH_LAYER(m, first, last, l) total++;
+    plait_layer **list = malloc((size_t)(total > 0 ? total : 1) * sizeof *list);
+    if (!list) return plait_fail("out of memory listing layers");
+    int n = 0;
+    FOR_EACH_LAYER(m, first, last, l) list[n++] = l;
+    *layers = list;
+    *count = n;
+    return PLAIT_OK;
+}
+
 int plait_model_params(plait_model *m, int first, int last, plait_param ***params, int *count) {
     *params = NULL;
     *count = 0;
@@ -207,7 +222,7 @@ void plait_param_from_torch(const plait_param *p, const float *torch_layout, flo
 void plait_model_print_summary(const plait_model *m, FILE *out) {
     fprintf(out, "%s: input %dx%dx%d (HxWxC), %d classes\n", m->name, m->input.h, m->input.w, m->input.c,
             m->classes);
-    fprintf(out, "%-4s %-14s %-18s %12s %14s\n", "#", "unit", "output (HxWxC)", "params", "MACs");
+    fprintf(out, "%-4s %-14s %-18s %12s %12s\n", "#", "unit", "output (HxWxC)", "params", "MMACs");
     size_t total_params = 0;
     double total_macs = 0.0;
     for (int i = 0; i < m->unit_count; i++) {
@@ -220,7 +235,7 @@ void plait_model_print_summary(const plait_model *m, FILE *out) {
         double macs = plait_unit_macs(u);
         char shape[40];
         snprintf(shape, sizeof shape, "%dx%dx%d", u->out_shape.h, u->out_shape.w, u->out_shape.c);
-        fprintf(out, "%-4d %-14s %-18s %12zu %14.0f\n", i, u->name, shape, params, macs);
+        fprintf(out, "%-4d %-14s %-18s %12zu %12.2f\n", i, u->name, shape, params, macs / 1e6);
         total_params += params;
         total_macs += macs;
     }

@@ -16,6 +16,7 @@ typedef enum nn_linear_init {
 /* Per-layer part of a unit state: the layer's output and what its backward needs. */
 typedef struct nn_layer_state {
     plait_tensor y;
+    plait_tensor *out; /* the output: &y, or for an in-place activation the previous layer's */
     const float *x; /* the input of the last training forward (previous layer's y or the unit input) */
     plait_shape x_shape;
     float *saved_mean, *saved_invstd; /* batchnorm */
@@ -31,6 +32,12 @@ void nn_layer_free(plait_layer *l);
 
 /* Forward of one layer on x (batch taken from x). Keeps a pointer to x for backward. */
 int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training, plait_workspace *ws);
+/* ReLU/ReLU6 overwriting x, which must be the output of a layer whose backward does not read its own
+ * output (anything but an activation). Saves a third of a ResNet's activation memory. */
+int nn_layer_forward_in_place(plait_layer *l, nn_layer_state *s, plait_tensor *x);
+bool nn_layer_is_activation(const plait_layer *l);
+/* On by default; tests turn it off to look at pre-activations. */
+extern bool nn_in_place_activations;
 /* dx may be NULL for layers that can skip their input gradient (conv, linear); others need it. */
 int nn_layer_backward(plait_layer *l, nn_layer_state *s, const float *dy, float *dx, plait_workspace *ws);
 bool nn_layer_can_skip_dx(const plait_layer *l);

@@ -27,7 +27,8 @@ int nn_resnet_stem(plait_model *m, int channels, bool imagenet, plait_rng *rng) 
     if (!u) return PLAIT_ERROR;
     int kernel = imagenet ? 7 : 3, stride = imagenet ? 2 : 1;
     if (nn_add_conv(u, false, "conv1", channels, kernel, stride, kernel / 2, 1, rng) != PLAIT_OK ||
-        nn_add_batchnorm(u, false, "bn1") != PLAIT_OK || nn_add_activation(u, false, PLAIT_LAYER_RELU, "relu") != PLAIT_OK)
+        nn_add_batchnorm(u, false, "bn1") != PLAIT_OK ||
+        nn_add_activation(u, false, PLAIT_LAYER_RELU, "relu") != PLAIT_OK)
         return PLAIT_ERROR;
     if (imagenet && nn_add_maxpool(u, "maxpool", 3, 2, 1) != PLAIT_OK) return PLAIT_ERROR;
     return nn_unit_finish(u);

@@ -7,7 +7,8 @@
 struct plait_unit_state {
     nn_layer_state *main, *shortcut;
     int main_capacity, shortcut_capacity;
-    plait_tensor out;         /* after the post-add ReLU */
+    plait_tensor *result;     /* the unit's output */
+    plait_tensor post_relu;   /* the output when activations do not run in place */
     plait_tensor dsum;        /* gradient at the residual sum */
     plait_tensor dx, dx_shortcut;
     plait_tensor scratch[2];  /* gradients between layers, ping-pong */
@@ -24,13 +25,27 @@ void plait_unit_state_free(plait_unit_state *s) {
     for (int i = 0; i < s->shortcut_capacity; i++) nn_layer_state_free(&s->shortcut[i]);
     free(s->main);
     free(s->shortcut);
-    plait_tensor_free(&s->out);
+    plait_tensor_free(&s->post_relu);
     plait_tensor_free(&s->dsum);
     plait_tensor_free(&s->dx);
     plait_tensor_free(&s->dx_shortcut);
     plait_tensor_free(&s->scratch[0]);
     plait_tensor_free(&s->scratch[1]);
     plait_free(s);
+}
+
+static size_t layer_state_bytes(const nn_layer_state *s) {
+    return s->y.capacity * sizeof(float) + (size_t)s->saved_channels * 2 * sizeof(float) +
+           s->argmax_capacity * sizeof(int32_t);
+}
+
+size_t plait_unit_state_bytes(const plait_unit_state *s) {
+    size_t bytes = 0;
+    for (int i = 0; i < s->main_capacity; i++) bytes += layer_state_bytes(&s->main[i]);
+    for (int i = 0; i < s->shortcut_capacity; i++) bytes += layer_state_bytes(&s->shortcut[i]);
+    const plait_tensor *tensors[] = {&s->post_relu, &s->dsum, &s->dx, &s->dx_shortcut, &s->scratch[0], &s->scratch[1]};
+    for (size_t i = 0; i < sizeof tensors / sizeof tensors[0]; i++) bytes += tensors[i]->capacity * sizeof(float);
+    return bytes;
 }
 
 const nn_layer_state *nn_unit_state_layers(const plait_unit_state *s, bool shortcut) {
@@ -48,13 +63,18 @@ static int layer_states_ensure(nn_layer_state **states, int *capacity, int count
 }
 
 static int path_forward(plait_layer *layers, nn_layer_state *states, int count, const plait_tensor *x, bool training,
-                        plait_workspace *ws, const plait_tensor **y) {
+                        plait_workspace *ws, plait_tensor **y) {
     const plait_tensor *current = x;
     for (int i = 0; i < count; i++) {
-        if (nn_layer_forward(&layers[i], &states[i], current, training, ws) != PLAIT_OK) return PLAIT_ERROR;
-        current = &states[i].y;
+        /* an activation may overwrite its input when that is the previous layer's own output */
+        bool in_place = nn_in_place_activations && i > 0 && nn_layer_is_activation(&layers[i]) &&
+                        !nn_layer_is_activation(&layers[i - 1]);
+        int rc = in_place ? nn_layer_forward_in_place(&layers[i], &states[i], states[i - 1].out)
+                          : nn_layer_forward(&layers[i], &states[i], current, training, ws);
+        if (rc != PLAIT_OK) return PLAIT_ERROR;
+        current = states[i].out;
     }
-    *y = current;
+    *y = states[count - 1].out;
     return PLAIT_OK;
 }
 
@@ -65,25 +85,32 @@ int plait_unit_forward(plait_unit *u, plait_unit_state *s, const plait_tensor *x
     if (layer_states_ensure(&s->main, &s->main_capacity, u->main_count) != PLAIT_OK ||
         layer_states_ensure(&s->shortcut, &s->shortcut_capacity, u->shortcut_count) != PLAIT_OK)
         return PLAIT_ERROR;
-    const plait_tensor *main_out, *shortcut_out = x;
+    plait_tensor *main_out, *shortcut_out = NULL;
     if (path_forward(u->main, s->main, u->main_count, x, training, u->workspace, &main_out) != PLAIT_OK)
         return PLAIT_ERROR;
     if (u->residual) {
-        if (path_forward(u->shortcut, s->shortcut, u->shortcut_count, x, training, u->workspace, &shortcut_out) !=
-            PLAIT_OK)
+        if (u->shortcut_count > 0 &&
+            path_forward(u->shortcut, s->shortcut, u->shortcut_count, x, training, u->workspace, &shortcut_out) !=
+                PLAIT_OK)
             return PLAIT_ERROR;
         /* the last main layer (batchnorm) does not need its output for backward, so add in place */
-        plait_add(plait_shape_count(main_out->shape), main_out->data, shortcut_out->data, main_out->data);
+        plait_add(plait_shape_count(main_out->shape), main_out->data, shortcut_out ? shortcut_out->data : x->data,
+                  main_out->data);
     }
-    const plait_tensor *result = main_out;
     if (u->post_relu) {
-        if (plait_tensor_reserve(&s->out, main_out->shape) != PLAIT_OK) return PLAIT_ERROR;
-        plait_relu_forward(plait_shape_count(main_out->shape), main_out->data, s->out.data);
-        result = &s->out;
+        /* in place too: nothing needs the sum, and ReLU's backward needs only its output */
+        if (nn_in_place_activations) {
+            plait_relu_forward(plait_shape_count(main_out->shape), main_out->data, main_out->data);
+        } else {
+            if (plait_tensor_reserve(&s->post_relu, main_out->shape) != PLAIT_OK) return PLAIT_ERROR;
+            plait_relu_forward(plait_shape_count(main_out->shape), main_out->data, s->post_relu.data);
+            main_out = &s->post_relu;
+        }
     }
+    s->result = main_out;
     s->x_shape = x->shape;
     s->trained = training;
-    *y = result;
+    *y = main_out;
     return PLAIT_OK;
 }
 
@@ -115,7 +142,7 @@ int plait_unit_backward(plait_unit *u, plait_unit_state *s, const plait_tensor *
     const float *gradient = dy->data;
     if (u->post_relu) {
         if (plait_tensor_reserve(&s->dsum, out) != PLAIT_OK) return PLAIT_ERROR;
-        plait_relu_backward(out_count, s->out.data, gradient, s->dsum.data);
+        plait_relu_backward(out_count, s->result->data, gradient, s->dsum.data);
         gradient = s->dsum.data;
     }
     float *input_gradient = NULL, *shortcut_gradient = NULL;

@@ -117,27 +117,6 @@ static int check_range(const plait_model *m, int first, int last) {
     return PLAIT_OK;
 }
 
-/* torchvision OIHW [K][C][R][S] <-> plait OHWI [K][R][S][C]. */
-static void ohwi_to_oihw(const int64_t *dims, const float *ohwi, float *oihw) {
-    size_t k_count = (size_t)dims[0], c_count = (size_t)dims[1], r_count = (size_t)dims[2], s_count = (size_t)dims[3];
-    for (size_t k = 0; k < k_count; k++)
-        for (size_t r = 0; r < r_count; r++)
-            for (size_t s = 0; s < s_count; s++)
-                for (size_t c = 0; c < c_count; c++)
-                    oihw[((k * c_count + c) * r_count + r) * s_count + s] =
-                        ohwi[((k * r_count + r) * s_count + s) * c_count + c];
-}
-
-static void oihw_to_ohwi(const int64_t *dims, const float *oihw, float *ohwi) {
-    size_t k_count = (size_t)dims[0], c_count = (size_t)dims[1], r_count = (size_t)dims[2], s_count = (size_t)dims[3];
-    for (size_t k = 0; k < k_count; k++)
-        for (size_t r = 0; r < r_count; r++)
-            for (size_t s = 0; s < s_count; s++)
-                for (size_t c = 0; c < c_count; c++)
-                    ohwi[((k * r_count + r) * s_count + s) * c_count + c] =
-                        oihw[((k * c_count + c) * r_count + r) * s_count + s];
-}
-
 /* ---- saving --------------------------------------------------------------------------------- */
 
 static int add_entry(safetensors_writer *w, const entry *e) {
@@ -148,10 +127,10 @@ static int add_entry(safetensors_writer *w, const entry *e) {
                                                    : e->param->momentum;
     float *storage = safetensors_writer_add_storage(w, e->name, SAFETENSORS_F32, e->ndim, e->dims);
     if (!storage) return PLAIT_ERROR;
-    if (e->param && e->param->conv_weight)
-        ohwi_to_oihw(e->dims, values, storage);
+    if (e->param)
+        plait_param_to_torch(e->param, values, storage); /* OHWI -> OIHW for conv weights */
     else
-        memcpy(storage, values, (e->buffer ? e->buffer->count : e->param->count) * sizeof(float));
+        memcpy(storage, values, e->buffer->count * sizeof(float));
     return PLAIT_OK;
 }
 
@@ -337,7 +316,7 @@ static int copy_tensor(const entry *e) {
     float *oihw = malloc(t->bytes ? t->bytes : 1);
     if (!oihw) return plait_fail("out of memory loading %s", e->name);
     memcpy(oihw, t->data, t->bytes); /* the file's data need not be float-aligned */
-    oihw_to_ohwi(e->dims, oihw, target);
+    plait_param_from_torch(e->param, oihw, target);
     free(oihw);
     return PLAIT_OK;
 }
