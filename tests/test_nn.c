@@ -324,7 +324,7 @@ static void summary_lists_units_and_totals(void) {
     fclose(out);
     CHECK(strstr(text, "layer4.1") != NULL);
     CHECK(strstr(text, "7x7x512") != NULL);
-    CHECK(strstr(text, "11.690 M parameters") != NULL);
+    CHECK(strstr(text, "11,689,512 parameters (11.690 M)") != NULL);
     CHECK(strstr(text, "1.814 G multiply-adds") != NULL);
     free(text);
     release_model(m);

@@ -64,15 +64,15 @@ static float train_steps(const char *model_name, int steps, int microbatches, fl
 }
 
 static void loss_falls_on_generated_data(void) {
-    float first;
+    float first = 0;
     float last = train_steps("resnet20", 60, 1, &first, NULL, NULL);
     CHECKF(first > 1.5f, "first loss %f should be near ln 8 = 2.08", (double)first);
     CHECKF(last < 0.25f * first, "loss went from %f to %f", (double)first, (double)last);
 }
 
 static void training_is_reproducible(void) {
-    float first_a, first_b, *a, *b;
-    size_t na, nb;
+    float first_a = 0, first_b = 0, *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
     train_steps("resnet20", 4, 1, &first_a, &a, &na);
     train_steps("resnet20", 4, 1, &first_b, &b, &nb);
     CHECK(na == nb && memcmp(a, b, na * sizeof(float)) == 0);
@@ -81,7 +81,7 @@ static void training_is_reproducible(void) {
 }
 
 static void mobilenet_trains(void) {
-    float first;
+    float first = 0;
     float last = train_steps("mobilenetv2", 40, 2, &first, NULL, NULL);
     CHECKF(last < 0.5f * first, "loss went from %f to %f", (double)first, (double)last);
 }

@@ -219,6 +219,17 @@ void plait_param_from_torch(const plait_param *p, const float *torch_layout, flo
     convert_layout(p, torch_layout, plait_layout, false);
 }
 
+/* 11689512 -> "11,689,512", as papers print parameter counts. */
+static void format_thousands(size_t value, char *out, size_t size) {
+    char digits[32];
+    int n = snprintf(digits, sizeof digits, "%zu", value), at = 0;
+    for (int i = 0; i < n && at + 2 < (int)size; i++) {
+        if (i > 0 && (n - i) % 3 == 0) out[at++] = ',';
+        out[at++] = digits[i];
+    }
+    out[at] = 0;
+}
+
 void plait_model_print_summary(const plait_model *m, FILE *out) {
     fprintf(out, "%s: input %dx%dx%d (HxWxC), %d classes\n", m->name, m->input.h, m->input.w, m->input.c,
             m->classes);
@@ -239,6 +250,8 @@ void plait_model_print_summary(const plait_model *m, FILE *out) {
         total_params += params;
         total_macs += macs;
     }
-    fprintf(out, "total: %d units, %.3f M parameters, %.3f G multiply-adds (%.3f GFLOPs) per sample\n",
-            m->unit_count, (double)total_params / 1e6, total_macs / 1e9, 2.0 * total_macs / 1e9);
+    char grouped[32];
+    format_thousands(total_params, grouped, sizeof grouped);
+    fprintf(out, "total: %d units, %s parameters (%.3f M), %.3f G multiply-adds (%.3f GFLOPs) per sample\n",
+            m->unit_count, grouped, (double)total_params / 1e6, total_macs / 1e9, 2.0 * total_macs / 1e9);
 }
