@@ -40,7 +40,7 @@ const plait_cpu *plait_cpu_features(void) {
     cpu.fma = __builtin_cpu_supports("fma");
     cpu.avx512f = __builtin_cpu_supports("avx512f");
     unsigned int regs[12];
-    if (__get_cpuid_max(0x80000004, NULL) >= 0x80000004) {
+    if (__get_cpuid_max(0x80000000, NULL) >= 0x80000004) {
         for (unsigned int i = 0; i < 3; i++)
             __get_cpuid(0x80000002 + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);
         memcpy(cpu.model, regs, 48);
