@@ -8,20 +8,6 @@
 #include "testing.h"
 #include "train/safetensors.h"
 
-static char *temp_path(const char *name) {
-    static char paths[16][512];
-    static int next;
-    char *path = paths[next++ % 16];
-    snprintf(path, sizeof paths[0], "%s/%s", testing_temp_dir(), name);
-    return path;
-}
-
-static bool error_has(const char *text) {
-    bool found = strstr(plait_last_error(), text) != NULL;
-    if (!found) fprintf(stderr, "  error was: %s\n  expected it to contain: %s\n", plait_last_error(), text);
-    return found;
-}
-
 static bool file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
@@ -178,10 +164,10 @@ static float file_float(const safetensors_file *f, const char *name, size_t inde
 
 static void model_round_trip(void) {
     tiny_model *a = tiny_create("tiny", 4, 10, 1), *b = tiny_create("tiny", 4, 10, 100);
-    const char *path = temp_path("tiny.safetensors");
+    const char *path = testing_temp_path("tiny.safetensors");
     plait_train_state saved = {.epoch = 3, .step = 120, .training = "{\"rng\":[1,2,3],\"lr_step\":5}"};
     CHECK(plait_checkpoint_save(path, &a->model, 0, 3, &saved) == PLAIT_OK);
-    CHECK(!file_exists(temp_path("tiny.safetensors.tmp")));
+    CHECK(!file_exists(testing_temp_path("tiny.safetensors.tmp")));
     CHECK(differences(a, b, 0, 3, true) > 0);
     plait_train_state loaded = {0};
     CHECK(load_one(path, b, PLAIT_CHECKPOINT_RESUME, &loaded) == PLAIT_OK);
@@ -235,7 +221,7 @@ static void model_round_trip(void) {
 
 static void split_checkpoints_load_under_another_split(void) {
     tiny_model *a = tiny_create("tiny", 4, 10, 1);
-    const char *parts[2] = {temp_path("part0.safetensors"), temp_path("part1.safetensors")};
+    const char *parts[2] = {testing_temp_path("part0.safetensors"), testing_temp_path("part1.safetensors")};
     plait_train_state state = {.epoch = 1, .step = 50, .training = "{}"};
     CHECK(plait_checkpoint_save(parts[0], &a->model, 0, 2, &state) == PLAIT_OK);
     CHECK(plait_checkpoint_save(parts[1], &a->model, 2, 3, &state) == PLAIT_OK);
@@ -258,7 +244,7 @@ static void split_checkpoints_load_under_another_split(void) {
     CHECK(plait_checkpoint_load(parts, 1, &fresh->model, 0, 3, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
     char expected[700];
     snprintf(expected, sizeof expected, "checkpoint %s has no tensor fc.weight", parts[0]);
-    CHECK(error_has(expected));
+    CHECK(testing_error_has(expected));
     CHECK(differences(untouched, fresh, 0, 1, true) > 0); /* seeds differ, and the failed load changed nothing */
     tiny_model *fresh_copy = tiny_create("tiny", 4, 10, 500);
     CHECK(differences(fresh_copy, fresh, 0, 3, true) == 0);
@@ -267,15 +253,15 @@ static void split_checkpoints_load_under_another_split(void) {
 
     const char *twice[2] = {parts[1], parts[1]};
     CHECK(plait_checkpoint_load(twice, 2, &fresh->model, 0, 3, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has("tensor fc.weight is also in part"));
+    CHECK(testing_error_has("tensor fc.weight is also in part"));
     CHECK(plait_checkpoint_load(&parts[1], 1, &fresh->model, 0, 3, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
-    CHECK(error_has("has no tensor conv1.weight"));
+    CHECK(testing_error_has("has no tensor conv1.weight"));
 
     /* Parts from different steps do not make one checkpoint. */
     state.step = 51;
     CHECK(plait_checkpoint_save(parts[1], &a->model, 2, 3, &state) == PLAIT_OK);
     CHECK(plait_checkpoint_load(parts, 2, &fresh->model, 0, 3, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has("different points of training"));
+    CHECK(testing_error_has("different points of training"));
     CHECK(plait_checkpoint_load(parts, 2, &fresh->model, 0, 3, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_OK);
     tiny_free(a);
     tiny_free(whole);
@@ -287,36 +273,36 @@ static void split_checkpoints_load_under_another_split(void) {
 
 static void mismatches_are_errors(void) {
     tiny_model *resnet20 = tiny_create("resnet20", 4, 10, 1), *resnet18 = tiny_create("resnet18", 4, 10, 2);
-    const char *path = temp_path("resnet20.safetensors");
+    const char *path = testing_temp_path("resnet20.safetensors");
     CHECK(plait_checkpoint_save(path, &resnet20->model, 0, 3, NULL) == PLAIT_OK);
     char expected[700];
     CHECK(load_one(path, resnet18, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
     snprintf(expected, sizeof expected, "checkpoint %s is for model resnet20, not resnet18", path);
-    CHECK(error_has(expected));
+    CHECK(testing_error_has(expected));
     CHECK(load_one(path, resnet18, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
-    CHECK(error_has(expected));
+    CHECK(testing_error_has(expected));
 
     tiny_model *wide = tiny_create("resnet20", 8, 10, 3);
     CHECK(load_one(path, wide, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
     snprintf(expected, sizeof expected,
              "checkpoint %s: tensor conv1.weight has shape [4,3,3,3], model resnet20 expects [8,3,3,3]", path);
-    CHECK(error_has(expected));
+    CHECK(testing_error_has(expected));
 
     /* Only the head differs: the error comes after the stem checked fine, yet nothing changed. */
     tiny_model *other_classes = tiny_create("resnet20", 4, 100, 4), *copy = tiny_create("resnet20", 4, 100, 4);
     CHECK(load_one(path, other_classes, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
     snprintf(expected, sizeof expected, "checkpoint %s: tensor fc.weight has shape [10,8], model resnet20 expects [100,8]",
              path);
-    CHECK(error_has(expected));
+    CHECK(testing_error_has(expected));
     CHECK(differences(copy, other_classes, 0, 3, true) == 0);
 
     plait_train_state bad = {.training = "{\"rng\": [1, 2"};
     CHECK(plait_checkpoint_save(path, &resnet20->model, 0, 3, &bad) == PLAIT_ERROR);
-    CHECK(error_has("training state is not valid JSON") && error_has(path));
+    CHECK(testing_error_has("training state is not valid JSON") && testing_error_has(path));
     CHECK(plait_checkpoint_save(path, &resnet20->model, 1, 1, NULL) == PLAIT_ERROR);
-    CHECK(error_has("unit range [1,1)") && error_has(path));
+    CHECK(testing_error_has("unit range [1,1)") && testing_error_has(path));
     CHECK(plait_checkpoint_load(&path, 1, &resnet20->model, 0, 4, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has("unit range [0,4) is not within model resnet20's 3 units") && error_has(path));
+    CHECK(testing_error_has("unit range [0,4) is not within model resnet20's 3 units") && testing_error_has(path));
     tiny_free(resnet20);
     tiny_free(resnet18);
     tiny_free(wide);
@@ -359,7 +345,7 @@ static bool not_bn1_bias(const char *name) { return strcmp(name, "bn1.bias") != 
 
 static void torchvision_style_files(void) {
     tiny_model *a = tiny_create("tiny", 4, 10, 1);
-    const char *path = temp_path("full.safetensors"), *plain = temp_path("plain.safetensors");
+    const char *path = testing_temp_path("full.safetensors"), *plain = testing_temp_path("plain.safetensors");
     CHECK(plait_checkpoint_save(path, &a->model, 0, 3, NULL) == PLAIT_OK);
     /* An old torchvision state dict: no metadata, no optimizer, no num_batches_tracked. */
     rewrite(path, plain, torchvision_tensor, false, NULL);
@@ -370,24 +356,24 @@ static void torchvision_style_files(void) {
     CHECK(memcmp(a->shortcut[1].buffers[1].value, b->shortcut[1].buffers[1].value, 8 * sizeof(float)) == 0);
     CHECK(b->stem[1].num_batches_tracked == tracked && tracked != a->stem[1].num_batches_tracked);
     CHECK(load_one(plain, b, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has(plain) && error_has("has no plait metadata"));
+    CHECK(testing_error_has(plain) && testing_error_has("has no plait metadata"));
 
-    const char *missing = temp_path("missing.safetensors");
+    const char *missing = testing_temp_path("missing.safetensors");
     rewrite(path, missing, not_bn1_bias, true, NULL);
     CHECK(load_one(missing, b, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
-    CHECK(error_has("has no tensor bn1.bias"));
+    CHECK(testing_error_has("has no tensor bn1.bias"));
     CHECK(load_one(missing, b, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has("has no tensor bn1.bias"));
+    CHECK(testing_error_has("has no tensor bn1.bias"));
 
-    const char *resume_needs_momentum = temp_path("no_momentum.safetensors");
+    const char *resume_needs_momentum = testing_temp_path("no_momentum.safetensors");
     rewrite(path, resume_needs_momentum, torchvision_tensor, true, NULL);
     CHECK(load_one(resume_needs_momentum, b, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has("has no tensor bn1.num_batches_tracked"));
+    CHECK(testing_error_has("has no tensor bn1.num_batches_tracked"));
 
-    const char *wide = temp_path("f64.safetensors");
+    const char *wide = testing_temp_path("f64.safetensors");
     rewrite(path, wide, NULL, true, "layer1.0.bn1.weight");
     CHECK(load_one(wide, b, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
-    CHECK(error_has("tensor layer1.0.bn1.weight has dtype F64, expected F32"));
+    CHECK(testing_error_has("tensor layer1.0.bn1.weight has dtype F64, expected F32"));
 
     /* A tensor the model does not have is an error, except optimizer state when loading weights. */
     safetensors_writer *w = safetensors_writer_create();
@@ -399,13 +385,13 @@ static void torchvision_style_files(void) {
         safetensors_writer_add(w, f->tensors[i].name, f->tensors[i].dtype, f->tensors[i].ndim, f->tensors[i].shape,
                                f->tensors[i].data);
     safetensors_free(f);
-    const char *with_optimizer = temp_path("optimizer.safetensors");
+    const char *with_optimizer = testing_temp_path("optimizer.safetensors");
     CHECK(safetensors_writer_write(w, with_optimizer) == PLAIT_OK);
     CHECK(load_one(with_optimizer, b, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_OK);
     CHECK(safetensors_writer_add(w, "layer9.conv.weight", SAFETENSORS_F32, 1, (int64_t[]){1}, &one) == PLAIT_OK);
     CHECK(safetensors_writer_write(w, with_optimizer) == PLAIT_OK);
     CHECK(load_one(with_optimizer, b, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
-    CHECK(error_has("tensor layer9.conv.weight is not in model tiny"));
+    CHECK(testing_error_has("tensor layer9.conv.weight is not in model tiny"));
     safetensors_writer_free(w);
     tiny_free(a);
     tiny_free(b);
@@ -413,23 +399,23 @@ static void torchvision_style_files(void) {
 
 static void failed_save_keeps_the_old_checkpoint(void) {
     tiny_model *a = tiny_create("tiny", 4, 10, 1), *b = tiny_create("tiny", 4, 10, 2);
-    const char *path = temp_path("keep.safetensors");
-    const char *temp = temp_path("keep.safetensors.tmp");
+    const char *path = testing_temp_path("keep.safetensors");
+    const char *temp = testing_temp_path("keep.safetensors.tmp");
     CHECK(plait_checkpoint_save(path, &a->model, 0, 3, NULL) == PLAIT_OK);
     CHECK(!file_exists(temp));
     /* A directory where the temporary file must go makes the write fail (root ignores permissions). */
     CHECK(mkdir(temp, 0755) == 0);
     CHECK(plait_checkpoint_save(path, &b->model, 0, 3, NULL) == PLAIT_ERROR);
-    CHECK(error_has(path));
+    CHECK(testing_error_has(path));
     CHECK(rmdir(temp) == 0);
     tiny_model *c = tiny_create("tiny", 4, 10, 3);
     CHECK(load_one(path, c, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_OK);
     CHECK(differences(a, c, 0, 3, true) == 0);
     const char *nowhere = "/nonexistent-plait-dir/x.safetensors";
     CHECK(plait_checkpoint_save(nowhere, &a->model, 0, 3, NULL) == PLAIT_ERROR);
-    CHECK(error_has(nowhere));
+    CHECK(testing_error_has(nowhere));
     CHECK(load_one(nowhere, c, PLAIT_CHECKPOINT_RESUME, NULL) == PLAIT_ERROR);
-    CHECK(error_has(nowhere));
+    CHECK(testing_error_has(nowhere));
     tiny_free(a);
     tiny_free(b);
     tiny_free(c);

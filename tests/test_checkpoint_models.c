@@ -6,20 +6,6 @@
 #include "plait/checkpoint.h"
 #include "testing.h"
 
-static char *temp_path(const char *name) {
-    static char paths[16][512];
-    static int next;
-    char *path = paths[next++ % 16];
-    snprintf(path, sizeof paths[0], "%s/%s", testing_temp_dir(), name);
-    return path;
-}
-
-static bool error_has(const char *text) {
-    bool found = strstr(plait_last_error(), text) != NULL;
-    if (!found) fprintf(stderr, "  error was: %s\n  expected it to contain: %s\n", plait_last_error(), text);
-    return found;
-}
-
 /* ---- interoperability with PyTorch (needs /usr/bin/python3 with torch and torchvision) ---------- */
 
 static const char *interop_script(void) {
@@ -110,9 +96,9 @@ static void torchvision_interop(void) {
     float *input = malloc(input_count * sizeof(float));
     float *expected = malloc(logit_count * sizeof(float)), *actual = malloc(logit_count * sizeof(float));
     testing_fill_uniform(input, input_count, 5);
-    const char *input_path = temp_path("interop_input.f32"), *plait_path = temp_path("interop_plait.safetensors");
-    const char *torch_path = temp_path("interop_torch.safetensors");
-    const char *logits_a = temp_path("interop_logits_a.f32"), *logits_b = temp_path("interop_logits_b.f32");
+    const char *input_path = testing_temp_path("interop_input.f32"), *plait_path = testing_temp_path("interop_plait.safetensors");
+    const char *torch_path = testing_temp_path("interop_torch.safetensors");
+    const char *logits_a = testing_temp_path("interop_logits_a.f32"), *logits_b = testing_temp_path("interop_logits_b.f32");
     FILE *file = fopen(input_path, "wb");
     CHECK(file && fwrite(input, sizeof(float), input_count, file) == input_count);
     if (file) fclose(file);
@@ -191,8 +177,8 @@ static void resnet20_split_round_trip(void) {
     fill_momentum(a, 10);
     randomize_batchnorm(a, 20);
     int units = a->unit_count, cut = units / 3;
-    const char *parts[3] = {temp_path("r20_a.safetensors"), temp_path("r20_b.safetensors"),
-                            temp_path("r20_c.safetensors")};
+    const char *parts[3] = {testing_temp_path("r20_a.safetensors"), testing_temp_path("r20_b.safetensors"),
+                            testing_temp_path("r20_c.safetensors")};
     plait_train_state state = {.epoch = 2, .step = 782, .training = "{\"lr_position\":782}"};
     CHECK(plait_checkpoint_save(parts[0], a, 0, cut, &state) == PLAIT_OK);
     CHECK(plait_checkpoint_save(parts[1], a, cut, 2 * cut, &state) == PLAIT_OK);
@@ -206,14 +192,14 @@ static void resnet20_split_round_trip(void) {
         for (int i = 0; i < a->units[u].main_count; i++)
             CHECK(a->units[u].main[i].num_batches_tracked == b->units[u].main[i].num_batches_tracked);
 
-    const char *whole = temp_path("r20.safetensors");
+    const char *whole = testing_temp_path("r20.safetensors");
     CHECK(plait_checkpoint_save(whole, a, 0, units, &state) == PLAIT_OK);
     CHECK(plait_checkpoint_load(&whole, 1, c, 0, units, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_OK);
     CHECK(model_differences(a, c, 0, units) > 0); /* momentum not loaded */
     CHECK(plait_checkpoint_load(&whole, 1, other, 0, other->unit_count, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
     char expected[700];
     snprintf(expected, sizeof expected, "checkpoint %s is for model resnet20, not resnet56", whole);
-    CHECK(error_has(expected));
+    CHECK(testing_error_has(expected));
     plait_model_free(a);
     plait_model_free(b);
     plait_model_free(c);

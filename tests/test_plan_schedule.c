@@ -5,12 +5,6 @@
 
 #include "plan_fixtures.h"
 
-static bool error_has(const char *a) {
-    bool ok = strstr(plait_last_error(), a) != NULL;
-    if (!ok) fprintf(stderr, "  unexpected error: %s\n", plait_last_error());
-    return ok;
-}
-
 static int count_op(const plait_rank_schedule *list, plait_op op, int micro_batch) {
     int n = 0;
     for (int k = 0; k < list->count; k++)
@@ -262,7 +256,7 @@ static void deadlocks_are_detected(void) {
     plait_hardware_init(&hw, 2, 1, 1e9, (plait_link){1e9, 0}, (plait_link){1e9, 0});
     plait_simulation sim;
     CHECK(plait_simulate(&plan, &sc, &profile, &hw, NULL, &sim) == PLAIT_ERROR);
-    CHECK(error_has("schedule deadlocks: rank 0 at RECV_GRADIENT 0 (peer 1); rank 1 at RECV_ACTIVATION 0 (peer 0)"));
+    CHECK(testing_error_has("schedule deadlocks: rank 0 at RECV_GRADIENT 0 (peer 1); rank 1 at RECV_ACTIVATION 0 (peer 0)"));
     /* in the right order it runs */
     r0[2] = (plait_instruction){PLAIT_OP_SEND_ACTIVATION, 0, 1, -1};
     r0[3] = (plait_instruction){PLAIT_OP_RECV_GRADIENT, 0, 1, -1};
@@ -272,7 +266,7 @@ static void deadlocks_are_detected(void) {
     /* a send to the wrong rank is a mismatch, not a hang */
     r1[3].peer = 1;
     CHECK(plait_simulate(&plan, &sc, &profile, &hw, NULL, &sim) == PLAIT_ERROR);
-    CHECK(error_has("rank 1's SEND_GRADIENT 0 to rank 1 has no matching receive"));
+    CHECK(testing_error_has("rank 1's SEND_GRADIENT 0 to rank 1 has no matching receive"));
     plait_hardware_free(&hw);
     plait_profile_free(&profile);
     plait_plan_free(&plan);

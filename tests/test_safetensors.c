@@ -6,20 +6,6 @@
 #include "testing.h"
 #include "train/safetensors.h"
 
-static char *temp_path(const char *name) {
-    static char paths[16][512];
-    static int next;
-    char *path = paths[next++ % 16];
-    snprintf(path, sizeof paths[0], "%s/%s", testing_temp_dir(), name);
-    return path;
-}
-
-static bool error_has(const char *text) {
-    bool found = strstr(plait_last_error(), text) != NULL;
-    if (!found) fprintf(stderr, "  error was: %s\n  expected it to contain: %s\n", plait_last_error(), text);
-    return found;
-}
-
 /* ---- generic safetensors -------------------------------------------------------------------- */
 
 static void safetensors_round_trip(void) {
@@ -32,10 +18,10 @@ static void safetensors_round_trip(void) {
     CHECK(safetensors_writer_add(w, "scalar", SAFETENSORS_I64, 0, NULL, &scalar) == PLAIT_OK);
     CHECK(safetensors_writer_add(w, "empty", SAFETENSORS_F32, 2, (int64_t[]){0, 5}, NULL) == PLAIT_OK);
     CHECK(safetensors_writer_add(w, "counts", SAFETENSORS_I64, 1, (int64_t[]){4}, counts) == PLAIT_ERROR);
-    CHECK(error_has("counts added twice"));
+    CHECK(testing_error_has("counts added twice"));
     CHECK(safetensors_writer_set_metadata(w, "note", "h\xc3\xa9llo \"quoted\"") == PLAIT_OK);
     CHECK(safetensors_writer_set_metadata(w, "step", "12") == PLAIT_OK);
-    const char *path = temp_path("round_trip.safetensors");
+    const char *path = testing_temp_path("round_trip.safetensors");
     CHECK(safetensors_writer_write(w, path) == PLAIT_OK);
     safetensors_writer_free(w);
 
@@ -86,7 +72,7 @@ static void safetensors_header_layout(void) {
 
 /* Writes the 8-byte length, `header` and `data_size` bytes of data; returns the path. */
 static const char *write_raw(const char *name, const char *header, size_t data_size) {
-    const char *path = temp_path(name);
+    const char *path = testing_temp_path(name);
     size_t header_length = strlen(header);
     unsigned char *bytes = calloc(1, 8 + header_length + data_size);
     for (int i = 0; i < 8; i++) bytes[i] = (unsigned char)((uint64_t)header_length >> (8 * i));
@@ -102,25 +88,25 @@ static void expect_corrupt(const char *path, const char *reason) {
     safetensors_file *f = (safetensors_file *)&f;
     CHECKF(safetensors_read(path, &f) == PLAIT_ERROR, "%s was accepted", path);
     CHECK(f == NULL);
-    CHECK(error_has(path));
-    CHECK(error_has(reason));
+    CHECK(testing_error_has(path));
+    CHECK(testing_error_has(reason));
     /* Checkpoint loading reports the same problem. */
     plait_model model = {.name = "tiny", .unit_count = 1, .units = &(plait_unit){.name = "stem"}};
     CHECK(plait_checkpoint_load(&path, 1, &model, 0, 1, PLAIT_CHECKPOINT_WEIGHTS, NULL) == PLAIT_ERROR);
-    CHECK(error_has(path) && error_has(reason));
+    CHECK(testing_error_has(path) && testing_error_has(reason));
 }
 
 #define ENTRY(name, dtype, shape, begin, end) \
     "\"" name "\":{\"dtype\":\"" dtype "\",\"shape\":" shape ",\"data_offsets\":[" #begin "," #end "]}"
 
 static void safetensors_rejects_corrupt_files(void) {
-    const char *path = temp_path("short.safetensors");
+    const char *path = testing_temp_path("short.safetensors");
     FILE *file = fopen(path, "wb");
     fwrite("\x05\0\0\0\0", 1, 5, file);
     fclose(file);
     expect_corrupt(path, "too short");
 
-    path = temp_path("long_header.safetensors");
+    path = testing_temp_path("long_header.safetensors");
     file = fopen(path, "wb");
     fwrite("\xff\0\0\0\0\0\0\0{}", 1, 10, file);
     fclose(file);
@@ -165,8 +151,8 @@ static void safetensors_rejects_corrupt_files(void) {
     CHECK(safetensors_read(good, &f) == PLAIT_OK);
     if (f) CHECK(f->tensor_count == 2 && strcmp(f->tensors[0].name, "a") == 0 && f->tensors[1].offset == 4);
     safetensors_free(f);
-    CHECK(safetensors_read(temp_path("does_not_exist.safetensors"), &f) == PLAIT_ERROR);
-    CHECK(error_has("does_not_exist.safetensors"));
+    CHECK(safetensors_read(testing_temp_path("does_not_exist.safetensors"), &f) == PLAIT_ERROR);
+    CHECK(testing_error_has("does_not_exist.safetensors"));
 }
 
 int main(void) {

@@ -66,3 +66,17 @@ void testing_fill_uniform(float *x, size_t n, unsigned long seed) {
     plait_rng_seed(&rng, seed);
     for (size_t i = 0; i < n; i++) x[i] = 2.0f * plait_rng_uniform(&rng) - 1.0f;
 }
+
+char *testing_temp_path(const char *name) {
+    static char paths[16][512];
+    static int next;
+    char *path = paths[next++ % 16];
+    snprintf(path, sizeof paths[0], "%s/%s", testing_temp_dir(), name);
+    return path;
+}
+
+bool testing_error_has(const char *text) {
+    bool found = strstr(plait_last_error(), text) != NULL;
+    if (!found) fprintf(stderr, "  error was: %s\n  expected it to contain: %s\n", plait_last_error(), text);
+    return found;
+}

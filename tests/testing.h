@@ -4,6 +4,7 @@
 #define PLAIT_TESTING_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 extern int testing_failures_in_case;
@@ -36,5 +37,9 @@ double testing_max_rel_error(const float *a, const double *b, size_t n, double f
 void testing_fill_uniform(float *x, size_t n, unsigned long seed);
 /* A fresh temporary folder (removed at exit) for files a test writes. */
 const char *testing_temp_dir(void);
+/* `name` inside it; the result stays valid for the next 15 calls. */
+char *testing_temp_path(const char *name);
+/* Whether the last plait error contains `text`; prints the error when not. */
+bool testing_error_has(const char *text);
 
 #endif
