@@ -1,0 +1,29 @@
+/* Shared by src/dist: the world state and the watched wait every blocking call goes through. */
+#ifndef PLAIT_DIST_INTERNAL_H
+#define PLAIT_DIST_INTERNAL_H
+
+#include "plait/dist.h"
+
+typedef struct dist_world {
+    bool initialized;    /* plait_dist_init ran */
+    bool uses_mpi;       /* MPI is initialized and ours to finalize */
+    int rank, size;
+    MPI_Comm transfer_comm; /* a duplicate of MPI_COMM_WORLD for point-to-point transfers */
+    int tag_ub;
+} dist_world;
+
+extern dist_world dist_state;
+
+/* Turns an MPI return code into a plait_fail line "rank R: <what>: <MPI's message>". */
+int dist_check(int mpi_code, const char *what);
+
+/* Polls `request` (MPI_Test, then short sleeps) until it completes. After `timeout` seconds without
+ * completion (<= 0: never) it aborts the job with "rank R: no message from <peers> for N s while
+ * <context> (did it die?)". */
+int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const char *peers,
+                      const char *context);
+
+/* Sleeps between polls: no sleep for the first polls, then growing naps up to 200 microseconds. */
+void dist_poll_pause(long polls);
+
+#endif

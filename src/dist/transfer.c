@@ -1,0 +1,107 @@
+/* Point-to-point transfers of activations, gradients and labels between pipeline stages. */
+#include <limits.h>
+#include <stdio.h>
+
+#include "dist/dist_internal.h"
+
+static const char *kind_names[PLAIT_DIST_KINDS] = {"activation", "gradient", "labels"};
+
+int plait_dist_tag(plait_dist_kind kind, int micro_batch) {
+    int slots = dist_state.tag_ub / PLAIT_DIST_KINDS; /* tags 0 .. tag_ub */
+    if (micro_batch < 0) micro_batch = 0;
+    return (int)kind + PLAIT_DIST_KINDS * (micro_batch % slots);
+}
+
+static MPI_Datatype kind_type(plait_dist_kind kind) { return kind == PLAIT_DIST_LABELS ? MPI_INT32_T : MPI_FLOAT; }
+
+static int check_transfer(const plait_dist_transfer *t, plait_dist_kind kind, int micro_batch, int peer,
+                          size_t count, const char *verb) {
+    if (!dist_state.uses_mpi)
+        return plait_fail("cannot %s %s without MPI (world size 1)", verb, (unsigned)kind < PLAIT_DIST_KINDS
+                                                                              ? kind_names[kind]
+                                                                              : "data");
+    if (t->active) return plait_fail("rank %d: this transfer is still pending", dist_state.rank);
+    if ((unsigned)kind >= PLAIT_DIST_KINDS) return plait_fail("unknown transfer kind %d", (int)kind);
+    if (micro_batch < 0) return plait_fail("negative micro-batch %d", micro_batch);
+    if (peer < 0 || peer >= dist_state.size || peer == dist_state.rank)
+        return plait_fail("rank %d cannot %s %s with rank %d (world of %d ranks)", dist_state.rank, verb,
+                          kind_names[kind], peer, dist_state.size);
+    if (count > INT_MAX)
+        return plait_fail("%s of %zu elements is more than one MPI message holds", kind_names[kind], count);
+    return PLAIT_OK;
+}
+
+static void describe(const plait_dist_transfer *t, char *peer, size_t peer_size, char *context,
+                     size_t context_size) {
+    snprintf(peer, peer_size, "rank %d", t->peer);
+    snprintf(context, context_size, "%s %s of micro-batch %d", t->is_receive ? "receiving the" : "sending the",
+             kind_names[t->kind], t->micro_batch);
+}
+
+int plait_dist_post_recv(plait_dist_transfer *t, plait_dist_kind kind, int micro_batch, int from_rank,
+                         void *buffer, size_t capacity) {
+    if (check_transfer(t, kind, micro_batch, from_rank, capacity, "receive") != PLAIT_OK) return PLAIT_ERROR;
+    *t = (plait_dist_transfer){.kind = kind, .micro_batch = micro_batch, .peer = from_rank,
+                               .tag = plait_dist_tag(kind, micro_batch), .is_receive = true, .count = capacity};
+    char what[96];
+    snprintf(what, sizeof what, "MPI_Irecv of the %s of micro-batch %d from rank %d", kind_names[kind],
+             micro_batch, from_rank);
+    if (dist_check(MPI_Irecv(buffer, (int)capacity, kind_type(kind), from_rank, t->tag, dist_state.transfer_comm,
+                             &t->request),
+                   what) != PLAIT_OK)
+        return PLAIT_ERROR;
+    t->active = true;
+    return PLAIT_OK;
+}
+
+int plait_dist_isend(plait_dist_transfer *t, plait_dist_kind kind, int micro_batch, int to_rank,
+                     const void *buffer, size_t count) {
+    if (check_transfer(t, kind, micro_batch, to_rank, count, "send") != PLAIT_OK) return PLAIT_ERROR;
+    *t = (plait_dist_transfer){.kind = kind, .micro_batch = micro_batch, .peer = to_rank,
+                               .tag = plait_dist_tag(kind, micro_batch), .is_receive = false, .count = count};
+    char what[96];
+    snprintf(what, sizeof what, "MPI_Isend of the %s of micro-batch %d to rank %d", kind_names[kind], micro_batch,
+             to_rank);
+    if (dist_check(MPI_Isend(buffer, (int)count, kind_type(kind), to_rank, t->tag, dist_state.transfer_comm,
+                             &t->request),
+                   what) != PLAIT_OK)
+        return PLAIT_ERROR;
+    t->active = true;
+    return PLAIT_OK;
+}
+
+static int finish(plait_dist_transfer *t, MPI_Status *status) {
+    t->active = false;
+    if (!t->is_receive) return PLAIT_OK;
+    int received = 0;
+    MPI_Get_count(status, kind_type(t->kind), &received);
+    t->count = received < 0 ? 0 : (size_t)received;
+    return PLAIT_OK;
+}
+
+int plait_dist_test(plait_dist_transfer *t, bool *done) {
+    *done = true;
+    if (!t->active) return PLAIT_OK;
+    MPI_Status status;
+    int flag = 0;
+    char peer[32], context[96];
+    describe(t, peer, sizeof peer, context, sizeof context);
+    if (dist_check(MPI_Test(&t->request, &flag, &status), context) != PLAIT_OK) {
+        t->active = false;
+        return PLAIT_ERROR;
+    }
+    *done = flag != 0;
+    return flag ? finish(t, &status) : PLAIT_OK;
+}
+
+int plait_dist_wait(plait_dist_transfer *t) {
+    if (!t->active) return PLAIT_OK;
+    MPI_Status status;
+    char peer[32], context[96];
+    describe(t, peer, sizeof peer, context, sizeof context);
+    if (dist_wait_request(&t->request, &status, plait_dist_timeout(), peer, context) != PLAIT_OK) {
+        t->active = false;
+        return PLAIT_ERROR;
+    }
+    return finish(t, &status);
+}
