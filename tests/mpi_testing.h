@@ -35,6 +35,8 @@ static inline void mpi_testing_run(const char *name, testing_case fn) {
 int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
 const char *__asan_default_options(void);
 const char *__asan_default_options(void) { return "leak_check_at_exit=0:fast_unwind_on_malloc=0"; }
+const char *__lsan_default_options(void);
+const char *__lsan_default_options(void) { return "print_suppressions=0"; }
 const char *__lsan_default_suppressions(void);
 const char *__lsan_default_suppressions(void) {
     return "leak:libmpi.so\nleak:libopen-pal.so\nleak:libopen-rte.so\nleak:libpmix.so\nleak:libevent\n"

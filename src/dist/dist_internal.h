@@ -26,4 +26,7 @@ int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, 
 /* Sleeps between polls: no sleep for the first polls, then growing naps up to 200 microseconds. */
 void dist_poll_pause(long polls);
 
+/* Stops the transfers' progress thread (before the communicators go). */
+void dist_transfers_shutdown(void);
+
 #endif

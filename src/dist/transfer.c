@@ -1,10 +1,75 @@
 /* Point-to-point transfers of activations, gradients and labels between pipeline stages. */
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
 
 #include "dist/dist_internal.h"
 
 static const char *kind_names[PLAIT_DIST_KINDS] = {"activation", "gradient", "labels"};
+
+/* Open MPI moves a large message only while one of the two processes is inside an MPI call, so a
+ * send would otherwise wait for the executor's next test or wait, after its computation. While
+ * transfers are pending, a progress thread calls MPI_Iprobe every few tens of microseconds (which
+ * drives Open MPI's progress engine) so that transfers overlap computation. */
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    bool started, stop;
+    int pending;
+    long pause_nanoseconds;
+} progress = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static void *progress_main(void *unused) {
+    (void)unused;
+    struct timespec pause = {0, progress.pause_nanoseconds};
+    for (;;) {
+        pthread_mutex_lock(&progress.lock);
+        while (!progress.stop && progress.pending == 0) pthread_cond_wait(&progress.wake, &progress.lock);
+        bool stop = progress.stop;
+        pthread_mutex_unlock(&progress.lock);
+        if (stop) return NULL;
+        int flag = 0;
+        MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, dist_state.transfer_comm, &flag, MPI_STATUS_IGNORE);
+        nanosleep(&pause, NULL);
+    }
+}
+
+/* PLAIT_DIST_PROGRESS_US sets the pause between progress calls (default 50); 0 turns the thread off. */
+static void transfer_started(void) {
+    pthread_mutex_lock(&progress.lock);
+    progress.pending++;
+    if (!progress.started) {
+        const char *text = getenv("PLAIT_DIST_PROGRESS_US");
+        long microseconds = text && *text ? strtol(text, NULL, 10) : 50;
+        if (microseconds > 0 && microseconds < 1000000) {
+            progress.pause_nanoseconds = microseconds * 1000;
+            progress.stop = false;
+            progress.started = pthread_create(&progress.thread, NULL, progress_main, NULL) == 0;
+        }
+    }
+    pthread_cond_signal(&progress.wake);
+    pthread_mutex_unlock(&progress.lock);
+}
+
+static void transfer_ended(void) {
+    pthread_mutex_lock(&progress.lock);
+    if (progress.pending > 0) progress.pending--;
+    pthread_mutex_unlock(&progress.lock);
+}
+
+void dist_transfers_shutdown(void) {
+    pthread_mutex_lock(&progress.lock);
+    bool started = progress.started;
+    progress.stop = true;
+    pthread_cond_broadcast(&progress.wake);
+    pthread_mutex_unlock(&progress.lock);
+    if (started) pthread_join(progress.thread, NULL);
+    progress.started = false;
+    progress.pending = 0;
+}
 
 int plait_dist_tag(plait_dist_kind kind, int micro_batch) {
     int slots = dist_state.tag_ub / PLAIT_DIST_KINDS; /* tags 0 .. tag_ub */
@@ -51,6 +116,7 @@ int plait_dist_post_recv(plait_dist_transfer *t, plait_dist_kind kind, int micro
                    what) != PLAIT_OK)
         return PLAIT_ERROR;
     t->active = true;
+    transfer_started();
     return PLAIT_OK;
 }
 
@@ -67,11 +133,13 @@ int plait_dist_isend(plait_dist_transfer *t, plait_dist_kind kind, int micro_bat
                    what) != PLAIT_OK)
         return PLAIT_ERROR;
     t->active = true;
+    transfer_started();
     return PLAIT_OK;
 }
 
 static int finish(plait_dist_transfer *t, MPI_Status *status) {
     t->active = false;
+    transfer_ended();
     if (!t->is_receive) return PLAIT_OK;
     int received = 0;
     MPI_Get_count(status, kind_type(t->kind), &received);
@@ -88,6 +156,7 @@ int plait_dist_test(plait_dist_transfer *t, bool *done) {
     describe(t, peer, sizeof peer, context, sizeof context);
     if (dist_check(MPI_Test(&t->request, &flag, &status), context) != PLAIT_OK) {
         t->active = false;
+        transfer_ended();
         return PLAIT_ERROR;
     }
     *done = flag != 0;
@@ -101,6 +170,7 @@ int plait_dist_wait(plait_dist_transfer *t) {
     describe(t, peer, sizeof peer, context, sizeof context);
     if (dist_wait_request(&t->request, &status, plait_dist_timeout(), peer, context) != PLAIT_OK) {
         t->active = false;
+        transfer_ended();
         return PLAIT_ERROR;
     }
     return finish(t, &status);

@@ -81,6 +81,7 @@ int plait_dist_finalize(void) {
     if (!dist_state.initialized) return PLAIT_OK;
     int status = PLAIT_OK;
     if (dist_state.uses_mpi) {
+        dist_transfers_shutdown();
         if (dist_state.transfer_comm != MPI_COMM_NULL) MPI_Comm_free(&dist_state.transfer_comm);
         int finalized = 0;
         MPI_Finalized(&finalized);
