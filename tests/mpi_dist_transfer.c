@@ -138,9 +138,10 @@ static void bad_transfers_are_refused(void) {
     } else {
         CHECK(plait_dist_post_recv(&t, PLAIT_DIST_ACTIVATION, 9, 0, x, 4) == PLAIT_OK);
         CHECK(plait_dist_wait(&t) == PLAIT_ERROR);
-        CHECKF(strstr(plait_last_error(), "rank 1: MPI error while receiving the activation of micro-batch 9: ") != NULL &&
-                   strstr(plait_last_error(), "truncated") != NULL,
-               "%s", plait_last_error());
+        const char *error = plait_last_error();
+        CHECKF(strstr(error, "rank 1: MPI error while receiving the activation of micro-batch 9: ") != NULL &&
+                   strstr(error, "truncated") != NULL,
+               "%s", error);
         CHECK(!t.active);
     }
 }

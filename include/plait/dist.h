@@ -30,7 +30,8 @@ extern "C" {
  * watchdog deadline from the environment variable PLAIT_DIST_TIMEOUT (seconds) when set. Fails if the
  * MPI library cannot provide MPI_THREAD_MULTIPLE. Calling it twice is harmless. */
 int plait_dist_init(int *argc, char ***argv);
-/* Frees this layer's communicators and finalizes MPI (if plait_dist_init initialized it). */
+/* Frees this layer's communicators and finalizes MPI (if plait_dist_init initialized it). Free
+ * gradient syncs and groups first. */
 int plait_dist_finalize(void);
 int plait_dist_rank(void); /* 0 before init */
 int plait_dist_size(void); /* 1 before init */
@@ -94,7 +95,8 @@ typedef enum plait_dist_kind {
 } plait_dist_kind;
 #define PLAIT_DIST_KINDS 3
 
-/* One pending send or receive. Owned by the caller; must stay in place until it completes. */
+/* One pending send or receive. Owned by the caller: start it zeroed ({0}); it must stay in place
+ * until it completes, and can be reused after. */
 typedef struct plait_dist_transfer {
     MPI_Request request;
     plait_dist_kind kind;

@@ -6,7 +6,8 @@
 
 typedef struct dist_world {
     bool initialized;    /* plait_dist_init ran */
-    bool uses_mpi;       /* MPI is initialized and ours to finalize */
+    bool uses_mpi;       /* MPI is initialized (by us, or before plait_dist_init) */
+    bool owns_mpi;       /* plait_dist_init initialized MPI, so finalize ends it */
     int rank, size;
     MPI_Comm transfer_comm; /* a duplicate of MPI_COMM_WORLD for point-to-point transfers */
     int tag_ub;

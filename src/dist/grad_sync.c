@@ -120,8 +120,13 @@ static void *stream_main(void *argument) {
     }
 }
 
-static int compare_pointers(const void *a, const void *b) {
-    const float *x = *(float *const *)a, *y = *(float *const *)b;
+typedef struct span {
+    float *start;
+    size_t count;
+} span;
+
+static int compare_spans(const void *a, const void *b) {
+    const float *x = ((const span *)a)->start, *y = ((const span *)b)->start;
     return x < y ? -1 : x > y;
 }
 
@@ -129,11 +134,15 @@ static int compare_pointers(const void *a, const void *b) {
 static int plan_buckets(plait_grad_sync *sync, size_t bucket_bytes) {
     size_t limit = bucket_bytes / sizeof(float);
     sync->buckets = calloc((size_t)sync->params + 1, sizeof(bucket));
-    if (!sync->buckets) return plait_fail("out of memory planning gradient buckets");
+    span *spans = malloc(((size_t)sync->params + 1) * sizeof(span));
+    if (!sync->buckets || !spans) {
+        free(spans);
+        return plait_fail("out of memory planning gradient buckets");
+    }
     int count = 0;
     for (int p = 0; p < sync->params; p++) {
-        bucket *current = &sync->buckets[count > 0 ? count - 1 : 0];
-        if (count == 0 || (current->count > 0 && current->floats + sync->counts[p] > limit)) {
+        bucket *current = count > 0 ? &sync->buckets[count - 1] : NULL;
+        if (!current || current->floats + sync->counts[p] > limit) {
             current = &sync->buckets[count++];
             current->first = p;
         }
@@ -142,38 +151,26 @@ static int plan_buckets(plait_grad_sync *sync, size_t bucket_bytes) {
         sync->bucket_of[p] = count - 1;
     }
     sync->bucket_count = count;
-    float **sorted = malloc(((size_t)sync->params + 1) * sizeof(float *));
-    if (!sorted) return plait_fail("out of memory planning gradient buckets");
-    for (int index = 0; index < count; index++) {
+    int status = PLAIT_OK;
+    for (int index = 0; index < count && status == PLAIT_OK; index++) {
         bucket *b = &sync->buckets[index];
         b->remaining = b->count;
         int n = 0;
         for (int p = b->first; p < b->first + b->count; p++)
-            if (sync->counts[p] > 0) sorted[n++] = sync->grads[p];
-        qsort(sorted, (size_t)n, sizeof(float *), compare_pointers);
-        bool contiguous = true;
-        size_t span = 0;
-        for (int i = 0; i < n && contiguous; i++) {
-            contiguous = sorted[i] == sorted[0] + span;
-            for (int p = b->first; p < b->first + b->count; p++)
-                if (sync->grads[p] == sorted[i] && sync->counts[p] > 0) {
-                    span += sync->counts[p];
-                    break;
-                }
-        }
-        contiguous = contiguous && span == b->floats;
-        if (n > 0 && contiguous) {
-            b->in_place = sorted[0];
+            if (sync->counts[p] > 0) spans[n++] = (span){sync->grads[p], sync->counts[p]};
+        qsort(spans, (size_t)n, sizeof(span), compare_spans);
+        bool contiguous = n > 0;
+        for (int i = 1; i < n && contiguous; i++)
+            contiguous = spans[i].start == spans[i - 1].start + spans[i - 1].count;
+        if (contiguous) {
+            b->in_place = spans[0].start;
         } else if (b->floats > 0 && sync->active) {
             b->packed = plait_alloc(b->floats * sizeof(float));
-            if (!b->packed) {
-                free(sorted);
-                return PLAIT_ERROR;
-            }
+            if (!b->packed) status = PLAIT_ERROR;
         }
     }
-    free(sorted);
-    return PLAIT_OK;
+    free(spans);
+    return status;
 }
 
 /* Every replica must bucket the same gradients the same way, or the collectives would mismatch. */

@@ -53,16 +53,18 @@ int plait_dist_init(int *argc, char ***argv) {
     } else if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
         return plait_fail("MPI_Init_thread failed");
     }
-    if (!already) dist_state.uses_mpi = true;
+    dist_state.owns_mpi = !already;
     if (provided < MPI_THREAD_MULTIPLE) {
-        plait_fail("the MPI library provides thread level %d, plait needs MPI_THREAD_MULTIPLE (%d); "
-                   "use an MPI built with thread support",
-                   provided, MPI_THREAD_MULTIPLE);
-        if (dist_state.uses_mpi) MPI_Finalize();
-        dist_state.uses_mpi = false;
+        plait_fail("the MPI library provides only %s, plait needs MPI_THREAD_MULTIPLE; use an MPI built "
+                   "with thread support",
+                   provided == MPI_THREAD_SERIALIZED ? "MPI_THREAD_SERIALIZED"
+                   : provided == MPI_THREAD_FUNNELED ? "MPI_THREAD_FUNNELED"
+                                                     : "MPI_THREAD_SINGLE");
+        if (dist_state.owns_mpi) MPI_Finalize();
+        dist_state.owns_mpi = false;
         return PLAIT_ERROR;
     }
-    dist_state.uses_mpi = true; /* also when the caller initialized MPI: communicators are ours */
+    dist_state.uses_mpi = true;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &dist_state.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &dist_state.size);
@@ -85,7 +87,7 @@ int plait_dist_finalize(void) {
         if (dist_state.transfer_comm != MPI_COMM_NULL) MPI_Comm_free(&dist_state.transfer_comm);
         int finalized = 0;
         MPI_Finalized(&finalized);
-        if (!finalized) status = dist_check(MPI_Finalize(), "MPI_Finalize");
+        if (!finalized && dist_state.owns_mpi) status = dist_check(MPI_Finalize(), "MPI_Finalize");
     }
     dist_state = (dist_world){.rank = 0, .size = 1, .transfer_comm = MPI_COMM_NULL, .tag_ub = 32767};
     return status;
