@@ -1,6 +1,7 @@
 /* A rank that dies or falls silent ends the whole job, non-zero, with a clear message, fast. This
  * test launches itself under mpirun as a "victim" program (so the expected failure is the child
  * job's, not this test's) and checks the exit status, the message on stderr and the time taken. */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -19,25 +20,27 @@ static int victim(const char *scenario) {
         return 2;
     }
     int rank = plait_dist_rank();
-    if (strcmp(scenario, "die-in-all-reduce") == 0 || strcmp(scenario, "silent-in-all-reduce") == 0) {
+    if (strstr(scenario, "in-all-reduce")) {
         static float grad[4096];
         float *grads[1] = {grad};
         size_t counts[1] = {4096};
         plait_grad_sync *sync = NULL;
         if (plait_grad_sync_create(MPI_COMM_WORLD, 1, grads, counts, NULL, &sync) != PLAIT_OK) return 2;
-        if (rank == 1) { /* rank 0 is reducing by now; rank 1 never joins */
-            usleep(500000);
-            if (scenario[0] == 'd') _exit(3);
-            sleep(60);
-            return 0;
+        if (rank == 1 && strcmp(scenario, "slow-in-all-reduce") == 0) {
+            sleep(4); /* twice the deadline, but still beating */
+        } else if (rank == 1) { /* rank 0 is reducing by now; rank 1 never joins */
+            usleep(300000);
+            if (strcmp(scenario, "die-in-all-reduce") == 0) _exit(3);
+            raise(SIGSTOP); /* frozen: alive to mpirun, silent to its peers */
         }
         plait_grad_sync_mark_ready(sync, 0);
         plait_grad_sync_wait_all(sync, NULL);
+        plait_grad_sync_free(sync);
     } else { /* die-in-receive */
         float buffer[16];
         plait_dist_transfer t = {0};
         if (rank == 1) {
-            usleep(500000);
+            usleep(300000);
             _exit(3);
         }
         if (plait_dist_post_recv(&t, PLAIT_DIST_ACTIVATION, 5, 1, buffer, 16) != PLAIT_OK) return 2;
@@ -45,7 +48,8 @@ static int victim(const char *scenario) {
     }
     fprintf(stderr, "victim rank %d: the wait returned\n", rank);
     plait_dist_finalize();
-    return 0;
+    fflush(NULL);
+    _exit(0); /* no exit-time leak check: Open MPI's unloaded components leave allocations behind */
 }
 
 /* ---- The test: launches victims and judges how they ended. -------------------------------------- */
@@ -105,14 +109,23 @@ static void watchdog_catches_death_mpirun_ignores(void) {
            "%s", o.output);
 }
 
-/* A peer alive but silent (hung) is caught the same way inside a stream thread's all-reduce. */
-static void watchdog_catches_silent_peer(void) {
-    outcome o = launch("silent-in-all-reduce", "-x PLAIT_DIST_TIMEOUT=3");
+/* A frozen peer (stopped: alive to mpirun, but it sends nothing, heartbeats included) is caught the
+ * same way, here inside a stream thread's all-reduce. */
+static void watchdog_catches_frozen_peer(void) {
+    outcome o = launch("frozen-in-all-reduce", "-x PLAIT_DIST_TIMEOUT=3");
     CHECK(o.exit_status != 0 && o.exit_status != -1);
     CHECKF(o.seconds > 2.9 && o.seconds < 15, "took %.1f s", o.seconds);
     CHECKF(strstr(o.output, "plait: error: rank 0: no message from rank 1 for 3 s while all-reducing gradient "
                             "bucket 0") != NULL,
            "%s", o.output);
+}
+
+/* A slow peer keeps beating: waiting for it longer than the deadline is fine. */
+static void watchdog_spares_slow_peer(void) {
+    outcome o = launch("slow-in-all-reduce", "-x PLAIT_DIST_TIMEOUT=2");
+    CHECKF(o.exit_status == 0, "%s", o.output);
+    CHECK(o.seconds > 3.9);
+    CHECK(strstr(o.output, "victim rank 0: the wait returned") != NULL);
 }
 
 int main(int argc, char **argv) {
@@ -125,6 +138,7 @@ int main(int argc, char **argv) {
     testing_run("death_in_all_reduce_ends_job", death_in_all_reduce_ends_job);
     testing_run("death_in_receive_ends_job", death_in_receive_ends_job);
     testing_run("watchdog_catches_death_mpirun_ignores", watchdog_catches_death_mpirun_ignores);
-    testing_run("watchdog_catches_silent_peer", watchdog_catches_silent_peer);
+    testing_run("watchdog_catches_frozen_peer", watchdog_catches_frozen_peer);
+    testing_run("watchdog_spares_slow_peer", watchdog_spares_slow_peer);
     return testing_finish();
 }

@@ -18,11 +18,18 @@ extern dist_world dist_state;
 /* Turns an MPI return code into a plait_fail line "rank R: <what>: <MPI's message>". */
 int dist_check(int mpi_code, const char *what);
 
-/* Polls `request` (MPI_Test, then short sleeps) until it completes. After `timeout` seconds without
- * completion (<= 0: never) it aborts the job with "rank R: no message from <peers> for N s while
+/* Polls `request` (MPI_Test, then short sleeps) until it completes. When one of the world ranks in
+ * `peers` (NULL: all ranks) has been silent, no heartbeat and no completion, for `timeout` seconds of
+ * this wait (<= 0: never), it aborts the job with "rank R: no message from rank S for N s while
  * <context> (did it die?)". */
-int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const char *peers,
-                      const char *context);
+int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const int *peers,
+                      int peer_count, const char *context);
+
+/* Heartbeats between all ranks (collective start and stop, at init and finalize). */
+int dist_heartbeat_start(void);
+void dist_heartbeat_stop(void);
+/* plait_now() of the last heartbeat from `rank` (now when heartbeats are not running). */
+double dist_heartbeat_last(int rank);
 
 /* Sleeps between polls: no sleep for the first polls, then growing naps up to 200 microseconds. */
 void dist_poll_pause(long polls);

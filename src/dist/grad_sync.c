@@ -39,7 +39,7 @@ struct plait_grad_sync {
     bool active; /* more than one replica */
     int replicas;
     bool sum;
-    char peers[256]; /* "rank 1" or "ranks 1, 3": the other replicas, for the watchdog's message */
+    int *peers; /* world ranks of the replicas, for the watchdog */
     pthread_mutex_t lock;
     pthread_cond_t all_done;
     int done_count;
@@ -60,7 +60,8 @@ static int reduce_range(plait_grad_sync *sync, stream *st, int index, float *dat
         if (dist_check(MPI_Iallreduce(MPI_IN_PLACE, data + offset, (int)n, MPI_FLOAT, MPI_SUM, st->comm, &request),
                        context) != PLAIT_OK)
             return PLAIT_ERROR;
-        if (dist_wait_request(&request, MPI_STATUS_IGNORE, plait_dist_timeout(), sync->peers, context) != PLAIT_OK)
+        if (dist_wait_request(&request, MPI_STATUS_IGNORE, plait_dist_timeout(), sync->peers, sync->replicas,
+                              context) != PLAIT_OK)
             return PLAIT_ERROR;
     }
     return PLAIT_OK;
@@ -183,7 +184,7 @@ static int check_replicas_agree(plait_grad_sync *sync, MPI_Comm comm) {
     if (dist_check(MPI_Iallreduce(MPI_IN_PLACE, values, 6, MPI_LONG, MPI_MAX, comm, &request),
                    "checking the gradient layouts of the replicas") != PLAIT_OK)
         return PLAIT_ERROR;
-    if (dist_wait_request(&request, MPI_STATUS_IGNORE, plait_dist_timeout(), sync->peers,
+    if (dist_wait_request(&request, MPI_STATUS_IGNORE, plait_dist_timeout(), sync->peers, sync->replicas,
                           "checking the gradient layouts of the replicas") != PLAIT_OK)
         return PLAIT_ERROR;
     for (int i = 0; i < 3; i++)
@@ -194,24 +195,16 @@ static int check_replicas_agree(plait_grad_sync *sync, MPI_Comm comm) {
     return PLAIT_OK;
 }
 
-static void describe_peers(plait_grad_sync *sync, MPI_Comm comm) {
+static int find_peers(plait_grad_sync *sync, MPI_Comm comm) {
+    sync->peers = calloc((size_t)sync->replicas, sizeof(int));
+    if (!sync->peers) return plait_fail("out of memory creating gradient sync");
     MPI_Group group, world;
     MPI_Comm_group(comm, &group);
     MPI_Comm_group(MPI_COMM_WORLD, &world);
-    int mine = 0;
-    MPI_Comm_rank(comm, &mine);
-    size_t used = (size_t)snprintf(sync->peers, sizeof sync->peers, "%s", sync->replicas > 2 ? "ranks" : "rank");
-    int written = 0;
-    for (int i = 0; i < sync->replicas && used < sizeof sync->peers; i++) {
-        if (i == mine) continue;
-        int world_rank = -1;
-        MPI_Group_translate_ranks(group, 1, &i, world, &world_rank);
-        used += (size_t)snprintf(sync->peers + used, sizeof sync->peers - used, "%s %d", written ? "," : "",
-                                 world_rank);
-        written++;
-    }
+    for (int i = 0; i < sync->replicas; i++) MPI_Group_translate_ranks(group, 1, &i, world, &sync->peers[i]);
     MPI_Group_free(&group);
     MPI_Group_free(&world);
+    return PLAIT_OK;
 }
 
 int plait_grad_sync_create(MPI_Comm replica_comm, int params, float *const *grads, const size_t *counts,
@@ -256,8 +249,7 @@ int plait_grad_sync_create(MPI_Comm replica_comm, int params, float *const *grad
         *out = sync;
         return PLAIT_OK;
     }
-    describe_peers(sync, replica_comm);
-    if (check_replicas_agree(sync, replica_comm) != PLAIT_OK) {
+    if (find_peers(sync, replica_comm) != PLAIT_OK || check_replicas_agree(sync, replica_comm) != PLAIT_OK) {
         plait_grad_sync_free(sync);
         return PLAIT_ERROR;
     }
@@ -314,6 +306,7 @@ void plait_grad_sync_free(plait_grad_sync *sync) {
     free(sync->counts);
     free(sync->bucket_of);
     free(sync->marked);
+    free(sync->peers);
     free(sync);
 }
 

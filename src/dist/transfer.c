@@ -96,9 +96,7 @@ static int check_transfer(const plait_dist_transfer *t, plait_dist_kind kind, in
     return PLAIT_OK;
 }
 
-static void describe(const plait_dist_transfer *t, char *peer, size_t peer_size, char *context,
-                     size_t context_size) {
-    snprintf(peer, peer_size, "rank %d", t->peer);
+static void describe(const plait_dist_transfer *t, char *context, size_t context_size) {
     snprintf(context, context_size, "%s %s of micro-batch %d", t->is_receive ? "receiving the" : "sending the",
              kind_names[t->kind], t->micro_batch);
 }
@@ -152,8 +150,8 @@ int plait_dist_test(plait_dist_transfer *t, bool *done) {
     if (!t->active) return PLAIT_OK;
     MPI_Status status;
     int flag = 0;
-    char peer[32], context[96];
-    describe(t, peer, sizeof peer, context, sizeof context);
+    char context[96];
+    describe(t, context, sizeof context);
     if (dist_check(MPI_Test(&t->request, &flag, &status), context) != PLAIT_OK) {
         t->active = false;
         transfer_ended();
@@ -166,9 +164,9 @@ int plait_dist_test(plait_dist_transfer *t, bool *done) {
 int plait_dist_wait(plait_dist_transfer *t) {
     if (!t->active) return PLAIT_OK;
     MPI_Status status;
-    char peer[32], context[96];
-    describe(t, peer, sizeof peer, context, sizeof context);
-    if (dist_wait_request(&t->request, &status, plait_dist_timeout(), peer, context) != PLAIT_OK) {
+    char context[96];
+    describe(t, context, sizeof context);
+    if (dist_wait_request(&t->request, &status, plait_dist_timeout(), &t->peer, 1, context) != PLAIT_OK) {
         t->active = false;
         transfer_ended();
         return PLAIT_ERROR;

@@ -75,6 +75,7 @@ int plait_dist_init(int *argc, char ***argv) {
         PLAIT_OK)
         return PLAIT_ERROR;
     MPI_Comm_set_errhandler(dist_state.transfer_comm, MPI_ERRORS_RETURN);
+    if (dist_heartbeat_start() != PLAIT_OK) return PLAIT_ERROR;
     dist_state.initialized = true;
     return PLAIT_OK;
 }
@@ -84,6 +85,7 @@ int plait_dist_finalize(void) {
     int status = PLAIT_OK;
     if (dist_state.uses_mpi) {
         dist_transfers_shutdown();
+        dist_heartbeat_stop();
         if (dist_state.transfer_comm != MPI_COMM_NULL) MPI_Comm_free(&dist_state.transfer_comm);
         int finalized = 0;
         MPI_Finalized(&finalized);
@@ -113,8 +115,26 @@ void dist_poll_pause(long polls) {
     nanosleep(&pause, NULL);
 }
 
-int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const char *peers,
-                      const char *context) {
+/* The peer silent for longest, and for how long, within this wait. */
+static int most_silent_peer(const int *peers, int peer_count, double wait_start, double now, double *silence) {
+    int worst = -1;
+    *silence = 0;
+    int count = peers ? peer_count : dist_state.size;
+    for (int i = 0; i < count; i++) {
+        int rank = peers ? peers[i] : i;
+        if (rank == dist_state.rank) continue;
+        double heard = dist_heartbeat_last(rank);
+        double quiet = now - (heard > wait_start ? heard : wait_start);
+        if (worst < 0 || quiet > *silence) {
+            worst = rank;
+            *silence = quiet;
+        }
+    }
+    return worst;
+}
+
+int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const int *peers,
+                      int peer_count, const char *context) {
     double start = plait_now();
     for (long polls = 0;; polls++) {
         int done = 0;
@@ -125,11 +145,15 @@ int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, 
             return dist_check(code, what);
         }
         if (done) return PLAIT_OK;
-        if (timeout > 0 && (polls & 15) == 15 && plait_now() - start > timeout) {
-            char message[512];
-            snprintf(message, sizeof message, "no message from %s for %g s while %s (did it die?)", peers,
-                     timeout, context);
-            plait_dist_abort(message);
+        if (timeout > 0 && (polls & 15) == 15) {
+            double silence;
+            int silent = most_silent_peer(peers, peer_count, start, plait_now(), &silence);
+            if (silent >= 0 && silence > timeout) {
+                char message[512];
+                snprintf(message, sizeof message, "no message from rank %d for %g s while %s (did it die?)", silent,
+                         timeout, context);
+                plait_dist_abort(message);
+            }
         }
         dist_poll_pause(polls);
     }
@@ -141,5 +165,5 @@ int plait_dist_barrier(double timeout_seconds) {
     if (dist_check(MPI_Ibarrier(dist_state.transfer_comm, &request), "MPI_Ibarrier") != PLAIT_OK)
         return PLAIT_ERROR;
     double timeout = timeout_seconds > 0 ? timeout_seconds : watchdog_timeout;
-    return dist_wait_request(&request, MPI_STATUS_IGNORE, timeout, "some rank", "in a barrier");
+    return dist_wait_request(&request, MPI_STATUS_IGNORE, timeout, NULL, 0, "in a barrier");
 }
