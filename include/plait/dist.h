@@ -8,10 +8,12 @@
  *   grad sync  bucketed all-reduce of parameter gradients among a stage's replicas on K stream threads,
  *              started bucket by bucket as backward marks gradients final.
  *
- * Every wait in this layer polls with a deadline (plait_dist_timeout, default 20 s): a peer silent for
- * that long aborts the whole job with "rank R: no message from rank S for N s ... (did it die?)". See
- * docs/dist.md. All functions are called from one thread (the executor's), except that
- * plait_grad_sync_mark_ready may be called from any thread. */
+ * Every rank sends every other rank a heartbeat about once a second (a thread of its own), and every
+ * wait in this layer polls with a deadline (plait_dist_timeout, default 20 s): when a peer it waits for
+ * has sent nothing, not even a heartbeat, for that long, the whole job is aborted with
+ * "rank R: no message from rank S for N s while ... (did it die?)". A slow peer keeps beating, so long
+ * waits are fine. See docs/dist.md. All functions are called from one thread (the executor's), except
+ * that plait_grad_sync_mark_ready may be called from any thread. */
 #ifndef PLAIT_DIST_H
 #define PLAIT_DIST_H
 
@@ -37,13 +39,13 @@ int plait_dist_rank(void); /* 0 before init */
 int plait_dist_size(void); /* 1 before init */
 bool plait_dist_uses_mpi(void);
 
-/* The watchdog deadline for every wait in this layer; <= 0 waits forever. Default 20 s, so that with
- * the time MPI_Abort takes, every rank is gone within 30 s of a peer falling silent. */
+/* The watchdog deadline: how long a peer we wait for may stay silent (no message, no heartbeat);
+ * <= 0 waits forever. Default 20 s, so that with the time MPI_Abort takes, every rank is gone within
+ * 30 s of a peer dying or freezing. Set it on every rank alike. */
 void plait_dist_set_timeout(double seconds);
 double plait_dist_timeout(void);
 
-/* Barrier over all ranks with its own deadline (<= 0: plait_dist_timeout()). Use a generous one around
- * long local work that peers wait for (loading a data set, writing a checkpoint). */
+/* Barrier over all ranks, with its own silence deadline (<= 0: plait_dist_timeout()). */
 int plait_dist_barrier(double timeout_seconds);
 
 /* Prints "plait: error: rank R: <message>" on stderr and ends every rank of the job with exit code 1
