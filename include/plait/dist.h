@@ -50,7 +50,7 @@ int plait_dist_barrier(double timeout_seconds);
 
 /* Prints "plait: error: rank R: <message>" on stderr and ends every rank of the job with exit code 1
  * (MPI_Abort; plain exit without MPI). For errors one rank cannot recover from alone. */
-_Noreturn void plait_dist_abort(const char *message);
+void plait_dist_abort(const char *message) __attribute__((noreturn));
 
 /* ---- Groups --------------------------------------------------------------------------------------- */
 
