@@ -31,12 +31,12 @@ static float train_steps(const char *model_name, int steps, int microbatches, fl
     CHECK(plait_model_create(model_name, (plait_shape){1, 8, 8, 3}, 8, 5, &m) == PLAIT_OK);
     CHECK(plait_trainer_create(m, &t) == PLAIT_OK);
     plait_tensor images = {0};
-    int32_t labels[32];
+    int32_t labels[16];
     plait_step_options o = {.microbatches = microbatches, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f,
                             .nesterov = true};
     float loss = 0;
     for (int s = 0; s < steps; s++) {
-        make_batch(32, 8, 100 + (uint64_t)s, &images, labels);
+        make_batch(16, 8, 100 + (uint64_t)s, &images, labels);
         int correct;
         CHECK(plait_trainer_step(t, &o, &images, labels, &loss, &correct) == PLAIT_OK);
         if (s == 0) *first_loss = loss;
@@ -65,7 +65,7 @@ static float train_steps(const char *model_name, int steps, int microbatches, fl
 
 static void loss_falls_on_generated_data(void) {
     float first = 0;
-    float last = train_steps("resnet20", 60, 1, &first, NULL, NULL);
+    float last = train_steps("resnet20", 40, 1, &first, NULL, NULL);
     CHECKF(first > 1.5f, "first loss %f should be near ln 8 = 2.08", (double)first);
     CHECKF(last < 0.25f * first, "loss went from %f to %f", (double)first, (double)last);
 }
@@ -80,16 +80,16 @@ static void training_is_reproducible(void) {
     free(b);
 }
 
-static void mobilenet_trains(void) {
+static void microbatches_train_too(void) {
     float first = 0;
-    float last = train_steps("mobilenetv2", 40, 2, &first, NULL, NULL);
-    CHECKF(last < 0.5f * first, "loss went from %f to %f", (double)first, (double)last);
+    float last = train_steps("resnet20", 40, 2, &first, NULL, NULL);
+    CHECKF(last < 0.25f * first, "loss went from %f to %f", (double)first, (double)last);
 }
 
 int main(void) {
     plait_set_threads(2);
     testing_run("loss_falls_on_generated_data", loss_falls_on_generated_data);
     testing_run("training_is_reproducible", training_is_reproducible);
-    testing_run("mobilenet_trains", mobilenet_trains);
+    testing_run("microbatches_train_too", microbatches_train_too);
     return testing_finish();
 }
