@@ -1,0 +1,186 @@
+/* Direct convolution kernels against a float64 reference: every direction, standard and depthwise,
+ * odd shapes, a sample of schedules from the search space, each instruction set forced. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plait/tune.h"
+#include "testing.h"
+
+/* ---- float64 reference (loops over the definition; groups 1 or depthwise) ---- */
+
+static int ref_out(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
+
+/* Calls visit(n, oh, ow, k, r, s, c, x_index, w_index, y_index) for every tap inside the image. */
+#define FOR_EACH_TAP(d, BODY)                                                                              \
+    do {                                                                                                   \
+        int OH_ = ref_out(d->in_h, d->kernel_h, d->stride_h, d->pad_h);                                    \
+        int OW_ = ref_out(d->in_w, d->kernel_w, d->stride_w, d->pad_w);                                    \
+        int cpg_ = d->in_channels / d->groups, kpg_ = d->out_channels / d->groups;                        \
+        for (int n = 0; n < d->batch; n++)                                                                 \
+            for (int oh = 0; oh < OH_; oh++)                                                               \
+                for (int ow = 0; ow < OW_; ow++)                                                           \
+                    for (int k = 0; k < d->out_channels; k++)                                              \
+                        for (int r = 0; r < d->kernel_h; r++)                                              \
+                            for (int s = 0; s < d->kernel_w; s++) {                                        \
+                                int ih = oh * d->stride_h - d->pad_h + r, iw = ow * d->stride_w - d->pad_w + s; \
+                                if (ih < 0 || ih >= d->in_h || iw < 0 || iw >= d->in_w) continue;          \
+                                for (int ci = 0; ci < cpg_; ci++) {                                        \
+                                    int c = (k / kpg_) * cpg_ + ci;                                        \
+                                    size_t xi = (((size_t)n * d->in_h + ih) * d->in_w + iw) * d->in_channels + c; \
+                                    size_t wi = (((size_t)k * d->kernel_h + r) * d->kernel_w + s) * cpg_ + ci; \
+                                    size_t yi = (((size_t)n * OH_ + oh) * OW_ + ow) * d->out_channels + k; \
+                                    BODY;                                                                  \
+                                }                                                                          \
+                            }                                                                              \
+    } while (0)
+
+static void ref_forward(const plait_conv2d_desc *d, const float *x, const float *w, double *y, size_t ny) {
+    memset(y, 0, ny * sizeof(double));
+    FOR_EACH_TAP(d, y[yi] += (double)x[xi] * w[wi]);
+}
+static void ref_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, double *dx, size_t nx) {
+    memset(dx, 0, nx * sizeof(double));
+    FOR_EACH_TAP(d, dx[xi] += (double)dy[yi] * w[wi]);
+}
+static void ref_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, double *dw, size_t nw) {
+    memset(dw, 0, nw * sizeof(double));
+    FOR_EACH_TAP(d, dw[wi] += (double)dy[yi] * x[xi]);
+}
+
+/* ---- checking one description under one schedule (NULL = default) ---- */
+
+typedef struct sizes {
+    size_t x, y, w;
+} sizes;
+
+static sizes sizes_of(const plait_conv2d_desc *d) {
+    int oh = ref_out(d->in_h, d->kernel_h, d->stride_h, d->pad_h), ow = ref_out(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    sizes z = {(size_t)d->batch * d->in_h * d->in_w * d->in_channels, (size_t)d->batch * oh * ow * d->out_channels,
+               (size_t)d->out_channels * d->kernel_h * d->kernel_w * (d->in_channels / d->groups)};
+    return z;
+}
+
+static char last_label[200];
+
+static void label(const plait_conv2d_desc *d, const plait_conv_schedule *s) {
+    char text[100] = "default";
+    if (s) plait_conv_schedule_format(s, text, sizeof text);
+    snprintf(last_label, sizeof last_label, "%s n%d %dx%dx%d k%d %dx%d s%d p%d g%d [%s]",
+             plait_isa_name(plait_direct_isa()), d->batch, d->in_h, d->in_w, d->in_channels, d->out_channels,
+             d->kernel_h, d->kernel_w, d->stride_h, d->pad_h, d->groups, text);
+}
+
+static const double tolerance = 1e-4;
+
+/* Checks one direction; returns the error so callers can report. */
+static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir, const plait_conv_schedule *s,
+                            unsigned long seed) {
+    sizes z = sizes_of(d);
+    float *x = malloc(z.x * sizeof(float)), *y = malloc(z.y * sizeof(float)), *w = malloc(z.w * sizeof(float));
+    float *out = NULL;
+    double *ref = NULL;
+    void *ws = plait_alloc(plait_direct_workspace_bytes(d, dir));
+    testing_fill_uniform(x, z.x, seed);
+    testing_fill_uniform(y, z.y, seed + 1);
+    testing_fill_uniform(w, z.w, seed + 2);
+    label(d, s);
+    double error = 0;
+    if (dir == PLAIT_CONV_FORWARD) {
+        out = malloc(z.y * sizeof(float));
+        ref = malloc(z.y * sizeof(double));
+        for (size_t i = 0; i < z.y; i++) out[i] = 1e30f; /* must be overwritten */
+        plait_direct_forward(d, s, x, w, out, ws);
+        ref_forward(d, x, w, ref, z.y);
+        error = testing_max_rel_error(out, ref, z.y, 1.0);
+    } else if (dir == PLAIT_CONV_BACKWARD_DATA) {
+        out = malloc(z.x * sizeof(float));
+        ref = malloc(z.x * sizeof(double));
+        for (size_t i = 0; i < z.x; i++) out[i] = 1e30f;
+        plait_direct_backward_data(d, s, y, w, out, ws);
+        ref_backward_data(d, y, w, ref, z.x);
+        error = testing_max_rel_error(out, ref, z.x, 1.0);
+    } else {
+        out = malloc(z.w * sizeof(float));
+        ref = malloc(z.w * sizeof(double));
+        testing_fill_uniform(out, z.w, seed + 3); /* accumulated into */
+        ref_backward_weights(d, x, y, ref, z.w);
+        for (size_t i = 0; i < z.w; i++) ref[i] += out[i];
+        plait_direct_backward_weights(d, s, x, y, out, ws);
+        error = testing_max_rel_error(out, ref, z.w, 1.0);
+    }
+    CHECKF(error < tolerance, "%s %s: max relative error %.3g", plait_conv_direction_name(dir), last_label, error);
+    free(x);
+    free(y);
+    free(w);
+    free(out);
+    free(ref);
+    plait_free(ws);
+}
+
+static void check_all_directions(const plait_conv2d_desc *d, unsigned long seed) {
+    for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) check_direction(d, (plait_conv_direction)dir, NULL, seed);
+}
+
+/* ---- cases ---- */
+
+static const plait_isa isas[] = {PLAIT_ISA_AVX512, PLAIT_ISA_AVX2, PLAIT_ISA_PORTABLE};
+
+static plait_conv2d_desc random_desc(plait_rng *rng, bool depthwise) {
+    static const int channels[] = {3, 17, 33}, sizes_hw[] = {7, 13}, kernels[] = {1, 3, 5, 7}, dw_kernels[] = {3, 5};
+    static const int batches[] = {1, 5};
+    plait_conv2d_desc d = {0};
+    d.batch = batches[plait_rng_below(rng, 2)];
+    d.in_h = sizes_hw[plait_rng_below(rng, 2)];
+    d.in_w = plait_rng_below(rng, 3) == 0 ? sizes_hw[plait_rng_below(rng, 2)] : d.in_h;
+    d.in_channels = channels[plait_rng_below(rng, 3)];
+    d.out_channels = depthwise ? d.in_channels : channels[plait_rng_below(rng, 3)];
+    d.kernel_h = d.kernel_w = depthwise ? dw_kernels[plait_rng_below(rng, 2)] : kernels[plait_rng_below(rng, 4)];
+    d.stride_h = d.stride_w = 1 + (int)plait_rng_below(rng, 2);
+    d.pad_h = d.pad_w = (int)plait_rng_below(rng, 3);
+    d.groups = depthwise ? d.in_channels : 1;
+    if (ref_out(d.in_h, d.kernel_h, d.stride_h, d.pad_h) < 1 || ref_out(d.in_w, d.kernel_w, d.stride_w, d.pad_w) < 1) {
+        d.kernel_h = d.kernel_w = 3;
+    }
+    return d;
+}
+
+static void for_each_isa(void (*body)(void)) {
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (plait_direct_set_isa(isas[i]) != PLAIT_OK) {
+            fprintf(stderr, "  (skipping %s: %s)\n", plait_isa_name(isas[i]), plait_last_error());
+            continue;
+        }
+        body();
+    }
+    plait_direct_set_isa(PLAIT_ISA_AUTO);
+}
+
+static void fixed_shapes_body(void) {
+    /* 3x3 and 1x1, stride 1 and 2, the layer kinds of ResNets, plus channel counts off the vector width. */
+    const plait_conv2d_desc cases[] = {
+        {2, 8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1},  {1, 9, 9, 32, 48, 3, 3, 2, 2, 1, 1, 1},
+        {2, 7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1},  {1, 13, 13, 17, 33, 1, 1, 2, 2, 0, 0, 1},
+        {1, 13, 11, 3, 16, 7, 7, 2, 2, 3, 3, 1}, {1, 7, 7, 17, 3, 1, 1, 2, 2, 2, 2, 1},
+        {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_all_directions(&cases[i], 100 + i);
+}
+
+static void fixed_shapes(void) { for_each_isa(fixed_shapes_body); }
+
+static void random_shapes_body(void) {
+    plait_rng rng;
+    plait_rng_seed(&rng, 2024 + (unsigned)plait_direct_isa());
+    for (int i = 0; i < 14; i++) {
+        plait_conv2d_desc d = random_desc(&rng, i % 4 == 3);
+        check_all_directions(&d, 500 + (unsigned long)i);
+    }
+}
+
+static void random_shapes(void) { for_each_isa(random_shapes_body); }
+
+int main(void) {
+    testing_run("fixed_shapes", fixed_shapes);
+    testing_run("random_shapes", random_shapes);
+    return testing_finish();
+}
