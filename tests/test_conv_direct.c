@@ -179,8 +179,87 @@ static void random_shapes_body(void) {
 
 static void random_shapes(void) { for_each_isa(random_shapes_body); }
 
+/* Schedules sampled evenly from the space the search enumerates, on shapes whose blocks split channels,
+ * rows and output channels unevenly. */
+static void sampled_schedules_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {2, 13, 13, 80, 33, 3, 3, 1, 1, 1, 1, 1},
+        {1, 13, 13, 33, 70, 3, 3, 2, 2, 2, 2, 1},
+        {5, 7, 7, 17, 36, 1, 1, 2, 2, 0, 0, 1},
+    };
+    enum { CAPACITY = 8192, SAMPLES = 9 };
+    plait_conv_schedule *space = malloc(CAPACITY * sizeof *space);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
+            int count = plait_conv_schedule_space(&cases[i], (plait_conv_direction)dir, space, CAPACITY);
+            CHECKF(count > 1, "space of %zu %d has %d schedules", i, dir, count);
+            if (count > CAPACITY) count = CAPACITY;
+            for (int k = 0; k < SAMPLES && count > 0; k++) {
+                const plait_conv_schedule *s = &space[(size_t)k * (size_t)count / SAMPLES];
+                CHECK(plait_conv_schedule_valid(&cases[i], (plait_conv_direction)dir, s));
+                check_direction(&cases[i], (plait_conv_direction)dir, s, 900 + i * 10 + (unsigned long)k);
+            }
+        }
+    /* channel blocks that split C unevenly and accumulate into the output */
+    plait_conv_schedule split = {.block_c = 32, .block_k = 1, .block_h = 3, .block_w = 5, .tile_w = 4, .tile_k = 1,
+                                 .vthreads = 2, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER, .unroll = 2};
+    check_direction(&cases[0], PLAIT_CONV_FORWARD, &split, 990);
+    check_direction(&cases[0], PLAIT_CONV_BACKWARD_DATA, &split, 991);
+    free(space);
+}
+
+static void sampled_schedules(void) { for_each_isa(sampled_schedules_body); }
+
+static void tuning_file_round_trip(void) {
+    plait_conv2d_desc d = {2, 8, 8, 16, 32, 3, 3, 1, 1, 1, 1, 1};
+    plait_tune_result result;
+    CHECK(plait_conv_tune(&d, PLAIT_CONV_FORWARD, 4, &result) == PLAIT_OK);
+    CHECK(result.measured == 4 && result.candidates >= 4);
+    CHECK(result.best_seconds <= result.default_seconds && result.best_seconds > 0);
+    CHECK(plait_conv_schedule_valid(&d, PLAIT_CONV_FORWARD, &result.best));
+    CHECK(result.rank_correlation >= -1.0 && result.rank_correlation <= 1.0);
+
+    plait_conv_schedule odd = {.tile_w = 3, .tile_k = 2, .vthreads = 2, .block_h = 2, .block_c = 8, .unroll = 2};
+    plait_tuning *t = plait_tuning_new();
+    plait_tuning_put(t, &d, PLAIT_CONV_BACKWARD_DATA, &odd, 0.5);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tuning.json", testing_temp_dir());
+    CHECK(plait_tuning_save(t, path) == PLAIT_OK);
+    plait_tuning_free(t);
+
+    t = plait_tuning_new();
+    CHECK(plait_tuning_load(t, path) == PLAIT_OK);
+    plait_conv_schedule got;
+    CHECK(plait_tuning_get(t, &d, PLAIT_CONV_BACKWARD_DATA, &got));
+    CHECK(memcmp(&got, &odd, sizeof got) == 0);
+    CHECK(!plait_tuning_get(t, &d, PLAIT_CONV_FORWARD, &got));
+    plait_conv2d_desc other = d;
+    other.batch = 3;
+    CHECK(!plait_tuning_get(t, &other, PLAIT_CONV_BACKWARD_DATA, &got));
+
+    /* a layer's plan takes the tuned schedule where there is one, the default elsewhere */
+    plait_conv_plan plan;
+    CHECK(plait_conv_plan_make(&plan, &d, t) == PLAIT_OK);
+    CHECK(plan.tuned[PLAIT_CONV_BACKWARD_DATA] && !plan.tuned[PLAIT_CONV_FORWARD]);
+    CHECK(plan.schedule[PLAIT_CONV_BACKWARD_DATA].tile_w == 3);
+    plait_tuning_free(t);
+
+    /* a missing file is an empty table; a malformed one is an error naming the file */
+    t = plait_tuning_new();
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/none.json", testing_temp_dir());
+    CHECK(plait_tuning_load(t, missing) == PLAIT_OK);
+    const char *malformed = "{\"entries\": [{\"cpu\": 1}]}";
+    CHECK(plait_write_file_atomic(path, malformed, strlen(malformed)) == PLAIT_OK);
+    CHECK(plait_tuning_load(t, path) == PLAIT_ERROR);
+    CHECK(strstr(plait_last_error(), "tuning.json") != NULL);
+    plait_tuning_free(t);
+}
+
 int main(void) {
     testing_run("fixed_shapes", fixed_shapes);
     testing_run("random_shapes", random_shapes);
+    testing_run("sampled_schedules", sampled_schedules);
+    testing_run("tuning_file_round_trip", tuning_file_round_trip);
     return testing_finish();
 }
