@@ -1,51 +1,13 @@
-/* Direct convolution kernels against a float64 reference: every direction, standard and depthwise,
+/* Direct convolution kernels against the float64 reference (kernels/reference.h): every direction, standard and depthwise,
  * odd shapes, a sample of schedules from the search space, each instruction set forced. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/reference.h"
 #include "plait/tune.h"
 #include "testing.h"
 
-/* ---- float64 reference (loops over the definition; groups 1 or depthwise) ---- */
-
 static int ref_out(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
-
-/* Calls visit(n, oh, ow, k, r, s, c, x_index, w_index, y_index) for every tap inside the image. */
-#define FOR_EACH_TAP(d, BODY)                                                                              \
-    do {                                                                                                   \
-        int OH_ = ref_out(d->in_h, d->kernel_h, d->stride_h, d->pad_h);                                    \
-        int OW_ = ref_out(d->in_w, d->kernel_w, d->stride_w, d->pad_w);                                    \
-        int cpg_ = d->in_channels / d->groups, kpg_ = d->out_channels / d->groups;                        \
-        for (int n = 0; n < d->batch; n++)                                                                 \
-            for (int oh = 0; oh < OH_; oh++)                                                               \
-                for (int ow = 0; ow < OW_; ow++)                                                           \
-                    for (int k = 0; k < d->out_channels; k++)                                              \
-                        for (int r = 0; r < d->kernel_h; r++)                                              \
-                            for (int s = 0; s < d->kernel_w; s++) {                                        \
-                                int ih = oh * d->stride_h - d->pad_h + r, iw = ow * d->stride_w - d->pad_w + s; \
-                                if (ih < 0 || ih >= d->in_h || iw < 0 || iw >= d->in_w) continue;          \
-                                for (int ci = 0; ci < cpg_; ci++) {                                        \
-                                    int c = (k / kpg_) * cpg_ + ci;                                        \
-                                    size_t xi = (((size_t)n * d->in_h + ih) * d->in_w + iw) * d->in_channels + c; \
-                                    size_t wi = (((size_t)k * d->kernel_h + r) * d->kernel_w + s) * cpg_ + ci; \
-                                    size_t yi = (((size_t)n * OH_ + oh) * OW_ + ow) * d->out_channels + k; \
-                                    BODY;                                                                  \
-                                }                                                                          \
-                            }                                                                              \
-    } while (0)
-
-static void ref_forward(const plait_conv2d_desc *d, const float *x, const float *w, double *y, size_t ny) {
-    memset(y, 0, ny * sizeof(double));
-    FOR_EACH_TAP(d, y[yi] += (double)x[xi] * w[wi]);
-}
-static void ref_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, double *dx, size_t nx) {
-    memset(dx, 0, nx * sizeof(double));
-    FOR_EACH_TAP(d, dx[xi] += (double)dy[yi] * w[wi]);
-}
-static void ref_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, double *dw, size_t nw) {
-    memset(dw, 0, nw * sizeof(double));
-    FOR_EACH_TAP(d, dw[wi] += (double)dy[yi] * x[xi]);
-}
 
 /* ---- checking one description under one schedule (NULL = default) ---- */
 
@@ -90,20 +52,20 @@ static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir
         ref = malloc(z.y * sizeof(double));
         for (size_t i = 0; i < z.y; i++) out[i] = 1e30f; /* must be overwritten */
         plait_direct_forward(d, s, x, w, out, ws);
-        ref_forward(d, x, w, ref, z.y);
+        plait_reference_conv2d_forward(d, x, w, ref);
         error = testing_max_rel_error(out, ref, z.y, 1.0);
     } else if (dir == PLAIT_CONV_BACKWARD_DATA) {
         out = malloc(z.x * sizeof(float));
         ref = malloc(z.x * sizeof(double));
         for (size_t i = 0; i < z.x; i++) out[i] = 1e30f;
         plait_direct_backward_data(d, s, y, w, out, ws);
-        ref_backward_data(d, y, w, ref, z.x);
+        plait_reference_conv2d_backward_data(d, y, w, ref);
         error = testing_max_rel_error(out, ref, z.x, 1.0);
     } else {
         out = malloc(z.w * sizeof(float));
         ref = malloc(z.w * sizeof(double));
         testing_fill_uniform(out, z.w, seed + 3); /* accumulated into */
-        ref_backward_weights(d, x, y, ref, z.w);
+        plait_reference_conv2d_backward_weights(d, x, y, ref);
         for (size_t i = 0; i < z.w; i++) ref[i] += out[i];
         plait_direct_backward_weights(d, s, x, y, out, ws);
         error = testing_max_rel_error(out, ref, z.w, 1.0);
