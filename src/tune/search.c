@@ -1,5 +1,6 @@
 /* The search: rank the schedule space with the cost model, measure the best few and the default,
  * keep the fastest. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,19 +46,31 @@ static double measure(const plait_conv2d_desc *d, plait_conv_direction direction
     return best;
 }
 
-/* Spearman's rank correlation of two equally long arrays (no ties expected in timings). */
-static double spearman(const double *a, const double *b, int n) {
-    if (n < 2) return 1.0;
-    double sum = 0;
+/* Rank of each value, ties sharing their average rank. */
+static void ranks_of(const double *v, double *rank, int n) {
     for (int i = 0; i < n; i++) {
-        int rank_a = 0, rank_b = 0;
+        int below = 0, equal = 0;
         for (int j = 0; j < n; j++) {
-            rank_a += a[j] < a[i];
-            rank_b += b[j] < b[i];
+            below += v[j] < v[i];
+            equal += v[j] == v[i];
         }
-        sum += (double)(rank_a - rank_b) * (rank_a - rank_b);
+        rank[i] = below + (equal - 1) / 2.0;
     }
-    return 1.0 - 6.0 * sum / ((double)n * ((double)n * n - 1));
+}
+
+/* Spearman's rank correlation: Pearson's correlation of the ranks (0 when either side is constant). */
+static double spearman(const double *a, const double *b, int n) {
+    double ra[64], rb[64];
+    if (n < 2) return 0;
+    ranks_of(a, ra, n);
+    ranks_of(b, rb, n);
+    double mean = (n - 1) / 2.0, sab = 0, saa = 0, sbb = 0;
+    for (int i = 0; i < n; i++) {
+        sab += (ra[i] - mean) * (rb[i] - mean);
+        saa += (ra[i] - mean) * (ra[i] - mean);
+        sbb += (rb[i] - mean) * (rb[i] - mean);
+    }
+    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : 0;
 }
 
 int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, int measure_count,
