@@ -121,22 +121,6 @@ void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule 
     direct_run(&p, &s);
 }
 
-/* Taps of one stride phase of backward-data along one axis: input positions i = phase + stride*q receive
- * from taps first, first + stride, ... (count of them), as a stride-1 convolution with padding pad. */
-typedef struct phase_taps {
-    int first, count, pad, outputs;
-} phase_taps;
-
-static phase_taps phase_along(int phase, int stride, int pad, int kernel, int in_size) {
-    phase_taps t;
-    t.first = (phase + pad) % stride;
-    t.count = t.first < kernel ? (kernel - 1 - t.first) / stride + 1 : 0;
-    int base = (phase + pad - t.first) / stride;
-    t.pad = t.count - 1 - base;
-    t.outputs = phase < in_size ? (in_size - 1 - phase) / stride + 1 : 0;
-    return t;
-}
-
 /* Packs w[k][r][s][c] for one phase as a forward convolution over dy: output channels c, input
  * channels k, taps flipped: [ceil(C/16)][th][tw][K][16]. */
 static void pack_phase(const plait_conv2d_desc *d, const float *w, phase_taps th, phase_taps tw, float *packed) {

@@ -88,6 +88,22 @@ void direct_run(const direct_problem *p, const plait_conv_schedule *s);
 void direct_pack_forward(const float *w, int k, int r, int s, int c, float *packed);
 size_t direct_packed_floats(int k, int r, int s, int c);
 
+/* Taps of one stride phase of backward-data along one axis: input positions i = phase + stride*q receive
+ * from taps first, first + stride, ... (count of them), as a stride-1 convolution with padding pad. */
+typedef struct phase_taps {
+    int first, count, pad, outputs;
+} phase_taps;
+
+static inline phase_taps phase_along(int phase, int stride, int pad, int kernel, int in_size) {
+    phase_taps t;
+    t.first = (phase + pad) % stride;
+    t.count = t.first < kernel ? (kernel - 1 - t.first) / stride + 1 : 0;
+    int base = (phase + pad - t.first) / stride;
+    t.pad = t.count - 1 - base;
+    t.outputs = phase < in_size ? (in_size - 1 - phase) / stride + 1 : 0;
+    return t;
+}
+
 /* Depthwise (groups == channels), vectorized over channels. */
 size_t direct_depthwise_workspace_floats(const plait_conv2d_desc *d);
 void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *workspace);
