@@ -3,7 +3,7 @@
  * fraction of the FMA peak this run measures itself.
  *
  *   bench_conv [--threads T] [--set cifar18|cifar50|stem|mbv2|all] [--measure M] [--time S]
- *              [--directions fdw] [--tuning FILE]
+ *              [--directions fdw] [--tuning FILE] [--ablation]
  *
  * GFLOP/s count 2 * every tap of every output (padding included, as papers count); "peak%" counts only
  * taps inside the image, which is the work a direct kernel really does. */
@@ -284,6 +284,85 @@ static double dnnl_seconds(const plait_conv2d_desc *d, plait_conv_direction dire
 }
 #endif
 
+/* ---- ablation: the partition's steps, as the TVM depthwise work reported them ---- */
+
+/* No partition: one dot product per output over (r, s, c), threads over output rows. */
+static void naive_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y) {
+    int oh = out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h), ow = out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    int C = d->in_channels, K = d->out_channels;
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long row = 0; row < (long)d->batch * oh; row++) {
+        int n = (int)(row / oh), i = (int)(row % oh);
+        for (int j = 0; j < ow; j++)
+            for (int k = 0; k < K; k++) {
+                float sum = 0;
+                for (int r = 0; r < d->kernel_h; r++) {
+                    int ih = i * d->stride_h - d->pad_h + r;
+                    if (ih < 0 || ih >= d->in_h) continue;
+                    for (int q = 0; q < d->kernel_w; q++) {
+                        int iw = j * d->stride_w - d->pad_w + q;
+                        if (iw < 0 || iw >= d->in_w) continue;
+                        const float *xp = x + (((size_t)n * d->in_h + ih) * d->in_w + iw) * C;
+                        const float *wp = w + (((size_t)k * d->kernel_h + r) * d->kernel_w + q) * C;
+                        for (int c = 0; c < C; c++) sum += xp[c] * wp[c];
+                    }
+                }
+                y[((size_t)row * ow + j) * K + k] = sum;
+            }
+    }
+}
+
+typedef struct naive_run {
+    const plait_conv2d_desc *d;
+    float *x, *y, *w;
+} naive_run;
+static void run_naive(void *context) {
+    naive_run *r = context;
+    naive_forward(r->d, r->x, r->w, r->y);
+}
+
+static void ablation_shape(const shape *sh, int measure) {
+    const plait_conv2d_desc *d = &sh->d;
+    if (d->groups > 1) return;
+    int oh = out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h), ow = out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    size_t nx = (size_t)d->batch * d->in_h * d->in_w * d->in_channels, ny = (size_t)d->batch * oh * ow * d->out_channels;
+    size_t nw = (size_t)d->out_channels * d->kernel_h * d->kernel_w * d->in_channels;
+    float *x = plait_alloc(nx * 4), *y = plait_alloc(ny * 4), *w = plait_alloc(nw * 4);
+    void *workspace = plait_alloc(plait_conv2d_direct.workspace_bytes(d));
+    for (size_t i = 0; i < nx; i++) x[i] = (float)(i % 13) * 0.01f;
+    for (size_t i = 0; i < nw; i++) w[i] = (float)(i % 7) * 0.01f;
+    double gflop = flops_padded(d) * 1e-9;
+    naive_run nr = {d, x, y, w};
+    double t_naive = best_time(run_naive, &nr);
+    plait_conv_schedule level1 = plait_conv_default_schedule(d, PLAIT_CONV_FORWARD);
+    plait_conv_schedule level2 = level1, vthreads = level1;
+    level1.tile_w = level1.tile_k = 1;
+    level1.block_k = 0;
+    /* the same register tile as two interleaved sub-tiles on consecutive rows */
+    if (vthreads.tile_w >= 2 && oh >= 2) {
+        vthreads.vthreads = 2;
+        vthreads.tile_w = (vthreads.tile_w + 1) / 2;
+        vthreads.block_h = 2 * ((vthreads.block_h + 1) / 2);
+    }
+    plait_run r = {d, PLAIT_CONV_FORWARD, &level1, false, x, y, w, workspace};
+    double t_level1 = best_time(run_plait, &r);
+    r.schedule = &level2;
+    double t_level2 = best_time(run_plait, &r);
+    r.schedule = &vthreads;
+    double t_vthreads = best_time(run_plait, &r);
+    plait_tune_result tuned;
+    plait_conv_tune(d, PLAIT_CONV_FORWARD, measure, &tuned);
+    r.schedule = &tuned.best;
+    double t_search = best_time(run_plait, &r);
+    printf("| %-16s | %7.1f | %7.1f | %7.1f | %7.1f | %7.1f |\n", sh->name, gflop / t_naive, gflop / t_level1,
+           gflop / t_level2, gflop / t_vthreads, gflop / t_search);
+    fflush(stdout);
+    plait_free(x);
+    plait_free(y);
+    plait_free(w);
+    plait_free(workspace);
+}
+
 /* ---- main ---- */
 
 static double geomean_log[3];
@@ -347,9 +426,16 @@ static void bench_shape(const shape *sh, const char *directions, int measure, pl
     plait_free(workspace);
 }
 
+static bool ablation;
+
 static void bench_set(const shape *shapes, size_t count, const char *directions, int measure, plait_tuning *tuning,
                       double peak) {
-    for (size_t i = 0; i < count; i++) bench_shape(&shapes[i], directions, measure, tuning, peak);
+    for (size_t i = 0; i < count; i++) {
+        if (ablation)
+            ablation_shape(&shapes[i], measure);
+        else
+            bench_shape(&shapes[i], directions, measure, tuning, peak);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -362,9 +448,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--time") && i + 1 < argc) seconds_budget = atof(argv[++i]);
         else if (!strcmp(argv[i], "--directions") && i + 1 < argc) directions = argv[++i];
         else if (!strcmp(argv[i], "--tuning") && i + 1 < argc) tuning_path = argv[++i];
+        else if (!strcmp(argv[i], "--ablation")) ablation = true;
         else {
             fprintf(stderr, "usage: %s [--threads T] [--set cifar18|cifar50|stem|mbv2|all] [--measure M] [--time S] "
-                            "[--directions fdw] [--tuning FILE]\n", argv[0]);
+                            "[--directions fdw] [--tuning FILE] [--ablation]\n", argv[0]);
             return 2;
         }
     }
@@ -383,6 +470,10 @@ int main(int argc, char **argv) {
 #ifndef PLAIT_HAVE_DNNL
     printf("# oneDNN not found at build time: its column is 0\n");
 #endif
+    if (ablation)
+        printf("forward GFLOP/s\n| shape            | no part | level 1 | +lvl 2  | +vthr   | +search |\n"
+               "|------------------|---------|---------|---------|---------|---------|\n");
+    else
     printf("%-16s %-16s %8s %8s %8s %8s %7s %6s %5s  %-22s %s\n", "shape", "direction", "tuned", "default", "im2col",
            "onednn", "peak%", "x1dnn", "rho", "onednn impl", "tuned schedule");
     bool all = !strcmp(set, "all");
