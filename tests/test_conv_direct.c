@@ -125,7 +125,18 @@ static void fixed_shapes_body(void) {
         {1, 13, 11, 3, 16, 7, 7, 2, 2, 3, 3, 1}, {1, 7, 7, 17, 3, 1, 1, 2, 2, 2, 2, 1},
         {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_all_directions(&cases[i], 100 + i);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_all_directions(&cases[i], 100 + i);
+        if (cases[i].groups > 1) continue;
+        /* the same with a zero-bordered input copy and two row sub-tiles */
+        for (int dir = 0; dir < 2; dir++) {
+            plait_conv_schedule s = plait_conv_default_schedule(&cases[i], (plait_conv_direction)dir);
+            s.pad_copy = 1;
+            s.vthreads = 2;
+            s.tile_w = (s.tile_w + 1) / 2;
+            check_direction(&cases[i], (plait_conv_direction)dir, &s, 200 + i);
+        }
+    }
 }
 
 static void fixed_shapes(void) { for_each_isa(fixed_shapes_body); }
@@ -164,7 +175,8 @@ static void sampled_schedules_body(void) {
         }
     /* channel blocks that split C unevenly and accumulate into the output */
     plait_conv_schedule split = {.block_c = 32, .block_k = 1, .block_h = 3, .block_w = 5, .tile_w = 4, .tile_k = 1,
-                                 .vthreads = 2, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER, .unroll = 2};
+                                 .vthreads = 2, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER, .unroll = 2,
+                                 .pad_copy = 1};
     check_direction(&cases[0], PLAIT_CONV_FORWARD, &split, 990);
     check_direction(&cases[0], PLAIT_CONV_BACKWARD_DATA, &split, 991);
     free(space);

@@ -47,9 +47,12 @@ typedef enum plait_loop_order {
  *     tile_k    level 2: vectors of 16 output channels
  *     vthreads  sub-tiles interleaved in one register tile, on consecutive output rows (1, 2 or 4)
  *     loop_order, unroll (channel-loop unroll of the micro-kernel: 1 or 2)
+ *     pad_copy  1 = copy the input into a zero-bordered buffer first, so every pixel runs in full
+ *               register tiles (pays off on small images, where border pixels are a large share)
  *   backward-weights (dw[k][r][s][c] += sum over pixels dy * x):
  *     tile_w    input channels in the register tile;  tile_k  vectors of 16 output channels
  *     block_h   output rows per pixel block (all threads sweep the same block, sharing it in cache)
+ *     block_w   images per pixel block (several small images keep the gradient tile in registers longer)
  *     block_c, block_k  channel ranges per work unit; the rest are unused (0 or 1).
  */
 typedef struct plait_conv_schedule {
@@ -58,6 +61,7 @@ typedef struct plait_conv_schedule {
     int tile_w, tile_k, vthreads;
     int loop_order;
     int unroll;
+    int pad_copy;
 } plait_conv_schedule;
 
 /* Largest register tile (tile_w * tile_k * vthreads) the micro-kernels of an instruction set hold in
@@ -68,7 +72,7 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
                                const plait_conv_schedule *s);
 /* A sensible schedule without tuning. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction);
-/* "tw6 tk4 v1 bk4 bc64 bh4 bw64 sk0 lo0 u1" */
+/* "tw6 tk4 v1 bk4 bc64 bh4 bw64 sk0 lo0 u1 pc0" */
 void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size);
 
 /* Direct kernels with an explicit schedule (NULL = default). Workspace as the kernel table says. Standard

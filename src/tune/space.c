@@ -1,5 +1,6 @@
 /* The schedule space of the direct kernels and the analytical cost model that ranks it. */
 #include <math.h>
+#include <stdbool.h>
 
 #include "kernels/direct/direct.h"
 
@@ -42,15 +43,19 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
             for (int tc = 1; tc <= direct_min(v.c, DIRECT_MAX_TILE_W); tc++) {
                 if (tc * tk > max_tile) break;
                 if (2 * tc * tk < max_tile && tc < v.c) continue; /* registers left idle */
-                static const int rows[] = {1, 4, 16};
+                static const int pixels[] = {32, 128, 512};
                 for (int b = 0; b < 3; b++) {
-                    plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows[b], .unroll = 1};
+                    int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
+                    int images = direct_max(1, pixels[b] / (rows * v.out_w));
+                    plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows,
+                                             .block_w = images, .unroll = 1};
                     count = add(out, count, capacity, d, direction, s);
                 }
             }
         return count;
     }
     static const int vthreads[] = {1, 2, 4};
+    bool padded = d->pad_h > 0 || d->pad_w > 0 || direction == PLAIT_CONV_BACKWARD_DATA;
     for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++)
         for (int vi = 0; vi < 3; vi++) {
             int vt = vthreads[vi];
@@ -59,22 +64,24 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                 int tile = tw * tk * vt;
                 if (tile > max_tile) break;
                 if (2 * tile < max_tile && tw < v.out_w) continue; /* registers left idle */
-                int block_cs[4] = {0, 64, 32, -1};
-                for (int bc = 0; bc < 3; bc++) {
+                int block_cs[4] = {0, 128, 64, 32};
+                for (int bc = 0; bc < 4; bc++) {
                     if (block_cs[bc] != 0 && block_cs[bc] >= v.c) continue;
                     int block_ks[2] = {0, tk};
                     for (int bk = 0; bk < (kvecs > tk ? 2 : 1); bk++)
                         for (int bh = 0; bh < 2; bh++)
                             for (int sk = 0; sk < (block_ks[bk] ? 2 : 1); sk++)
                                 for (int lo = 0; lo < 2; lo++)
-                                    for (int u = 1; u <= 2; u++) {
-                                        plait_conv_schedule s = {
-                                            .split_k = sk, .block_k = block_ks[bk], .block_c = block_cs[bc],
-                                            .block_h = bh ? 4 * vt : vt, .block_w = 0,
-                                            .tile_w = tw, .tile_k = tk, .vthreads = vt, .loop_order = lo, .unroll = u,
-                                        };
-                                        count = add(out, count, capacity, d, direction, s);
-                                    }
+                                    for (int u = 1; u <= 2; u++)
+                                        for (int pc = 0; pc < (padded ? 2 : 1); pc++) {
+                                            plait_conv_schedule s = {
+                                                .split_k = sk, .block_k = block_ks[bk], .block_c = block_cs[bc],
+                                                .block_h = bh ? 4 * vt : vt, .block_w = 0, .tile_w = tw,
+                                                .tile_k = tk, .vthreads = vt, .loop_order = lo, .unroll = u,
+                                                .pad_copy = pc,
+                                            };
+                                            count = add(out, count, capacity, d, direction, s);
+                                        }
                 }
             }
         }
@@ -83,7 +90,13 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
 
 /* Machine constants of the model, in cycles and bytes; only their ratios shape the ranking. */
 enum { FMA_PER_CYCLE = 2, LOADS_PER_CYCLE = 2, FMA_LATENCY = 4, L1_BYTES = 32 * 1024, L2_BYTES = 1024 * 1024 };
-static const double L2_BYTES_PER_CYCLE = 32, MEMORY_BYTES_PER_CYCLE = 8, CYCLES_PER_SECOND = 3.0e9;
+static const double L2_BYTES_PER_CYCLE = 32, L3_BYTES_PER_CYCLE = 12, MEMORY_BYTES_PER_CYCLE = 8, CYCLES_PER_SECOND = 3.0e9;
+
+static double items_of(const view *v, const plait_conv_schedule *s, int kvecs) {
+    int block_h = s->block_h > 0 ? s->block_h : v->out_h;
+    double k_blocks = s->block_k > 0 ? direct_ceil_div(kvecs, s->block_k) : 1;
+    return (double)v->batch * direct_ceil_div(v->out_h, block_h) * k_blocks;
+}
 
 double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction direction,
                              const plait_conv_schedule *s, int threads) {
@@ -97,12 +110,17 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double tiles = (double)v.taps_h * v.taps_w * direct_ceil_div(v.c, s->tile_w) * direct_ceil_div(kvecs, s->tile_k);
         double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
         double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
-        double blocks = (double)v.batch * direct_ceil_div(v.out_h, s->block_h > 0 ? s->block_h : v.out_h);
+        double blocks = (double)direct_ceil_div(v.batch, s->block_w > 0 ? s->block_w : 1) *
+                        direct_ceil_div(v.out_h, s->block_h > 0 ? s->block_h : v.out_h);
         double calls = tiles * blocks;
         /* each call reloads and stores its accumulators, and re-streams its block of x and dy from L2 */
         double overhead = calls * (2.0 * fma + 30);
-        double block_bytes = (double)(s->block_h > 0 ? s->block_h : v.out_h) * v.out_w * (v.k + v.c * v.stride_h * v.stride_w) * 4;
+        double block_bytes = (double)(s->block_w > 0 ? s->block_w : 1) * (s->block_h > 0 ? s->block_h : v.out_h) *
+                             v.out_w * (v.k + v.c * v.stride_h * v.stride_w) * 4;
         double memory = block_bytes > L2_BYTES ? tiles * block_bytes * blocks / MEMORY_BYTES_PER_CYCLE / threads : 0;
+        /* the packed gradient is re-read and re-written once per pixel block, from L3 when it overflows L2 */
+        double gradient_bytes = (double)v.taps_h * v.taps_w * v.c * kvecs * DIRECT_LANES * 4;
+        if (gradient_bytes > L2_BYTES) memory += 2 * gradient_bytes * blocks / L3_BYTES_PER_CYCLE;
         double balance = ceil(tiles / threads) / (tiles / threads);
         return ((tiles * pixels * per_pixel + overhead) / threads * balance + memory) / CYCLES_PER_SECOND;
     }
@@ -111,7 +129,7 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
     int c_blocks = direct_ceil_div(v.c, block_c);
     double rows = (double)v.batch * v.out_h;
     /* interior tiles: full register tile; the border columns run one pixel at a time */
-    int border = direct_min(v.out_w, 2 * direct_ceil_div(v.taps_w / 2, v.stride_w));
+    int border = s->pad_copy ? 0 : direct_min(v.out_w, 2 * direct_ceil_div(v.taps_w / 2, v.stride_w));
     double tiles_per_row = (double)(v.out_w - border) / tw;
     double taps = (double)v.taps_h * v.taps_w;
     double k_tiles = direct_ceil_div(kvecs, tk);
@@ -141,10 +159,18 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
     double in_bytes = (double)v.batch * v.out_h * v.stride_h * v.out_w * v.stride_w * v.c * 4.0;
     double out_bytes = rows * v.out_w * v.k * 4.0;
     double k_blocks = s->block_k > 0 ? direct_ceil_div(kvecs, s->block_k) : 1;
-    double memory = (in_bytes * k_blocks + out_bytes * (2 * c_blocks - 1)) / MEMORY_BYTES_PER_CYCLE;
+    double memory = (in_bytes * (k_blocks + 2 * s->pad_copy) + out_bytes * (2 * c_blocks - 1)) / MEMORY_BYTES_PER_CYCLE;
     /* thread balance over the level-1 work items */
     double items = (double)v.batch * direct_ceil_div(v.out_h, (int)block_h) * k_blocks;
     double balance = ceil(items / threads) / (items / threads);
-    double compute = (interior + edges + overhead + l2_traffic / L2_BYTES_PER_CYCLE) * balance / threads;
+    /* Weights fetched from beyond L2: a tile's weights that overflow L2 stream from L3 on every call; else
+     * each work item fetches its K block's weights once, from L2 when consecutive items of a thread share
+     * that K block (split_k) and it fits, from L3 otherwise. */
+    double item_weights = weight_bytes * c_blocks * (s->block_k > 0 ? (double)s->block_k / tk : k_tiles);
+    double l3_traffic = weight_bytes > L2_BYTES ? calls * weight_bytes
+                        : s->split_k && item_weights <= L2_BYTES ? 0
+                                                                 : items_of(&v, s, kvecs) * item_weights;
+    double compute = (interior + edges + overhead + l2_traffic / L2_BYTES_PER_CYCLE + l3_traffic / L3_BYTES_PER_CYCLE) *
+                     balance / threads;
     return fmax(compute, memory) / CYCLES_PER_SECOND;
 }

@@ -35,8 +35,8 @@ int plait_direct_max_tile(plait_isa isa) {
 }
 
 void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size) {
-    snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d", s->tile_w, s->tile_k, s->vthreads,
-             s->block_k, s->block_c, s->block_h, s->block_w, s->split_k, s->loop_order, s->unroll);
+    snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d pc%d", s->tile_w, s->tile_k, s->vthreads,
+             s->block_k, s->block_c, s->block_h, s->block_w, s->split_k, s->loop_order, s->unroll, s->pad_copy);
 }
 
 bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
@@ -45,6 +45,7 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
     if (s->tile_k < 1 || s->tile_k > DIRECT_MAX_TILE_K || s->tile_w < 1) return false;
     if (s->block_k < 0 || s->block_c < 0 || s->block_h < 0 || s->block_w < 0) return false;
     if (s->split_k < 0 || s->split_k > 1 || s->loop_order < 0 || s->loop_order > 1) return false;
+    if (s->pad_copy < 0 || s->pad_copy > 1) return false;
     int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         return s->vthreads == 1 && s->tile_w <= DIRECT_MAX_TILE_W && s->tile_w * s->tile_k <= max_tile;
@@ -68,7 +69,10 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
         if (s.tile_w > DIRECT_MAX_TILE_W) s.tile_w = DIRECT_MAX_TILE_W;
         if (s.tile_w > d->in_channels) s.tile_w = d->in_channels;
         while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
-        s.block_h = 4;
+        /* pixel blocks of about 128 outputs: a few rows of a large image, or several small images */
+        int pixels_per_row = out_w(d);
+        s.block_h = direct_max(1, direct_min(out_h(d), 128 / pixels_per_row));
+        s.block_w = direct_max(1, 128 / (s.block_h * pixels_per_row));
         return s;
     }
     s.tile_k = direct_min(kvecs, avx2 ? 1 : 4);
@@ -78,8 +82,22 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
     if (direction == PLAIT_CONV_BACKWARD_DATA && d->stride_w > 1) width = direct_ceil_div(width, d->stride_w);
     if (s.tile_w > width) s.tile_w = width;
     if (s.tile_k == 4 && s.tile_w > 6 && width >= 6) s.tile_w = 6;
+    /* On narrow images border pixels are a large share: pad a copy so they run in full tiles too. */
+    s.pad_copy = width <= 16 && (d->pad_h > 0 || d->pad_w > 0 || direction == PLAIT_CONV_BACKWARD_DATA);
     s.block_h = 4;
     s.block_k = 0;
+    /* Weights larger than L2's share: keep each thread on one K block across images (split_k) and cut C so
+     * a tile's weights (taps x block_c x 16 x tile_k floats) stay in L2. */
+    int c_count = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
+    double weight_bytes = 4.0 * d->kernel_h * d->kernel_w * c_count * kvecs * DIRECT_LANES;
+    if (weight_bytes > 512 * 1024) {
+        s.split_k = 1;
+        s.block_k = s.tile_k;
+        int taps = d->kernel_h * d->kernel_w;
+        int block_c = 320 * 1024 / (4 * taps * DIRECT_LANES * s.tile_k);
+        block_c = block_c / 32 * 32;
+        s.block_c = block_c >= 32 && block_c < c_count ? block_c : 0;
+    }
     return s;
 }
 
@@ -89,11 +107,26 @@ static plait_conv_schedule resolve(const plait_conv2d_desc *d, plait_conv_direct
     return plait_conv_default_schedule(d, direction);
 }
 
+/* Floats of a zero-bordered copy of the convolution's input (x forward, dy backward-data, one stride phase
+ * at a time): padding before is at most pad, after at most pad + kernel (generous bound). */
+static size_t padded_input_floats(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    int grow_h = 2 * (d->pad_h + d->kernel_h) + 2, grow_w = 2 * (d->pad_w + d->kernel_w) + 2;
+    if (direction == PLAIT_CONV_BACKWARD_DATA)
+        return (size_t)d->batch * (size_t)(out_h(d) + grow_h) * (size_t)(out_w(d) + grow_w) * (size_t)d->out_channels;
+    return (size_t)d->batch * (size_t)(d->in_h + grow_h) * (size_t)(d->in_w + grow_w) * (size_t)d->in_channels;
+}
+
+/* Packed weights first, then the padded input, each 64-byte aligned. */
+static size_t packed_weight_floats(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    size_t floats = direction == PLAIT_CONV_BACKWARD_DATA
+                        ? direct_packed_floats(d->in_channels, d->kernel_h, d->kernel_w, d->out_channels)
+                        : direct_packed_floats(d->out_channels, d->kernel_h, d->kernel_w, d->in_channels);
+    return (floats + 15) / 16 * 16;
+}
+
 size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction) {
     if (is_depthwise(d)) return direct_depthwise_workspace_floats(d) * sizeof(float) + 64;
-    size_t floats = direct_packed_floats(d->out_channels, d->kernel_h, d->kernel_w, d->in_channels);
-    if (direction == PLAIT_CONV_BACKWARD_DATA)
-        floats = direct_packed_floats(d->in_channels, d->kernel_h, d->kernel_w, d->out_channels);
+    size_t floats = packed_weight_floats(d, direction) + padded_input_floats(d, direction);
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS)
         floats = (size_t)d->kernel_h * d->kernel_w * d->in_channels *
                  (size_t)(direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES);
@@ -118,7 +151,7 @@ void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule 
         .y_image = (ptrdiff_t)oh * ow * d->out_channels, .y_row = (ptrdiff_t)ow * d->out_channels,
         .y_pixel = d->out_channels,
     };
-    direct_run(&p, &s);
+    direct_run(&p, &s, packed + packed_weight_floats(d, PLAIT_CONV_FORWARD));
 }
 
 /* Packs w[k][r][s][c] for one phase as a forward convolution over dy: output channels c, input
@@ -172,7 +205,7 @@ void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_sch
                 .y_image = (ptrdiff_t)d->in_h * d->in_w * C, .y_row = (ptrdiff_t)d->stride_h * d->in_w * C,
                 .y_pixel = (ptrdiff_t)d->stride_w * C,
             };
-            direct_run(&p, &s);
+            direct_run(&p, &s, packed + packed_weight_floats(d, PLAIT_CONV_BACKWARD_DATA));
         }
 }
 

@@ -1,7 +1,8 @@
 /* Level 1 of backward-weights: dw[k][r][s][c] += sum over pixels of dy[pixel][k] * x[pixel shifted by
  * (r, s)][c]. Work units are (tap, channel tile, output-channel tile) of a packed gradient
  * [R][S][C][Kpad]; every thread owns the same units in every pixel block (static schedule), so no
- * reduction is needed, and all threads sweep the same pixel block so it is shared in cache. */
+ * reduction is needed, and all threads sweep the same pixel block (block_w images x block_h output rows)
+ * so it is shared in cache. */
 #include <string.h>
 
 #include "kernels/direct/direct.h"
@@ -41,8 +42,9 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     const long units = (long)R * S * c_tiles * k_tiles;
     const int block_h = s.block_h > 0 ? s.block_h : OH;
     const plait_isa isa = direct_isa_resolved();
+    const int block_n = s.block_w > 0 ? s.block_w : 1;
 #pragma omp parallel num_threads(plait_threads())
-    for (int n = 0; n < d->batch; n++)
+    for (int n = 0; n < d->batch; n += block_n)
         for (int h0 = 0; h0 < OH; h0 += block_h) {
             int h1 = direct_min(OH, h0 + block_h);
 #pragma omp for schedule(static) nowait
@@ -65,9 +67,12 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                     .x = x + (((size_t)n * d->in_h + ih) * d->in_w + iw) * C + c0,
                     .x_pixel = (ptrdiff_t)d->stride_w * C,
                     .x_row = (ptrdiff_t)d->stride_h * d->in_w * C,
+                    .x_image = (ptrdiff_t)d->in_h * d->in_w * C,
                     .dy = dy + (((size_t)n * OH + oh0) * OW + ow0) * K + (size_t)kv * DIRECT_LANES,
                     .dy_pixel = K,
                     .dy_row = (ptrdiff_t)OW * K,
+                    .dy_image = (ptrdiff_t)OH * OW * K,
+                    .images = direct_min(block_n, d->batch - n),
                     .pixels = ow1 - ow0,
                     .rows = oh1 - oh0,
                     .acc = acc + ((size_t)tap * C + c0) * kpad + (size_t)kv * DIRECT_LANES,

@@ -47,16 +47,16 @@ void direct_tile_portable(const direct_tile *t, int vthreads, int tile_w, int ti
 
 /* ---- level 2: backward-weights tile -----------------------------------------------------------
  * Contract: for i < MC input channels, j < NR vectors of 16 output channels,
- *   acc[i*acc_c + 16*j + lane] += sum over q < rows, p < pixels of
- *     x[q*x_row + p*x_pixel + i] * dy[q*dy_row + p*dy_pixel + 16*j + lane]
+ *   acc[i*acc_c + 16*j + lane] += sum over b < images, q < rows, p < pixels of
+ *     x[b*x_image + q*x_row + p*x_pixel + i] * dy[b*dy_image + q*dy_row + p*dy_pixel + 16*j + lane]
  * (acc is the packed gradient [R][S][C][Kpad]; dy loads past K stay inside the row's allocation
  * only when the caller guarantees it, so the framework passes last_lanes and masks the final vector). */
 typedef struct direct_wtile {
     const float *x;
-    ptrdiff_t x_pixel, x_row;
+    ptrdiff_t x_pixel, x_row, x_image;
     const float *dy;
-    ptrdiff_t dy_pixel, dy_row;
-    int pixels, rows;
+    ptrdiff_t dy_pixel, dy_row, dy_image;
+    int pixels, rows, images;
     float *acc;
     ptrdiff_t acc_c;
     int last_lanes;
@@ -82,7 +82,9 @@ typedef struct direct_problem {
 } direct_problem;
 
 plait_isa direct_isa_resolved(void);
-void direct_run(const direct_problem *p, const plait_conv_schedule *s);
+/* scratch: direct_pad_floats(p) floats for schedules with pad_copy (may be NULL otherwise). */
+void direct_run(const direct_problem *p, const plait_conv_schedule *s, float *scratch);
+size_t direct_pad_floats(const direct_problem *p);
 
 /* Packs OHWI weights [K][R][S][C] into [ceil(K/16)][R][S][C][16], zero-padded. */
 void direct_pack_forward(const float *w, int k, int r, int s, int c, float *packed);

@@ -169,7 +169,49 @@ static void run_block(const block_context *b, int n, int h0, int h1, int w0, int
     }
 }
 
-void direct_run(const direct_problem *p, const plait_conv_schedule *s) {
+/* Padding needed after the last input row or column so that every output's taps fall inside. */
+static int pad_after(int out, int stride, int taps, int in, int pad) {
+    return direct_max(0, (out - 1) * stride + taps - in - pad);
+}
+
+size_t direct_pad_floats(const direct_problem *p) {
+    size_t h = (size_t)p->in_h + (size_t)direct_max(p->pad_h, 0) + (size_t)pad_after(p->out_h, p->stride_h, p->taps_h, p->in_h, p->pad_h);
+    size_t w = (size_t)p->in_w + (size_t)direct_max(p->pad_w, 0) + (size_t)pad_after(p->out_w, p->stride_w, p->taps_w, p->in_w, p->pad_w);
+    return (size_t)p->batch * h * w * (size_t)p->in_c;
+}
+
+/* The same problem over a zero-bordered copy of the input: no output has a tap outside it. */
+static direct_problem padded_problem(const direct_problem *p, float *scratch) {
+    direct_problem q = *p;
+    int top = direct_max(p->pad_h, 0), left = direct_max(p->pad_w, 0);
+    q.in_h = p->in_h + top + pad_after(p->out_h, p->stride_h, p->taps_h, p->in_h, p->pad_h);
+    q.in_w = p->in_w + left + pad_after(p->out_w, p->stride_w, p->taps_w, p->in_w, p->pad_w);
+    q.pad_h = p->pad_h - top;
+    q.pad_w = p->pad_w - left;
+    q.x = scratch;
+    size_t row = (size_t)q.in_w * p->in_c, pixels = (size_t)p->in_w * p->in_c;
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long r = 0; r < (long)p->batch * q.in_h; r++) {
+        int n = (int)(r / q.in_h), h = (int)(r % q.in_h) - top;
+        float *dst = scratch + (size_t)r * row;
+        if (h < 0 || h >= p->in_h) {
+            memset(dst, 0, row * sizeof(float));
+            continue;
+        }
+        memset(dst, 0, (size_t)left * p->in_c * sizeof(float));
+        memcpy(dst + (size_t)left * p->in_c, p->x + ((size_t)n * p->in_h + h) * pixels, pixels * sizeof(float));
+        memset(dst + (size_t)left * p->in_c + pixels, 0, (row - pixels - (size_t)left * p->in_c) * sizeof(float));
+    }
+    return q;
+}
+
+void direct_run(const direct_problem *problem, const plait_conv_schedule *s, float *scratch) {
+    direct_problem padded;
+    const direct_problem *p = problem;
+    if (s->pad_copy && scratch) {
+        padded = padded_problem(problem, scratch);
+        p = &padded;
+    }
     block_context b = {.p = p, .s = s, .isa = direct_isa_resolved(), .kvecs = direct_ceil_div(p->out_c, DIRECT_LANES)};
     b.interior_lo = p->out_w;
     b.interior_hi = p->out_w;

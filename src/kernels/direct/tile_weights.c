@@ -16,9 +16,10 @@ AVX512 INLINE void wtile_avx512_body(const direct_wtile *t, const int MC, const 
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++)
             acc[i * NR + j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, t->acc + i * t->acc_c + DIRECT_LANES * j);
+    for (int b = 0; b < t->images; b++)
     for (int q = 0; q < t->rows; q++) {
-        const float *xp = t->x + q * t->x_row;
-        const float *dp = t->dy + q * t->dy_row;
+        const float *xp = t->x + b * t->x_image + q * t->x_row;
+        const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
         for (int p = 0; p < t->pixels; p++) {
             __m512 g[DIRECT_MAX_TILE_K];
 #pragma GCC unroll 4
@@ -53,9 +54,10 @@ AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int 
     for (int i = 0; i < MC; i++)
 #pragma GCC unroll 8
         for (int j = 0; j < 2 * NR; j++) acc[i * 2 * NR + j] = _mm256_loadu_ps(t->acc + i * t->acc_c + 8 * j);
+    for (int b = 0; b < t->images; b++)
     for (int q = 0; q < t->rows; q++) {
-        const float *xp = t->x + q * t->x_row;
-        const float *dp = t->dy + q * t->dy_row;
+        const float *xp = t->x + b * t->x_image + q * t->x_row;
+        const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
         for (int p = 0; p < t->pixels; p++) {
             __m256 g[2 * DIRECT_MAX_TILE_K];
 #pragma GCC unroll 8
@@ -120,10 +122,11 @@ direct_wtile_fn direct_wtile_avx2(int tile_c, int tile_k) {
 
 void direct_wtile_portable(const direct_wtile *t, int tile_c, int tile_k) {
     int lanes = (tile_k - 1) * DIRECT_LANES + t->last_lanes;
+    for (int b = 0; b < t->images; b++)
     for (int q = 0; q < t->rows; q++)
         for (int p = 0; p < t->pixels; p++) {
-            const float *xp = t->x + q * t->x_row + p * t->x_pixel;
-            const float *dp = t->dy + q * t->dy_row + p * t->dy_pixel;
+            const float *xp = t->x + b * t->x_image + q * t->x_row + p * t->x_pixel;
+            const float *dp = t->dy + b * t->dy_image + q * t->dy_row + p * t->dy_pixel;
             for (int i = 0; i < tile_c; i++) {
                 float *a = t->acc + i * t->acc_c;
                 for (int l = 0; l < lanes; l++) a[l] += xp[i] * dp[l];
