@@ -35,8 +35,9 @@ int plait_direct_max_tile(plait_isa isa) {
 }
 
 void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size) {
-    snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d pc%d", s->tile_w, s->tile_k, s->vthreads,
-             s->block_k, s->block_c, s->block_h, s->block_w, s->split_k, s->loop_order, s->unroll, s->pad_copy);
+    snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d pc%d wg%d", s->tile_w, s->tile_k,
+             s->vthreads, s->block_k, s->block_c, s->block_h, s->block_w, s->split_k, s->loop_order, s->unroll,
+             s->pad_copy, s->winograd);
 }
 
 bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
@@ -46,6 +47,13 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
     if (s->block_k < 0 || s->block_c < 0 || s->block_h < 0 || s->block_w < 0) return false;
     if (s->split_k < 0 || s->split_k > 1 || s->loop_order < 0 || s->loop_order > 1) return false;
     if (s->pad_copy < 0 || s->pad_copy > 1) return false;
+    if (s->winograd < 0 || s->winograd > 1) return false;
+    if (s->winograd) {
+        if (!direct_winograd_supports(d) || direction == PLAIT_CONV_BACKWARD_WEIGHTS) return false;
+        if (s->block_w < 1 || s->block_w > DIRECT_WINOGRAD_MAX_CHUNK) return false;
+        return s->vthreads == 1 && (s->unroll == 1 || s->unroll == 2) && s->tile_w <= DIRECT_MAX_TILE_W &&
+               s->tile_w * s->tile_k <= plait_direct_max_tile(PLAIT_ISA_AUTO);
+    }
     int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         return s->vthreads == 1 && s->tile_w <= DIRECT_MAX_TILE_W && s->tile_w * s->tile_k <= max_tile;
@@ -127,6 +135,10 @@ static size_t packed_weight_floats(const plait_conv2d_desc *d, plait_conv_direct
 size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction) {
     if (is_depthwise(d)) return direct_depthwise_workspace_floats(d) * sizeof(float) + 64;
     size_t floats = packed_weight_floats(d, direction) + padded_input_floats(d, direction);
+    if (direct_winograd_supports(d) && direction != PLAIT_CONV_BACKWARD_WEIGHTS) {
+        size_t wino = direct_winograd_workspace_floats(d, direction);
+        if (wino > floats) floats = wino;
+    }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS)
         floats = (size_t)d->kernel_h * d->kernel_w * d->in_channels *
                  (size_t)(direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES);
@@ -140,6 +152,10 @@ void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule 
         return;
     }
     plait_conv_schedule s = resolve(d, PLAIT_CONV_FORWARD, schedule);
+    if (s.winograd) {
+        direct_winograd_forward(d, &s, x, w, y, workspace);
+        return;
+    }
     float *packed = workspace;
     direct_pack_forward(w, d->out_channels, d->kernel_h, d->kernel_w, d->in_channels, packed);
     int oh = out_h(d), ow = out_w(d);
@@ -181,6 +197,10 @@ void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_sch
         return;
     }
     plait_conv_schedule s = resolve(d, PLAIT_CONV_BACKWARD_DATA, schedule);
+    if (s.winograd) {
+        direct_winograd_backward_data(d, &s, dy, w, dx, workspace);
+        return;
+    }
     int oh = out_h(d), ow = out_w(d), C = d->in_channels;
     float *packed = workspace;
     for (int ph = 0; ph < d->stride_h; ph++)

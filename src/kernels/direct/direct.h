@@ -82,6 +82,8 @@ typedef struct direct_problem {
 } direct_problem;
 
 plait_isa direct_isa_resolved(void);
+/* One micro-kernel call on the given ISA (portable when it has no such tile shape). */
+void direct_run_tile(plait_isa isa, const direct_tile *t, int vthreads, int tile_w, int tile_k, int unroll);
 /* scratch: direct_pad_floats(p) floats for schedules with pad_copy (may be NULL otherwise). */
 void direct_run(const direct_problem *p, const plait_conv_schedule *s, float *scratch);
 size_t direct_pad_floats(const direct_problem *p);
@@ -105,6 +107,17 @@ static inline phase_taps phase_along(int phase, int stride, int pad, int kernel,
     t.outputs = phase < in_size ? (in_size - 1 - phase) / stride + 1 : 0;
     return t;
 }
+
+/* Winograd F(4x4, 3x3), 3x3 stride 1; a schedule's block_w is the tiles per chunk (capped by channels). */
+#define DIRECT_WINOGRAD_MAX_CHUNK 64
+bool direct_winograd_supports(const plait_conv2d_desc *d);
+size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_direction direction);
+void direct_winograd_forward(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x, const float *w,
+                             float *y, void *workspace);
+void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *dy,
+                                   const float *w, float *dx, void *workspace);
+void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                      const float *dy, float *dw, void *workspace);
 
 /* Depthwise (groups == channels), vectorized over channels. */
 size_t direct_depthwise_workspace_floats(const plait_conv2d_desc *d);

@@ -57,7 +57,7 @@ void direct_pack_forward(const float *w, int k_count, int r_count, int s_count, 
 }
 
 /* One tile call, dispatched to the ISA in use. */
-static void run_tile(plait_isa isa, const direct_tile *t, int vthreads, int tile_w, int tile_k, int unroll) {
+void direct_run_tile(plait_isa isa, const direct_tile *t, int vthreads, int tile_w, int tile_k, int unroll) {
     direct_tile_fn fn = NULL;
     if (isa == PLAIT_ISA_AVX512) fn = direct_tile_avx512(vthreads, tile_w, tile_k, unroll);
     if (isa == PLAIT_ISA_AVX2) fn = direct_tile_avx2(vthreads, tile_w, tile_k, unroll);
@@ -128,7 +128,7 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
             t.x = x_image + (size_t)ih * (size_t)in_row + (size_t)(ow * p->stride_w - p->pad_w + s_lo) * (size_t)p->in_c + (size_t)c0;
         else
             t.x = x_image;
-        run_tile(b->isa, &t, v, count, nr, s->unroll);
+        direct_run_tile(b->isa, &t, v, count, nr, s->unroll);
         ow += count;
     }
 }
