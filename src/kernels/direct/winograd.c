@@ -17,7 +17,7 @@ static int kpad_of(int k) { return direct_ceil_div(k, L) * L; }
 /* ---- 1-D transforms on vectors of 16 lanes (stride: floats between consecutive elements) ---- */
 
 /* B^T d: 6 -> 6 */
-static inline void input_1d(const float *d, ptrdiff_t ds, float *o, ptrdiff_t os) {
+static inline __attribute__((always_inline)) void input_1d(const float *d, ptrdiff_t ds, float *o, ptrdiff_t os) {
     for (int l = 0; l < L; l++) {
         float d0 = d[l], d1 = d[ds + l], d2 = d[2 * ds + l], d3 = d[3 * ds + l], d4 = d[4 * ds + l], d5 = d[5 * ds + l];
         o[l] = 4 * d0 - 5 * d2 + d4;
@@ -30,7 +30,7 @@ static inline void input_1d(const float *d, ptrdiff_t ds, float *o, ptrdiff_t os
 }
 
 /* G g: 3 -> 6 */
-static inline void weight_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
+static inline __attribute__((always_inline)) void weight_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
     for (int l = 0; l < L; l++) {
         float g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l];
         o[l] = g0 / 4;
@@ -43,7 +43,7 @@ static inline void weight_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t o
 }
 
 /* A^T m: 6 -> 4 */
-static inline void output_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
+static inline __attribute__((always_inline)) void output_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
     for (int l = 0; l < L; l++) {
         float m0 = m[l], m1 = m[ms + l], m2 = m[2 * ms + l], m3 = m[3 * ms + l], m4 = m[4 * ms + l], m5 = m[5 * ms + l];
         o[l] = m0 + m1 + m2 + m3 + m4;
@@ -54,7 +54,7 @@ static inline void output_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t o
 }
 
 /* A dy: 4 -> 6 (the transpose of output_1d) */
-static inline void gradient_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
+static inline __attribute__((always_inline)) void gradient_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
     for (int l = 0; l < L; l++) {
         float g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l], g3 = g[3 * gs + l];
         o[l] = g0;
@@ -67,7 +67,7 @@ static inline void gradient_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t
 }
 
 /* G^T m: 6 -> 3 (the transpose of weight_1d) */
-static inline void weight_grad_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
+static inline __attribute__((always_inline)) void weight_grad_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
     for (int l = 0; l < L; l++) {
         float m0 = m[l], m1 = m[ms + l], m2 = m[2 * ms + l], m3 = m[3 * ms + l], m4 = m[4 * ms + l], m5 = m[5 * ms + l];
         o[l] = m0 / 4 - (m1 + m2) / 6 + (m3 + m4) / 24;
@@ -135,7 +135,7 @@ static void transform_weights(const float *w, int K, int C, bool flip, float *U)
 }
 
 /* V[t][i][c] for the tiles [first, first + count) of p, channels padded to cpad. */
-static void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad) {
+static inline __attribute__((always_inline)) void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
@@ -163,7 +163,7 @@ static void transform_inputs(const wino_problem *p, long first, int count, float
 }
 
 /* y for the tiles of a chunk from M[t][i][kpad]. */
-static void transform_outputs(const wino_problem *p, long first, int count, const float *M, int kpad) {
+static inline __attribute__((always_inline)) void transform_outputs(const wino_problem *p, long first, int count, const float *M, int kpad) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
@@ -207,6 +207,25 @@ static void multiply(plait_isa isa, const float *V, const float *U, float *M, in
         }
 }
 
+/* One chunk: transforms compiled per ISA (GCC vectorizes their 16-lane loops), products on the micro-kernels. */
+typedef void (*chunk_fn)(const wino_problem *p, long first, int count, float *V, float *M, const float *U,
+                         const plait_conv_schedule *s, plait_isa isa);
+#define CHUNK_FN(NAME, ATTR)                                                                                   \
+    static ATTR void chunk_##NAME(const wino_problem *p, long first, int count, float *V, float *M, const float *U, \
+                                  const plait_conv_schedule *s, plait_isa isa) {                               \
+        int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);                                                 \
+        transform_inputs(p, first, count, V, cpad);                                                            \
+        multiply(isa, V, U, M, count, p->in_c, cpad, p->out_c, s);                                             \
+        transform_outputs(p, first, count, M, kpad);                                                           \
+    }
+CHUNK_FN(avx512, __attribute__((target("avx512f,fma"))))
+CHUNK_FN(avx2, __attribute__((target("avx2,fma"))))
+CHUNK_FN(portable, )
+
+static chunk_fn chunk_for(plait_isa isa) {
+    return isa == PLAIT_ISA_AVX512 ? chunk_avx512 : isa == PLAIT_ISA_AVX2 ? chunk_avx2 : chunk_portable;
+}
+
 static void wino_run(const wino_problem *p, const float *U, float *scratch, const plait_conv_schedule *s) {
     int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);
     long tiles = (long)p->batch * p->tiles_h * p->tiles_w;
@@ -222,9 +241,7 @@ static void wino_run(const wino_problem *p, const float *U, float *scratch, cons
         for (long chunk = 0; chunk < chunks; chunk++) {
             long first = chunk * p->chunk;
             int count = (int)(tiles - first < p->chunk ? tiles - first : p->chunk);
-            transform_inputs(p, first, count, V, cpad);
-            multiply(isa, V, U, M, count, p->in_c, cpad, p->out_c, s);
-            transform_outputs(p, first, count, M, kpad);
+            chunk_for(isa)(p, first, count, V, M, U, s, isa);
         }
     }
 }
