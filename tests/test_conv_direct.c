@@ -193,7 +193,7 @@ static void winograd_body(void) {
         {5, 7, 7, 33, 17, 3, 3, 1, 1, 2, 2, 1},   {1, 8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
-        for (int dir = 0; dir < 2; dir++) {
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
             plait_conv_schedule s = plait_conv_default_schedule(&cases[i], (plait_conv_direction)dir);
             s.winograd = 1;
             s.block_w = i % 2 ? 5 : 64; /* chunks that split images and batches unevenly */

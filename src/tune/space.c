@@ -38,6 +38,18 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
     view v = view_of(d, direction);
     int kvecs = direct_ceil_div(v.k, DIRECT_LANES), max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     int count = 0;
+    if (direct_winograd_supports(d)) {
+        static const int chunks[] = {16, 32, 64};
+        for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++) {
+            int tw = direct_min(DIRECT_MAX_TILE_W, max_tile / tk);
+            for (int ch = 0; ch < 3; ch++)
+                for (int u = 1; u <= 2; u++) {
+                    plait_conv_schedule s = {.winograd = 1, .block_w = chunks[ch], .tile_w = tw, .tile_k = tk,
+                                             .vthreads = 1, .unroll = u};
+                    count = add(out, count, capacity, d, direction, s);
+                }
+        }
+    }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++)
             for (int tc = 1; tc <= direct_min(v.c, DIRECT_MAX_TILE_W); tc++) {
@@ -53,18 +65,6 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                 }
             }
         return count;
-    }
-    if (direction != PLAIT_CONV_BACKWARD_WEIGHTS && direct_winograd_supports(d)) {
-        static const int chunks[] = {16, 32, 64};
-        for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++) {
-            int tw = direct_min(DIRECT_MAX_TILE_W, max_tile / tk);
-            for (int ch = 0; ch < 3; ch++)
-                for (int u = 1; u <= 2; u++) {
-                    plait_conv_schedule s = {.winograd = 1, .block_w = chunks[ch], .tile_w = tw, .tile_k = tk,
-                                             .vthreads = 1, .unroll = u};
-                    count = add(out, count, capacity, d, direction, s);
-                }
-        }
     }
     static const int vthreads[] = {1, 2, 4};
     bool padded = d->pad_h > 0 || d->pad_w > 0 || direction == PLAIT_CONV_BACKWARD_DATA;
@@ -117,6 +117,21 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
     bool avx2 = direct_isa_resolved() == PLAIT_ISA_AVX2;
     double lanes_per_vector = avx2 ? 2 : 1; /* an AVX2 "vector" of 16 is two instructions */
     if (threads < 1) threads = 1;
+    if (s->winograd) {
+        /* 36 transform-domain products per 4x4 tile on the micro-kernel, plus the transforms, whose cost per
+         * tile and 16 channels was calibrated against the products on this code (about 860 cycles) */
+        double tiles = (double)v.batch * direct_ceil_div(v.out_h, 4) * direct_ceil_div(v.out_w, 4);
+        double fma = (double)s->tile_w * s->tile_k * lanes_per_vector, loads = s->tile_w + s->tile_k * lanes_per_vector;
+        double step = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double products = 36.0 * tiles / s->tile_w * direct_ceil_div(kvecs, s->tile_k) * v.c * step;
+        double transforms = tiles * 860.0 * (direct_ceil_div(v.c, DIRECT_LANES) + kvecs);
+        double chunk = s->block_w > 0 ? s->block_w : 64;
+        double weights = 36.0 * v.c * kvecs * DIRECT_LANES * 4 * ceil(tiles / chunk); /* U streamed per chunk */
+        double u_bytes = 36.0 * v.c * kvecs * DIRECT_LANES * 4;
+        double stream = u_bytes > L2_BYTES ? weights / L3_BYTES_PER_CYCLE : weights / L2_BYTES_PER_CYCLE;
+        double chunks = ceil(tiles / chunk), balance = ceil(chunks / threads) / (chunks / threads);
+        return (products + transforms + stream) * balance / threads / CYCLES_PER_SECOND;
+    }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         double pixels = (double)v.batch * v.out_h * v.out_w;
         double tiles = (double)v.taps_h * v.taps_w * direct_ceil_div(v.c, s->tile_w) * direct_ceil_div(kvecs, s->tile_k);
@@ -135,21 +150,6 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         if (gradient_bytes > L2_BYTES) memory += 2 * gradient_bytes * blocks / L3_BYTES_PER_CYCLE;
         double balance = ceil(tiles / threads) / (tiles / threads);
         return ((tiles * pixels * per_pixel + overhead) / threads * balance + memory) / CYCLES_PER_SECOND;
-    }
-    if (s->winograd) {
-        /* 36 transform-domain products per 4x4 tile on the micro-kernel, plus the transforms, whose cost per
-         * tile and 16 channels was calibrated against the products on this code (about 860 cycles) */
-        double tiles = (double)v.batch * direct_ceil_div(v.out_h, 4) * direct_ceil_div(v.out_w, 4);
-        double fma = (double)s->tile_w * s->tile_k * lanes_per_vector, loads = s->tile_w + s->tile_k * lanes_per_vector;
-        double step = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
-        double products = 36.0 * tiles / s->tile_w * direct_ceil_div(kvecs, s->tile_k) * v.c * step;
-        double transforms = tiles * 860.0 * (direct_ceil_div(v.c, DIRECT_LANES) + kvecs);
-        double chunk = s->block_w > 0 ? s->block_w : 64;
-        double weights = 36.0 * v.c * kvecs * DIRECT_LANES * 4 * ceil(tiles / chunk); /* U streamed per chunk */
-        double u_bytes = 36.0 * v.c * kvecs * DIRECT_LANES * 4;
-        double stream = u_bytes > L2_BYTES ? weights / L3_BYTES_PER_CYCLE : weights / L2_BYTES_PER_CYCLE;
-        double chunks = ceil(tiles / chunk), balance = ceil(chunks / threads) / (chunks / threads);
-        return (products + transforms + stream) * balance / threads / CYCLES_PER_SECOND;
     }
     int vt = s->vthreads, tw = s->tile_w, tk = s->tile_k;
     int block_c = s->block_c > 0 ? direct_min(s->block_c, v.c) : v.c;

@@ -49,13 +49,13 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
     if (s->pad_copy < 0 || s->pad_copy > 1) return false;
     if (s->winograd < 0 || s->winograd > 1) return false;
     if (s->winograd) {
-        if (!direct_winograd_supports(d) || direction == PLAIT_CONV_BACKWARD_WEIGHTS) return false;
+        if (!direct_winograd_supports(d)) return false;
         if (s->block_w < 1 || s->block_w > DIRECT_WINOGRAD_MAX_CHUNK) return false;
         return s->vthreads == 1 && (s->unroll == 1 || s->unroll == 2) && s->tile_w <= DIRECT_MAX_TILE_W &&
                s->tile_w * s->tile_k <= plait_direct_max_tile(PLAIT_ISA_AUTO);
     }
     int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
-    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && !s->winograd) {
         return s->vthreads == 1 && s->tile_w <= DIRECT_MAX_TILE_W && s->tile_w * s->tile_k <= max_tile;
     }
     if (s->vthreads != 1 && s->vthreads != 2 && s->vthreads != 4) return false;
@@ -134,14 +134,14 @@ static size_t packed_weight_floats(const plait_conv2d_desc *d, plait_conv_direct
 
 size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction) {
     if (is_depthwise(d)) return direct_depthwise_workspace_floats(d) * sizeof(float) + 64;
-    size_t floats = packed_weight_floats(d, direction) + padded_input_floats(d, direction);
-    if (direct_winograd_supports(d) && direction != PLAIT_CONV_BACKWARD_WEIGHTS) {
+    size_t floats = direction == PLAIT_CONV_BACKWARD_WEIGHTS
+                        ? (size_t)d->kernel_h * d->kernel_w * d->in_channels *
+                              (size_t)(direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES)
+                        : packed_weight_floats(d, direction) + padded_input_floats(d, direction);
+    if (direct_winograd_supports(d)) {
         size_t wino = direct_winograd_workspace_floats(d, direction);
         if (wino > floats) floats = wino;
     }
-    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS)
-        floats = (size_t)d->kernel_h * d->kernel_w * d->in_channels *
-                 (size_t)(direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES);
     return floats * sizeof(float) + 64;
 }
 

@@ -32,6 +32,10 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     plait_conv_schedule s = schedule && plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule)
                                 ? *schedule
                                 : plait_conv_default_schedule(d, PLAIT_CONV_BACKWARD_WEIGHTS);
+    if (s.winograd) {
+        direct_winograd_backward_weights(d, &s, x, dy, dw, workspace);
+        return;
+    }
     const int K = d->out_channels, C = d->in_channels, R = d->kernel_h, S = d->kernel_w;
     const int OH = direct_out_size(d->in_h, R, d->stride_h, d->pad_h);
     const int OW = direct_out_size(d->in_w, S, d->stride_w, d->pad_w);

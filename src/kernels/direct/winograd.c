@@ -106,7 +106,7 @@ size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_d
     if (direction == PLAIT_CONV_BACKWARD_DATA) K = d->in_channels, C = d->out_channels;
     size_t chunk = (size_t)chunk_cap(C, K);
     size_t weights = 36 * (size_t)kpad_of(K) * (size_t)C;
-    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) /* V and A dY A^T for a chunk, then M = sum V^T Z */
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) /* M = sum V^T Z, then V and A dY A^T for a chunk */
         return weights + 36 * (size_t)chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
     return weights + WINO_MAX_THREADS * 36 * (size_t)chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
 }
@@ -134,8 +134,9 @@ static void transform_weights(const float *w, int K, int C, bool flip, float *U)
     }
 }
 
-/* V[t][i][c] for the tiles [first, first + count) of p, channels padded to cpad. */
-static inline __attribute__((always_inline)) void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad) {
+/* V[t][i][c] for the tiles [first, first + count) of p, channels padded to cpad, `plane` tiles between
+ * transform points. */
+static inline __attribute__((always_inline)) void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad, int plane) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
@@ -157,7 +158,7 @@ static inline __attribute__((always_inline)) void transform_inputs(const wino_pr
             for (int b = 0; b < 6; b++) input_1d(d[0][b], 6 * L, t[0][b], 6 * L);
             for (int a = 0; a < 6; a++) input_1d(t[a][0], L, v[a][0], L);
             for (int q = 0; q < 36; q++)
-                memcpy(V + ((size_t)q * count + i) * cpad + c0, v[q / 6][q % 6], L * sizeof(float));
+                memcpy(V + ((size_t)q * plane + i) * cpad + c0, v[q / 6][q % 6], L * sizeof(float));
         }
     }
 }
@@ -214,7 +215,7 @@ typedef void (*chunk_fn)(const wino_problem *p, long first, int count, float *V,
     static ATTR void chunk_##NAME(const wino_problem *p, long first, int count, float *V, float *M, const float *U, \
                                   const plait_conv_schedule *s, plait_isa isa) {                               \
         int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);                                                 \
-        transform_inputs(p, first, count, V, cpad);                                                            \
+        transform_inputs(p, first, count, V, cpad, count);                                                     \
         multiply(isa, V, U, M, count, p->in_c, cpad, p->out_c, s);                                             \
         transform_outputs(p, first, count, M, kpad);                                                           \
     }
@@ -281,4 +282,120 @@ void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_
     float *U = workspace;
     transform_weights(w, C, K, true, U);
     wino_run(&p, U, U + 36 * (size_t)kpad_of(C) * K, &g);
+}
+
+/* ---- backward-weights: dW = G^T [ sum over tiles (A dY A^T) x (B^T X B) ] G ---- */
+
+/* Z[t][i][k] = (A dy A^T)[t] for the 4x4 output tiles of a chunk (zero outside the output). */
+static inline __attribute__((always_inline)) void transform_gradients(const wino_problem *p, const float *dy,
+                                                                      long first, int count, float *Z, int kpad,
+                                                                      int plane) {
+    for (int i = 0; i < count; i++) {
+        long tile = first + i;
+        int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
+        int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
+        int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
+        for (int k0 = 0; k0 < kpad; k0 += L) {
+            float g[4][4][L], t[6][4][L], z[6][6][L];
+            int lanes = direct_min(L, p->out_c - k0);
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) {
+                    if (h0 + a >= p->out_h || w0 + b >= p->out_w) {
+                        memset(g[a][b], 0, sizeof g[a][b]);
+                        continue;
+                    }
+                    const float *src = dy + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0 + b) * p->out_c + k0;
+                    for (int l = 0; l < L; l++) g[a][b][l] = l < lanes ? src[l] : 0.0f;
+                }
+            for (int b = 0; b < 4; b++) gradient_1d(g[0][b], 4 * L, t[0][b], 4 * L);
+            for (int a = 0; a < 6; a++) gradient_1d(t[a][0], L, z[a][0], L);
+            for (int q = 0; q < 36; q++)
+                memcpy(Z + ((size_t)q * plane + i) * kpad + k0, z[q / 6][q % 6], L * sizeof(float));
+        }
+    }
+}
+
+typedef void (*transform_fn)(const wino_problem *p, const float *dy, long first, int count, float *V, float *Z,
+                             int plane);
+#define TRANSFORM_FN(NAME, ATTR)                                                                            \
+    static ATTR void transforms_##NAME(const wino_problem *p, const float *dy, long first, int count, float *V, \
+                                       float *Z, int plane) {                                               \
+        transform_inputs(p, first, count, V, kpad_of(p->in_c), plane);                                      \
+        transform_gradients(p, dy, first, count, Z, kpad_of(p->out_c), plane);                              \
+    }
+TRANSFORM_FN(avx512, __attribute__((target("avx512f,fma"))))
+TRANSFORM_FN(avx2, __attribute__((target("avx2,fma"))))
+TRANSFORM_FN(portable, )
+
+static void run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile_k) {
+    direct_wtile_fn fn = NULL;
+    if (isa == PLAIT_ISA_AVX512) fn = direct_wtile_avx512(tile_c, tile_k);
+    if (isa == PLAIT_ISA_AVX2) fn = direct_wtile_avx2(tile_c, tile_k);
+    if (fn)
+        fn(t);
+    else
+        direct_wtile_portable(t, tile_c, tile_k);
+}
+
+void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                      const float *dy, float *dw, void *workspace) {
+    int C = d->in_channels, K = d->out_channels, cpad = kpad_of(C), kpad = kpad_of(K), kvecs = kpad / L;
+    wino_problem p = {d->batch, d->in_h, d->in_w, C, K,
+                      direct_out_size(d->in_h, 3, 1, d->pad_h), direct_out_size(d->in_w, 3, 1, d->pad_w),
+                      d->pad_h, d->pad_w, x, NULL, 0, 0, chunk_of(s, C, K)};
+    p.tiles_h = direct_ceil_div(p.out_h, 4);
+    p.tiles_w = direct_ceil_div(p.out_w, 4);
+    int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
+    int tile_k = s && s->tile_k >= 1 && s->tile_k <= DIRECT_MAX_TILE_K ? s->tile_k : direct_min(4, kvecs);
+    int tile_c = s && s->tile_w >= 1 && s->tile_w * tile_k <= max_tile ? s->tile_w : max_tile / (tile_k + 1);
+    tile_c = direct_max(1, direct_min(direct_min(tile_c, DIRECT_MAX_TILE_W), C));
+    while (tile_c * tile_k > max_tile) tile_c--;
+    float *M = workspace; /* [36][C][kpad] */
+    float *V = M + 36 * (size_t)C * kpad, *Z = V + 36 * (size_t)p.chunk * cpad;
+    memset(M, 0, 36 * (size_t)C * kpad * sizeof(float));
+    long tiles = (long)p.batch * p.tiles_h * p.tiles_w;
+    int c_tiles = direct_ceil_div(C, tile_c), k_tiles = direct_ceil_div(kvecs, tile_k);
+    long units = 36L * c_tiles * k_tiles;
+    plait_isa isa = direct_isa_resolved();
+    transform_fn transforms = isa == PLAIT_ISA_AVX512 ? transforms_avx512
+                              : isa == PLAIT_ISA_AVX2 ? transforms_avx2
+                                                      : transforms_portable;
+#pragma omp parallel num_threads(plait_threads())
+    for (long first = 0; first < tiles; first += p.chunk) {
+        int count = (int)(tiles - first < p.chunk ? tiles - first : p.chunk);
+        /* the chunk's transforms split over threads in groups of 4 tiles */
+        int parts = direct_ceil_div(count, 4);
+#pragma omp for schedule(static)
+        for (int part = 0; part < parts; part++) {
+            int begin = part * 4;
+            transforms(&p, dy, first + begin, direct_min(4, count - begin), V + (size_t)begin * cpad,
+                       Z + (size_t)begin * kpad, count);
+        }
+#pragma omp for schedule(static)
+        for (long unit = 0; unit < units; unit++) {
+            int kt = (int)(unit % k_tiles);
+            long rest = unit / k_tiles;
+            int ct = (int)(rest % c_tiles), q = (int)(rest / c_tiles);
+            int c0 = ct * tile_c, kv = kt * tile_k;
+            direct_wtile t = {
+                .x = V + (size_t)q * count * cpad + c0, .x_pixel = cpad, .x_row = 0, .x_image = 0,
+                .dy = Z + (size_t)q * count * kpad + (size_t)kv * L, .dy_pixel = kpad, .dy_row = 0, .dy_image = 0,
+                .pixels = count, .rows = 1, .images = 1,
+                .acc = M + ((size_t)q * C + c0) * kpad + (size_t)kv * L, .acc_c = kpad, .last_lanes = L,
+            };
+            run_wtile(isa, &t, direct_min(tile_c, C - c0), direct_min(tile_k, kvecs - kv));
+        }
+    }
+    /* dw[k][r][s][c] += (G^T M G)[r][s] */
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long item = 0; item < (long)kvecs * C; item++) {
+        int kv = (int)(item / C), c = (int)(item % C);
+        float m[6][6][L], t[3][6][L], o[3][3][L];
+        for (int q = 0; q < 36; q++) memcpy(m[q / 6][q % 6], M + ((size_t)q * C + c) * kpad + (size_t)kv * L, L * sizeof(float));
+        for (int b = 0; b < 6; b++) weight_grad_1d(m[0][b], 6 * L, t[0][b], 6 * L);
+        for (int a = 0; a < 3; a++) weight_grad_1d(t[a][0], L, o[a][0], L);
+        for (int l = 0; l < L && kv * L + l < K; l++)
+            for (int r = 0; r < 3; r++)
+                for (int s2 = 0; s2 < 3; s2++) dw[(((size_t)(kv * L + l) * 3 + r) * 3 + s2) * C + c] += o[r][s2][l];
+    }
 }
