@@ -244,6 +244,23 @@ static void tuning_file_round_trip(void) {
     CHECK(plan.schedule[PLAIT_CONV_BACKWARD_DATA].tile_w == 3);
     plait_tuning_free(t);
 
+    /* tuning a model's layers: duplicates once, every direction, a line each */
+    plait_conv2d_desc layers[3] = {d, d, {1, 6, 6, 16, 16, 3, 3, 1, 1, 1, 1, 16}};
+    t = plait_tuning_new();
+    char log_path[600];
+    snprintf(log_path, sizeof log_path, "%s/tune.log", testing_temp_dir());
+    FILE *log = fopen(log_path, "w+");
+    CHECK(plait_tune_layers(layers, 3, 2, t, log) == PLAIT_OK);
+    rewind(log);
+    int lines = 0;
+    for (int ch; (ch = fgetc(log)) != EOF;) lines += ch == '\n';
+    fclose(log);
+    CHECKF(lines == 6, "%d report lines", lines);
+    for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++)
+        CHECK(plait_tuning_get(t, &d, (plait_conv_direction)dir, &got));
+    CHECK(!plait_tuning_get(t, &layers[2], PLAIT_CONV_FORWARD, &got));
+    plait_tuning_free(t);
+
     /* a missing file is an empty table; a malformed one is an error naming the file */
     t = plait_tuning_new();
     char missing[600];

@@ -8,6 +8,8 @@
 #ifndef PLAIT_TUNE_H
 #define PLAIT_TUNE_H
 
+#include <stdio.h>
+
 #include "plait/ops.h"
 
 #ifdef __cplusplus
@@ -127,6 +129,12 @@ void plait_tuning_put(plait_tuning *t, const plait_conv2d_desc *d, plait_conv_di
 /* For this CPU and plait_threads(); false when absent. */
 bool plait_tuning_get(const plait_tuning *t, const plait_conv2d_desc *d, plait_conv_direction direction,
                       plait_conv_schedule *s);
+
+/* Tunes every distinct description of `descs` (a model's convolutions) in every direction, puts the winners
+ * into `tuning`, and writes one line per shape and direction to `report` (may be NULL): default and tuned
+ * milliseconds, speedup, the model/measurement rank correlation and the schedule. Depthwise layers keep
+ * their fixed schedule and are reported as such. For `plait tune`. */
+int plait_tune_layers(const plait_conv2d_desc *descs, int count, int measure, plait_tuning *tuning, FILE *report);
 
 /* A layer's kernel: the direct kernel table plus the schedules it runs, one per direction (tuned where
  * `tuning` knows the shape, default otherwise). Fill one per layer, keep it with the layer, and call

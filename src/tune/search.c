@@ -2,6 +2,7 @@
  * keep the fastest. */
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kernels/direct/direct.h"
@@ -135,4 +136,38 @@ int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, 
     plait_free(b.w);
     plait_free(b.workspace);
     return PLAIT_OK;
+}
+
+static bool same_shape(const plait_conv2d_desc *a, const plait_conv2d_desc *b) {
+    return memcmp(a, b, sizeof *a) == 0;
+}
+
+int plait_tune_layers(const plait_conv2d_desc *descs, int count, int measure, plait_tuning *tuning, FILE *report) {
+    FILE *out = report;
+    int status = PLAIT_OK;
+    for (int i = 0; i < count; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++) seen = same_shape(&descs[i], &descs[j]);
+        if (seen) continue;
+        const plait_conv2d_desc *d = &descs[i];
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
+            plait_tune_result r;
+            if (plait_conv_tune(d, (plait_conv_direction)dir, d->groups > 1 ? 0 : measure, &r) != PLAIT_OK) {
+                status = PLAIT_ERROR;
+                continue;
+            }
+            if (d->groups == 1) plait_tuning_put(tuning, d, (plait_conv_direction)dir, &r.best, r.best_seconds);
+            if (out) {
+                char text[128];
+                plait_conv_schedule_format(&r.best, text, sizeof text);
+                fprintf(out, "n%d %dx%dx%d -> k%d %dx%d s%d p%d g%d %-16s default %8.3f ms  tuned %8.3f ms  %5.2fx  "
+                             "rho %5.2f over %d of %d  %s\n",
+                        d->batch, d->in_h, d->in_w, d->in_channels, d->out_channels, d->kernel_h, d->kernel_w,
+                        d->stride_h, d->pad_h, d->groups, plait_conv_direction_name((plait_conv_direction)dir),
+                        1e3 * r.default_seconds, 1e3 * r.best_seconds, r.default_seconds / r.best_seconds,
+                        r.rank_correlation, r.measured, r.candidates, d->groups > 1 ? "(depthwise: fixed)" : text);
+            }
+        }
+    }
+    return status;
 }
