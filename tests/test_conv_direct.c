@@ -210,6 +210,15 @@ static void winograd_body(void) {
 
 static void winograd(void) { for_each_isa(winograd_body); }
 
+/* The same kernels split over two threads (static schedules, per-thread partial sums, unit ownership). */
+static void two_threads(void) {
+    plait_set_threads(2);
+    fixed_shapes_body();
+    winograd_body();
+    sampled_schedules_body();
+    plait_set_threads(1);
+}
+
 static void tuning_file_round_trip(void) {
     plait_conv2d_desc d = {2, 8, 8, 16, 32, 3, 3, 1, 1, 1, 1, 1};
     plait_tune_result result;
@@ -278,6 +287,7 @@ int main(void) {
     testing_run("random_shapes", random_shapes);
     testing_run("sampled_schedules", sampled_schedules);
     testing_run("winograd", winograd);
+    testing_run("two_threads", two_threads);
     testing_run("tuning_file_round_trip", tuning_file_round_trip);
     return testing_finish();
 }
