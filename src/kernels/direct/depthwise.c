@@ -138,9 +138,16 @@ AVX512 INLINE void row_avx512_body(const dw_problem *p, int n, int oh, int lo, i
     for (; ow < lo; ow++)
         for (int c0 = 0; c0 < p->channels; c0 += DIRECT_LANES)
             pixel_avx512(p, n, oh, ow, c0, c0 + DIRECT_LANES > p->channels ? tail : 0xffff);
-    for (; ow + DW_TILE <= hi; ow += DW_TILE)
-        for (int c0 = 0; c0 < p->channels; c0 += DIRECT_LANES)
-            tile_avx512(p, n, oh, ow, c0, c0 + DIRECT_LANES > p->channels ? tail : 0xffff, r_lo, r_hi, S, SW);
+    /* interior in full tiles; the last one moved left to end at hi, recomputing (and rewriting the same
+     * values of) a few pixels rather than running them one at a time */
+    if (hi - lo >= DW_TILE) {
+        for (; ow < hi; ow += DW_TILE) {
+            int start = direct_min(ow, hi - DW_TILE);
+            for (int c0 = 0; c0 < p->channels; c0 += DIRECT_LANES)
+                tile_avx512(p, n, oh, start, c0, c0 + DIRECT_LANES > p->channels ? tail : 0xffff, r_lo, r_hi, S, SW);
+        }
+        ow = hi;
+    }
     for (; ow < p->out_w; ow++)
         for (int c0 = 0; c0 < p->channels; c0 += DIRECT_LANES)
             pixel_avx512(p, n, oh, ow, c0, c0 + DIRECT_LANES > p->channels ? tail : 0xffff);
