@@ -122,7 +122,7 @@ static void for_each_isa(void (*body)(void)) {
 static void fixed_shapes_body(void) {
     /* 3x3 and 1x1, stride 1 and 2, the layer kinds of ResNets, plus channel counts off the vector width. */
     const plait_conv2d_desc cases[] = {
-        {2, 8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1},  {1, 9, 9, 32, 48, 3, 3, 2, 2, 1, 1, 1},
+        {2, 8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1},  {5, 9, 9, 32, 48, 3, 3, 2, 2, 1, 1, 1},
         {2, 7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1},  {1, 13, 13, 17, 33, 1, 1, 2, 2, 0, 0, 1},
         {1, 13, 11, 3, 16, 7, 7, 2, 2, 3, 3, 1}, {1, 7, 7, 17, 3, 1, 1, 2, 2, 2, 2, 1},
         {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
@@ -137,6 +137,13 @@ static void fixed_shapes_body(void) {
             s.vthreads = 2;
             s.tile_w = (s.tile_w + 1) / 2;
             check_direction(&cases[i], (plait_conv_direction)dir, &s, 200 + i);
+            /* sub-tiles on the same row of several images (a group of 4 with fewer images left) */
+            s.vthread_images = 1;
+            s.vthreads = 4;
+            s.tile_w = 1;
+            s.tile_k = 1;
+            s.pad_copy = (int)i % 2;
+            check_direction(&cases[i], (plait_conv_direction)dir, &s, 300 + i);
         }
     }
 }
@@ -196,6 +203,7 @@ static void winograd_body(void) {
         for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
             plait_conv_schedule s = plait_conv_default_schedule(&cases[i], (plait_conv_direction)dir);
             s.winograd = 1;
+            s.vthread_images = 0;
             s.block_w = i % 2 ? 5 : 64; /* chunks that split images and batches unevenly */
             s.tile_w = 3;
             s.tile_k = 2;

@@ -64,6 +64,8 @@ typedef struct plait_conv_schedule {
     int loop_order;
     int unroll;
     int pad_copy;
+    int vthread_images; /* 1 = the vthreads sub-tiles are the same row of consecutive images (small images:
+                           weights are reused across the batch) instead of consecutive rows of one image */
     int winograd; /* 1 = Winograd F(4x4, 3x3) (3x3 stride 1 only); block_w = output tiles per chunk, tile_w x
                      tile_k the register tile of its transform-domain products */
 } plait_conv_schedule;
@@ -76,7 +78,7 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
                                const plait_conv_schedule *s);
 /* A sensible schedule without tuning. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction);
-/* "tw6 tk4 v1 bk4 bc64 bh4 bw64 sk0 lo0 u1 pc0 wg0" */
+/* "tw6 tk4 v1 bk4 bc64 bh4 bw64 sk0 lo0 u1 pc0 wg0 vi0" */
 void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size);
 
 /* Direct kernels with an explicit schedule (NULL = default). Workspace as the kernel table says. Standard

@@ -71,7 +71,7 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
     for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++)
         for (int vi = 0; vi < 3; vi++) {
             int vt = vthreads[vi];
-            if (vt > v.out_h) continue;
+            if (vt > v.out_h && vt > v.batch) continue;
             for (int tw = 1; tw <= direct_min(v.out_w, DIRECT_MAX_TILE_W); tw++) {
                 int tile = tw * tk * vt;
                 if (tile > max_tile) break;
@@ -85,12 +85,13 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                             for (int sk = 0; sk < (block_ks[bk] ? 2 : 1); sk++)
                                 for (int lo = 0; lo < 2; lo++)
                                     for (int u = 1; u <= 2; u++)
-                                        for (int pc = 0; pc < (padded ? 2 : 1); pc++) {
+                                        for (int pc = 0; pc < (padded ? 2 : 1); pc++)
+                                        for (int vi = 0; vi < (vt > 1 && v.batch > 1 ? 2 : 1); vi++) {
                                             plait_conv_schedule s = {
                                                 .split_k = sk, .block_k = block_ks[bk], .block_c = block_cs[bc],
                                                 .block_h = bh ? 4 * vt : vt, .block_w = 0, .tile_w = tw,
                                                 .tile_k = tk, .vthreads = vt, .loop_order = lo, .unroll = u,
-                                                .pad_copy = pc,
+                                                .pad_copy = pc, .vthread_images = vi,
                                             };
                                             count = add(out, count, capacity, d, direction, s);
                                         }

@@ -87,7 +87,7 @@ bool plait_tuning_get(const plait_tuning *t, const plait_conv2d_desc *d, plait_c
     X(batch) X(in_h) X(in_w) X(in_channels) X(out_channels) X(kernel_h) X(kernel_w) X(stride_h) X(stride_w) \
     X(pad_h) X(pad_w) X(groups)
 #define SCHEDULE_FIELDS(X) \
-    X(split_k) X(block_k) X(block_c) X(block_h) X(block_w) X(tile_w) X(tile_k) X(vthreads) X(loop_order) X(unroll) X(pad_copy) X(winograd)
+    X(split_k) X(block_k) X(block_c) X(block_h) X(block_w) X(tile_w) X(tile_k) X(vthreads) X(loop_order) X(unroll) X(pad_copy) X(winograd) X(vthread_images)
 
 int plait_tuning_save(const plait_tuning *t, const char *path) {
     json_t *list = json_array();

@@ -35,9 +35,9 @@ int plait_direct_max_tile(plait_isa isa) {
 }
 
 void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size) {
-    snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d pc%d wg%d", s->tile_w, s->tile_k,
+    snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d pc%d wg%d vi%d", s->tile_w, s->tile_k,
              s->vthreads, s->block_k, s->block_c, s->block_h, s->block_w, s->split_k, s->loop_order, s->unroll,
-             s->pad_copy, s->winograd);
+             s->pad_copy, s->winograd, s->vthread_images);
 }
 
 bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
@@ -48,6 +48,8 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
     if (s->split_k < 0 || s->split_k > 1 || s->loop_order < 0 || s->loop_order > 1) return false;
     if (s->pad_copy < 0 || s->pad_copy > 1) return false;
     if (s->winograd < 0 || s->winograd > 1) return false;
+    if (s->vthread_images < 0 || s->vthread_images > 1) return false;
+    if (s->vthread_images && (s->winograd || direction == PLAIT_CONV_BACKWARD_WEIGHTS)) return false;
     if (s->winograd) {
         if (!direct_winograd_supports(d)) return false;
         if (s->block_w < 1 || s->block_w > DIRECT_WINOGRAD_MAX_CHUNK) return false;
@@ -90,6 +92,14 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
     if (direction == PLAIT_CONV_BACKWARD_DATA && d->stride_w > 1) width = direct_ceil_div(width, d->stride_w);
     if (s.tile_w > width) s.tile_w = width;
     if (s.tile_k == 4 && s.tile_w > 6 && width >= 6) s.tile_w = 6;
+    /* Small images: the register tile spans the same row of two images, so each weight load feeds twice
+     * as many pixels. */
+    if (width <= 8 && d->batch >= 2 && !avx2) {
+        s.tile_k = direct_min(kvecs, 3);
+        s.tile_w = direct_min(width, 4);
+        s.vthreads = 2;
+        s.vthread_images = 1;
+    }
     /* On narrow images border pixels are a large share: pad a copy so they run in full tiles too. */
     s.pad_copy = width <= 16 && (d->pad_h > 0 || d->pad_w > 0 || direction == PLAIT_CONV_BACKWARD_DATA);
     s.block_h = 4;

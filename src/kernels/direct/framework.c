@@ -97,7 +97,7 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
     float *y_row = p->y + (size_t)n * (size_t)p->y_image + (size_t)oh * (size_t)p->y_row + (size_t)kv * DIRECT_LANES;
     direct_tile t = {
         .x_pixel = (ptrdiff_t)p->stride_w * p->in_c,
-        .x_vthread = (ptrdiff_t)p->stride_h * in_row,
+        .x_vthread = b->s->vthread_images ? (ptrdiff_t)p->in_h * in_row : (ptrdiff_t)p->stride_h * in_row,
         .x_tap_row = in_row,
         .x_tap_col = p->in_c,
         .w_kvec = (ptrdiff_t)p->taps_h * p->taps_w * p->in_c * DIRECT_LANES,
@@ -106,7 +106,7 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
         .taps_h = r_hi - r_lo,
         .channels = cb,
         .y_pixel = p->y_pixel,
-        .y_vthread = p->y_row,
+        .y_vthread = b->s->vthread_images ? p->y_image : p->y_row,
         .accumulate = c0 > 0,
     };
     int k_left = p->out_c - (kv + nr - 1) * DIRECT_LANES;
@@ -133,8 +133,9 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
     }
 }
 
-/* One cache block: image n, rows [h0, h1), columns [w0, w1), vectors [k0, k1). */
-static void run_block(const block_context *b, int n, int h0, int h1, int w0, int w1, int k0, int k1) {
+/* One cache block: images [n, n + images) (as interleaved sub-tiles; images > 1 only with vthread_images),
+ * rows [h0, h1), columns [w0, w1), vectors [k0, k1). */
+static void run_block(const block_context *b, int n, int images, int h0, int h1, int w0, int w1, int k0, int k1) {
     const direct_problem *p = b->p;
     const plait_conv_schedule *s = b->s;
     int row_lo, row_hi; /* rows whose taps all fall inside the image */
@@ -144,6 +145,8 @@ static void run_block(const block_context *b, int n, int h0, int h1, int w0, int
         row_lo = first;
         row_hi = last < 0 ? 0 : last / p->stride_h + 1;
     }
+    /* sub-tiles: `images` images on the same row, or vthreads consecutive interior rows */
+    int step_rows = s->vthread_images ? 1 : s->vthreads;
     int block_c = s->block_c > 0 ? s->block_c : p->in_c;
     for (int c0 = 0; c0 < p->in_c; c0 += block_c) {
         int cb = direct_min(block_c, p->in_c - c0);
@@ -151,19 +154,19 @@ static void run_block(const block_context *b, int n, int h0, int h1, int w0, int
             for (int kv = k0; kv < k1; kv += s->tile_k) {
                 int nr = direct_min(s->tile_k, k1 - kv);
                 for (int oh = h0; oh < h1;) {
-                    int v = s->vthreads;
-                    if (v > 1 && !(oh + v <= h1 && oh >= row_lo && oh + v <= row_hi)) v = 1;
+                    int v = s->vthread_images ? images : step_rows;
+                    if (!s->vthread_images && v > 1 && !(oh + v <= h1 && oh >= row_lo && oh + v <= row_hi)) v = 1;
                     run_rows(b, n, oh, v, w0, w1, kv, nr, c0, cb);
-                    oh += v;
+                    oh += s->vthread_images ? 1 : v;
                 }
             }
         } else {
             for (int oh = h0; oh < h1;) {
-                int v = s->vthreads;
-                if (v > 1 && !(oh + v <= h1 && oh >= row_lo && oh + v <= row_hi)) v = 1;
+                int v = s->vthread_images ? images : step_rows;
+                if (!s->vthread_images && v > 1 && !(oh + v <= h1 && oh >= row_lo && oh + v <= row_hi)) v = 1;
                 for (int kv = k0; kv < k1; kv += s->tile_k)
                     run_rows(b, n, oh, v, w0, w1, kv, direct_min(s->tile_k, k1 - kv), c0, cb);
-                oh += v;
+                oh += s->vthread_images ? 1 : v;
             }
         }
     }
@@ -228,24 +231,33 @@ void direct_run(const direct_problem *problem, const plait_conv_schedule *s, flo
     int block_k = s->block_k > 0 ? s->block_k : b.kvecs;
     int h_blocks = direct_ceil_div(p->out_h, block_h);
     int k_blocks = direct_ceil_div(b.kvecs, block_k);
-    long items = (long)p->batch * h_blocks * k_blocks;
+    /* with image sub-tiles, a work item covers a group of vthreads images */
+    int group = s->vthread_images ? s->vthreads : 1;
+    int groups = direct_ceil_div(p->batch, group);
+    long items = (long)groups * h_blocks * k_blocks;
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
     for (long item = 0; item < items; item++) {
-        int n, hb, kb;
+        int g, hb, kb;
         if (s->split_k) {
-            kb = (int)(item / ((long)p->batch * h_blocks));
-            long rest = item % ((long)p->batch * h_blocks);
-            n = (int)(rest / h_blocks);
+            kb = (int)(item / ((long)groups * h_blocks));
+            long rest = item % ((long)groups * h_blocks);
+            g = (int)(rest / h_blocks);
             hb = (int)(rest % h_blocks);
         } else {
-            n = (int)(item / ((long)h_blocks * k_blocks));
+            g = (int)(item / ((long)h_blocks * k_blocks));
             long rest = item % ((long)h_blocks * k_blocks);
             hb = (int)(rest / k_blocks);
             kb = (int)(rest % k_blocks);
         }
         int h0 = hb * block_h, h1 = direct_min(p->out_h, h0 + block_h);
         int k0 = kb * block_k, k1 = direct_min(b.kvecs, k0 + block_k);
-        for (int w0 = 0; w0 < p->out_w; w0 += block_w)
-            run_block(&b, n, h0, h1, w0, direct_min(p->out_w, w0 + block_w), k0, k1);
+        for (int n = g * group; n < direct_min(p->batch, (g + 1) * group);) {
+            /* the last group may hold 3 images: run 2 then 1 (tiles exist for 1, 2 and 4 sub-tiles) */
+            int left = direct_min(p->batch, (g + 1) * group) - n;
+            int images = left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            for (int w0 = 0; w0 < p->out_w; w0 += block_w)
+                run_block(&b, n, images, h0, h1, w0, direct_min(p->out_w, w0 + block_w), k0, k1);
+            n += images;
+        }
     }
 }
