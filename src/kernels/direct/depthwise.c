@@ -230,15 +230,16 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
         }
 }
 
-/* ---- backward-weights: per (image, channel vector), every tap's sum in a register ---- */
+/* ---- backward-weights: per (image, block of rows, channel vector), every tap's sum in a register ---- */
 
 typedef struct dw_shape {
     int N, H, W, C, R, S, OH, OW, sh, sw, ph, pw;
 } dw_shape;
 
 /* Adds to acc[tap][lane] the sums of image n, channels [c0, c0 + lanes). */
-INLINE void weights_generic(const dw_shape *g, const float *x, const float *dy, int n, int c0, int lanes, float *acc) {
-    for (int oh = 0; oh < g->OH; oh++)
+INLINE void weights_generic(const dw_shape *g, const float *x, const float *dy, int n, int oh0, int oh1, int c0,
+                            int lanes, float *acc) {
+    for (int oh = oh0; oh < oh1; oh++)
         for (int r = 0; r < g->R; r++) {
             int ih = oh * g->sh - g->ph + r;
             if (ih < 0 || ih >= g->H) continue;
@@ -255,13 +256,13 @@ INLINE void weights_generic(const dw_shape *g, const float *x, const float *dy, 
         }
 }
 
-AVX512 INLINE void weights_avx512(const dw_shape *g, const float *x, const float *dy, int n, int c0, int lanes,
-                                  float *out, const int R, const int S) {
+AVX512 INLINE void weights_avx512(const dw_shape *g, const float *x, const float *dy, int n, int oh0, int oh1, int c0,
+                                  int lanes, float *out, const int R, const int S) {
     __m512 acc[25];
     const __mmask16 mask = (__mmask16)((1u << lanes) - 1u);
 #pragma GCC unroll 25
     for (int t = 0; t < R * S; t++) acc[t] = _mm512_setzero_ps();
-    for (int oh = 0; oh < g->OH; oh++)
+    for (int oh = oh0; oh < oh1; oh++)
 #pragma GCC unroll 5
         for (int r = 0; r < R; r++) {
             int ih = oh * g->sh - g->ph + r;
@@ -290,20 +291,21 @@ AVX512 INLINE void weights_avx512(const dw_shape *g, const float *x, const float
         _mm512_storeu_ps(out + (size_t)t * DIRECT_LANES, _mm512_add_ps(_mm512_loadu_ps(out + (size_t)t * DIRECT_LANES), acc[t]));
 }
 
-static AVX512 void weights_avx512_3(const dw_shape *g, const float *x, const float *dy, int n, int c0, int lanes,
-                                    float *out) {
-    weights_avx512(g, x, dy, n, c0, lanes, out, 3, 3);
+static AVX512 void weights_avx512_3(const dw_shape *g, const float *x, const float *dy, int n, int oh0, int oh1,
+                                    int c0, int lanes, float *out) {
+    weights_avx512(g, x, dy, n, oh0, oh1, c0, lanes, out, 3, 3);
 }
-static AVX512 void weights_avx512_5(const dw_shape *g, const float *x, const float *dy, int n, int c0, int lanes,
-                                    float *out) {
-    weights_avx512(g, x, dy, n, c0, lanes, out, 5, 5);
+static AVX512 void weights_avx512_5(const dw_shape *g, const float *x, const float *dy, int n, int oh0, int oh1,
+                                    int c0, int lanes, float *out) {
+    weights_avx512(g, x, dy, n, oh0, oh1, c0, lanes, out, 5, 5);
 }
 static __attribute__((target("avx2,fma"))) void weights_avx2(const dw_shape *g, const float *x, const float *dy, int n,
-                                                              int c0, int lanes, float *out) {
-    weights_generic(g, x, dy, n, c0, lanes, out);
+                                                              int oh0, int oh1, int c0, int lanes, float *out) {
+    weights_generic(g, x, dy, n, oh0, oh1, c0, lanes, out);
 }
-static void weights_portable(const dw_shape *g, const float *x, const float *dy, int n, int c0, int lanes, float *out) {
-    weights_generic(g, x, dy, n, c0, lanes, out);
+static void weights_portable(const dw_shape *g, const float *x, const float *dy, int n, int oh0, int oh1, int c0,
+                             int lanes, float *out) {
+    weights_generic(g, x, dy, n, oh0, oh1, c0, lanes, out);
 }
 
 void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw) {
@@ -317,7 +319,7 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
     float *partial = plait_alloc(size * (size_t)threads * sizeof(float));
     if (!partial) return;
     plait_isa isa = direct_isa_resolved();
-    void (*fn)(const dw_shape *, const float *, const float *, int, int, int, float *) =
+    void (*fn)(const dw_shape *, const float *, const float *, int, int, int, int, int, float *) =
         isa == PLAIT_ISA_AVX512 && g.R == 3 && g.S == 3   ? weights_avx512_3
         : isa == PLAIT_ISA_AVX512 && g.R == 5 && g.S == 5 ? weights_avx512_5
         : isa == PLAIT_ISA_AVX2                           ? weights_avx2
@@ -325,11 +327,17 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
 #pragma omp parallel num_threads(threads)
     {
         float *mine = partial + size * (size_t)omp_get_thread_num();
+        /* items of a few output rows, all channel vectors inside: each cache line of x and dy is used whole
+         * while it is in L1/L2 */
+        const int rows = 4, blocks = direct_ceil_div(g.OH, rows);
 #pragma omp for schedule(static)
-        for (long item = 0; item < (long)g.N * cvecs; item++) {
-            int n = (int)(item / cvecs), cv = (int)(item % cvecs);
-            int c0 = cv * DIRECT_LANES;
-            fn(&g, x, dy, n, c0, direct_min(DIRECT_LANES, g.C - c0), mine + (size_t)cv * g.R * g.S * DIRECT_LANES);
+        for (long item = 0; item < (long)g.N * blocks; item++) {
+            int n = (int)(item / blocks), oh0 = (int)(item % blocks) * rows, oh1 = direct_min(g.OH, oh0 + rows);
+            for (int cv = 0; cv < cvecs; cv++) {
+                int c0 = cv * DIRECT_LANES;
+                fn(&g, x, dy, n, oh0, oh1, c0, direct_min(DIRECT_LANES, g.C - c0),
+                   mine + (size_t)cv * g.R * g.S * DIRECT_LANES);
+            }
         }
     }
     for (int c = 0; c < g.C; c++)
