@@ -52,6 +52,7 @@ int plait_conv2d_validate(const plait_conv2d_desc *d) {
 }
 
 double plait_conv2d_macs(const plait_conv2d_desc *d) {
+    if (d->groups <= 0) return 0;
     return (double)d->batch * plait_conv2d_out_h(d) * plait_conv2d_out_w(d) * d->out_channels * d->kernel_h *
            d->kernel_w * (d->in_channels / d->groups);
 }
@@ -78,10 +79,49 @@ static bool im2col_supports(const plait_conv2d_desc *d) {
     return plait_conv2d_validate(d) == PLAIT_OK;
 }
 
-static size_t im2col_workspace_bytes(const plait_conv2d_desc *d) {
+static size_t column_bytes(const plait_conv2d_desc *d) {
     if (is_pointwise(d)) return 0;
     return (size_t)images_per_chunk(d) * plait_conv2d_out_h(d) * plait_conv2d_out_w(d) * column_row_floats(d) *
            sizeof(float);
+}
+
+/* With stride 1, the input gradient is itself a convolution of dy with the kernel flipped in space and
+ * transposed in channels (padding R-1-pad), so it can reuse the forward path: one GEMM with the long
+ * R*S*K inner dimension instead of a GEMM with inner dimension K/groups followed by col2im. */
+static bool data_gradient_as_convolution(const plait_conv2d_desc *d, plait_conv2d_desc *transposed) {
+    if (is_pointwise(d) || d->stride_h != 1 || d->stride_w != 1 || d->pad_h > d->kernel_h - 1 ||
+        d->pad_w > d->kernel_w - 1)
+        return false;
+    *transposed = (plait_conv2d_desc){
+        .batch = d->batch,
+        .in_h = plait_conv2d_out_h(d),
+        .in_w = plait_conv2d_out_w(d),
+        .in_channels = d->out_channels,
+        .out_channels = d->in_channels,
+        .kernel_h = d->kernel_h,
+        .kernel_w = d->kernel_w,
+        .stride_h = 1,
+        .stride_w = 1,
+        .pad_h = d->kernel_h - 1 - d->pad_h,
+        .pad_w = d->kernel_w - 1 - d->pad_w,
+        .groups = d->groups,
+    };
+    return true;
+}
+
+static size_t flipped_weights_bytes(const plait_conv2d_desc *d) {
+    size_t floats = (size_t)d->out_channels * d->kernel_h * d->kernel_w * (d->in_channels / d->groups);
+    return (floats * sizeof(float) + 63) & ~(size_t)63;
+}
+
+static size_t im2col_workspace_bytes(const plait_conv2d_desc *d) {
+    size_t bytes = column_bytes(d);
+    plait_conv2d_desc transposed;
+    if (data_gradient_as_convolution(d, &transposed)) {
+        size_t data_bytes = flipped_weights_bytes(d) + column_bytes(&transposed);
+        if (data_bytes > bytes) bytes = data_bytes;
+    }
+    return bytes;
 }
 
 /* col[p][g][r][s][c] = x[n][oh*sh-ph+r][ow*sw-pw+s][g*Cg+c], zero outside the input. */
@@ -94,10 +134,18 @@ static void im2col(const plait_conv2d_desc *d, const float *x, int images, float
         for (int oh = 0; oh < OH; oh++) {
             for (int ow = 0; ow < OW; ow++) {
                 float *row = col + ((size_t)(n * OH + oh) * OW + ow) * row_floats;
+                const int iw0 = ow * d->stride_w - d->pad_w;
+                /* With one group, a kernel row lying fully inside the input is one contiguous copy. */
+                const bool row_inside = G == 1 && iw0 >= 0 && iw0 + S <= W;
                 for (int r = 0; r < R; r++) {
                     int ih = oh * d->stride_h - d->pad_h + r;
+                    if (row_inside && ih >= 0 && ih < H) {
+                        memcpy(row + (size_t)r * S * C, x + (((size_t)n * H + ih) * W + iw0) * C,
+                               (size_t)S * C * sizeof(float));
+                        continue;
+                    }
                     for (int s = 0; s < S; s++) {
-                        int iw = ow * d->stride_w - d->pad_w + s;
+                        int iw = iw0 + s;
                         bool inside = ih >= 0 && ih < H && iw >= 0 && iw < W;
                         const float *src = x + (((size_t)n * H + (inside ? ih : 0)) * W + (inside ? iw : 0)) * C;
                         for (int g = 0; g < G; g++) {
@@ -184,6 +232,21 @@ static void im2col_backward_data(const plait_conv2d_desc *d, const float *dy, co
         for (int g = 0; g < G; g++)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, positions, Cg, Kg, 1.0f, dy + (size_t)g * Kg, K,
                         w + (size_t)g * Kg * Cg, Cg, 0.0f, dx + (size_t)g * Cg, C);
+        return;
+    }
+    plait_conv2d_desc transposed;
+    if (data_gradient_as_convolution(d, &transposed)) {
+        /* flipped[g*Cg + c][r][s][k] = w[g*Kg + k][R-1-r][S-1-s][c] */
+        const int R = d->kernel_h, S = d->kernel_w;
+        float *flipped = workspace;
+        for (int g = 0; g < G; g++)
+            for (int c = 0; c < Cg; c++)
+                for (int r = 0; r < R; r++)
+                    for (int s = 0; s < S; s++)
+                        for (int k = 0; k < Kg; k++)
+                            flipped[(((size_t)(g * Cg + c) * R + r) * S + s) * Kg + k] =
+                                w[(((size_t)(g * Kg + k) * R + (R - 1 - r)) * S + (S - 1 - s)) * Cg + c];
+        im2col_forward(&transposed, dy, flipped, dx, (char *)workspace + flipped_weights_bytes(d));
         return;
     }
     float *col = workspace;
