@@ -75,7 +75,8 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
                              .vthreads = 1, .loop_order = PLAIT_LOOP_K_OUTER, .unroll = 1};
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         s.tile_k = direct_min(kvecs, avx2 ? 2 : 4);
-        s.tile_w = avx2 ? 6 / (2 * s.tile_k) > 0 ? 3 / s.tile_k + (s.tile_k == 1) : 1 : 28 / (s.tile_k + 1);
+        /* AVX-512 keeps room for the dy vectors next to the accumulators; AVX2 spills them if it must */
+        s.tile_w = plait_direct_max_tile(PLAIT_ISA_AUTO) / (avx2 ? s.tile_k : s.tile_k + 1);
         if (s.tile_w > DIRECT_MAX_TILE_W) s.tile_w = DIRECT_MAX_TILE_W;
         if (s.tile_w > d->in_channels) s.tile_w = d->in_channels;
         while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
