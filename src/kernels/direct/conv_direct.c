@@ -1,0 +1,270 @@
+/* The direct convolution's three directions expressed as level-1 problems (framework.c), the default
+ * schedules, and the kernel table the engine swaps in per layer. */
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/direct/direct.h"
+
+static bool is_depthwise(const plait_conv2d_desc *d) {
+    return d->groups > 1 && d->groups == d->in_channels && d->groups == d->out_channels;
+}
+
+static int out_h(const plait_conv2d_desc *d) { return direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h); }
+static int out_w(const plait_conv2d_desc *d) { return direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w); }
+
+bool plait_direct_supports(const plait_conv2d_desc *d) {
+    if (d->batch < 1 || d->in_h < 1 || d->in_w < 1 || d->in_channels < 1 || d->out_channels < 1 || d->kernel_h < 1 ||
+        d->kernel_w < 1 || d->stride_h < 1 || d->stride_w < 1 || d->pad_h < 0 || d->pad_w < 0)
+        return false;
+    if (out_h(d) < 1 || out_w(d) < 1) return false;
+    return d->groups == 1 || is_depthwise(d);
+}
+
+const char *plait_conv_direction_name(plait_conv_direction direction) {
+    switch (direction) {
+    case PLAIT_CONV_FORWARD: return "forward";
+    case PLAIT_CONV_BACKWARD_DATA: return "backward_data";
+    case PLAIT_CONV_BACKWARD_WEIGHTS: return "backward_weights";
+    default: return "?";
+    }
+}
+
+int plait_direct_max_tile(plait_isa isa) {
+    if (isa == PLAIT_ISA_AUTO) isa = direct_isa_resolved();
+    return isa == PLAIT_ISA_AVX2 ? 6 : 28;
+}
+
+void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size) {
+    snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d pc%d wg%d vi%d", s->tile_w, s->tile_k,
+             s->vthreads, s->block_k, s->block_c, s->block_h, s->block_w, s->split_k, s->loop_order, s->unroll,
+             s->pad_copy, s->winograd, s->vthread_images);
+}
+
+bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
+                               const plait_conv_schedule *s) {
+    if (!plait_direct_supports(d)) return false;
+    if (s->tile_k < 1 || s->tile_k > DIRECT_MAX_TILE_K || s->tile_w < 1) return false;
+    if (s->block_k < 0 || s->block_c < 0 || s->block_h < 0 || s->block_w < 0) return false;
+    if (s->split_k < 0 || s->split_k > 1 || s->loop_order < 0 || s->loop_order > 1) return false;
+    if (s->pad_copy < 0 || s->pad_copy > 1) return false;
+    if (s->winograd < 0 || s->winograd > 1) return false;
+    if (s->vthread_images < 0 || s->vthread_images > 1) return false;
+    if (s->vthread_images && (s->winograd || direction == PLAIT_CONV_BACKWARD_WEIGHTS)) return false;
+    if (s->winograd) {
+        if (!direct_winograd_supports(d)) return false;
+        if (s->block_w < 1 || s->block_w > DIRECT_WINOGRAD_MAX_CHUNK) return false;
+        return s->vthreads == 1 && (s->unroll == 1 || s->unroll == 2) && s->tile_w <= DIRECT_MAX_TILE_W &&
+               s->tile_w * s->tile_k <= plait_direct_max_tile(PLAIT_ISA_AUTO);
+    }
+    int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && !s->winograd) {
+        return s->vthreads == 1 && s->tile_w <= DIRECT_MAX_TILE_W && s->tile_w * s->tile_k <= max_tile;
+    }
+    if (s->vthreads != 1 && s->vthreads != 2 && s->vthreads != 4) return false;
+    if (s->unroll != 1 && s->unroll != 2) return false;
+    if (s->tile_w > DIRECT_MAX_TILE_W || s->tile_w * s->tile_k * s->vthreads > max_tile) return false;
+    if (s->block_k > 0 && s->block_k % s->tile_k != 0) return false;
+    return true;
+}
+
+plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    bool avx2 = direct_isa_resolved() == PLAIT_ISA_AVX2;
+    int k_count = direction == PLAIT_CONV_BACKWARD_DATA ? d->in_channels : d->out_channels;
+    int kvecs = direct_ceil_div(k_count, DIRECT_LANES);
+    plait_conv_schedule s = {.split_k = 0, .block_k = 0, .block_c = 0, .block_h = 0, .block_w = 0,
+                             .vthreads = 1, .loop_order = PLAIT_LOOP_K_OUTER, .unroll = 1};
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
+        s.tile_k = direct_min(kvecs, avx2 ? 2 : 4);
+        /* AVX-512 keeps room for the dy vectors next to the accumulators; AVX2 spills them if it must */
+        s.tile_w = plait_direct_max_tile(PLAIT_ISA_AUTO) / (avx2 ? s.tile_k : s.tile_k + 1);
+        if (s.tile_w > DIRECT_MAX_TILE_W) s.tile_w = DIRECT_MAX_TILE_W;
+        if (s.tile_w > d->in_channels) s.tile_w = d->in_channels;
+        while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
+        /* pixel blocks of about 128 outputs: a few rows of a large image, or several small images */
+        int pixels_per_row = out_w(d);
+        s.block_h = direct_max(1, direct_min(out_h(d), 128 / pixels_per_row));
+        s.block_w = direct_max(1, 128 / (s.block_h * pixels_per_row));
+        return s;
+    }
+    s.tile_k = direct_min(kvecs, avx2 ? 1 : 4);
+    int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
+    s.tile_w = direct_min(max_tile / s.tile_k, DIRECT_MAX_TILE_W);
+    int width = direction == PLAIT_CONV_BACKWARD_DATA ? d->in_w : out_w(d);
+    if (direction == PLAIT_CONV_BACKWARD_DATA && d->stride_w > 1) width = direct_ceil_div(width, d->stride_w);
+    if (s.tile_w > width) s.tile_w = width;
+    if (s.tile_k == 4 && s.tile_w > 6 && width >= 6) s.tile_w = 6;
+    /* Small images: the register tile spans the same row of two images, so each weight load feeds twice
+     * as many pixels. */
+    if (width <= 8 && d->batch >= 2 && !avx2) {
+        s.tile_k = direct_min(kvecs, 3);
+        s.tile_w = direct_min(width, 4);
+        s.vthreads = 2;
+        s.vthread_images = 1;
+    }
+    /* On narrow images border pixels are a large share: pad a copy so they run in full tiles too. */
+    s.pad_copy = width <= 16 && (d->pad_h > 0 || d->pad_w > 0 || direction == PLAIT_CONV_BACKWARD_DATA);
+    s.block_h = 4;
+    s.block_k = 0;
+    /* Weights larger than L2's share: keep each thread on one K block across images (split_k) and cut C so
+     * a tile's weights (taps x block_c x 16 x tile_k floats) stay in L2. */
+    int c_count = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
+    double weight_bytes = 4.0 * d->kernel_h * d->kernel_w * c_count * kvecs * DIRECT_LANES;
+    if (weight_bytes > 512 * 1024) {
+        s.split_k = 1;
+        s.block_k = s.tile_k;
+        int taps = d->kernel_h * d->kernel_w;
+        int block_c = 320 * 1024 / (4 * taps * DIRECT_LANES * s.tile_k);
+        block_c = block_c / 32 * 32;
+        s.block_c = block_c >= 32 && block_c < c_count ? block_c : 0;
+    }
+    return s;
+}
+
+static plait_conv_schedule resolve(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                   const plait_conv_schedule *s) {
+    if (s && plait_conv_schedule_valid(d, direction, s)) return *s;
+    return plait_conv_default_schedule(d, direction);
+}
+
+/* Floats of a zero-bordered copy of the convolution's input (x forward, dy backward-data, one stride phase
+ * at a time): padding before is at most pad, after at most pad + kernel (generous bound). */
+static size_t padded_input_floats(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    int grow_h = 2 * (d->pad_h + d->kernel_h) + 2, grow_w = 2 * (d->pad_w + d->kernel_w) + 2;
+    if (direction == PLAIT_CONV_BACKWARD_DATA)
+        return (size_t)d->batch * (size_t)(out_h(d) + grow_h) * (size_t)(out_w(d) + grow_w) * (size_t)d->out_channels;
+    return (size_t)d->batch * (size_t)(d->in_h + grow_h) * (size_t)(d->in_w + grow_w) * (size_t)d->in_channels;
+}
+
+/* Packed weights first, then the padded input, each 64-byte aligned. */
+static size_t packed_weight_floats(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    size_t floats = direction == PLAIT_CONV_BACKWARD_DATA
+                        ? direct_packed_floats(d->in_channels, d->kernel_h, d->kernel_w, d->out_channels)
+                        : direct_packed_floats(d->out_channels, d->kernel_h, d->kernel_w, d->in_channels);
+    return (floats + 15) / 16 * 16;
+}
+
+size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    if (is_depthwise(d)) return direct_depthwise_workspace_floats(d) * sizeof(float) + 64;
+    size_t floats = direction == PLAIT_CONV_BACKWARD_WEIGHTS
+                        ? (size_t)d->kernel_h * d->kernel_w * d->in_channels *
+                              (size_t)(direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES)
+                        : packed_weight_floats(d, direction) + padded_input_floats(d, direction);
+    if (direct_winograd_supports(d)) {
+        size_t wino = direct_winograd_workspace_floats(d, direction);
+        if (wino > floats) floats = wino;
+    }
+    return floats * sizeof(float) + 64;
+}
+
+void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
+                          const float *w, float *y, void *workspace) {
+    if (is_depthwise(d)) {
+        direct_depthwise_forward(d, x, w, y, workspace);
+        return;
+    }
+    plait_conv_schedule s = resolve(d, PLAIT_CONV_FORWARD, schedule);
+    if (s.winograd) {
+        direct_winograd_forward(d, &s, x, w, y, workspace);
+        return;
+    }
+    float *packed = workspace;
+    direct_pack_forward(w, d->out_channels, d->kernel_h, d->kernel_w, d->in_channels, packed);
+    int oh = out_h(d), ow = out_w(d);
+    direct_problem p = {
+        .batch = d->batch, .x = x, .in_h = d->in_h, .in_w = d->in_w, .in_c = d->in_channels,
+        .w_packed = packed, .taps_h = d->kernel_h, .taps_w = d->kernel_w, .out_c = d->out_channels,
+        .stride_h = d->stride_h, .stride_w = d->stride_w, .pad_h = d->pad_h, .pad_w = d->pad_w,
+        .y = y, .out_h = oh, .out_w = ow,
+        .y_image = (ptrdiff_t)oh * ow * d->out_channels, .y_row = (ptrdiff_t)ow * d->out_channels,
+        .y_pixel = d->out_channels,
+    };
+    direct_run(&p, &s, packed + packed_weight_floats(d, PLAIT_CONV_FORWARD));
+}
+
+/* Packs w[k][r][s][c] for one phase as a forward convolution over dy: output channels c, input
+ * channels k, taps flipped: [ceil(C/16)][th][tw][K][16]. */
+static void pack_phase(const plait_conv2d_desc *d, const float *w, phase_taps th, phase_taps tw, float *packed) {
+    int K = d->out_channels, C = d->in_channels, R = d->kernel_h, S = d->kernel_w;
+    int cvecs = direct_ceil_div(C, DIRECT_LANES);
+#pragma omp parallel for schedule(static)
+    for (int cv = 0; cv < cvecs; cv++)
+        for (int a = 0; a < th.count; a++)
+            for (int b = 0; b < tw.count; b++) {
+                int r = th.first + d->stride_h * (th.count - 1 - a);
+                int s = tw.first + d->stride_w * (tw.count - 1 - b);
+                float *dst = packed + (((size_t)cv * th.count + a) * tw.count + b) * (size_t)K * DIRECT_LANES;
+                for (int k = 0; k < K; k++)
+                    for (int l = 0; l < DIRECT_LANES; l++) {
+                        int c = cv * DIRECT_LANES + l;
+                        dst[(size_t)k * DIRECT_LANES + l] = c < C ? w[(((size_t)k * R + r) * S + s) * C + c] : 0.0f;
+                    }
+            }
+}
+
+void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *dy,
+                                const float *w, float *dx, void *workspace) {
+    if (is_depthwise(d)) {
+        direct_depthwise_backward_data(d, dy, w, dx, workspace);
+        return;
+    }
+    plait_conv_schedule s = resolve(d, PLAIT_CONV_BACKWARD_DATA, schedule);
+    if (s.winograd) {
+        direct_winograd_backward_data(d, &s, dy, w, dx, workspace);
+        return;
+    }
+    int oh = out_h(d), ow = out_w(d), C = d->in_channels;
+    float *packed = workspace;
+    for (int ph = 0; ph < d->stride_h; ph++)
+        for (int pw = 0; pw < d->stride_w; pw++) {
+            phase_taps th = phase_along(ph, d->stride_h, d->pad_h, d->kernel_h, d->in_h);
+            phase_taps tw = phase_along(pw, d->stride_w, d->pad_w, d->kernel_w, d->in_w);
+            if (th.outputs == 0 || tw.outputs == 0) continue;
+            if (th.count == 0 || tw.count == 0) {
+                /* No tap reaches these positions (a 1x1 kernel with stride 2): their gradient is zero. */
+                for (int n = 0; n < d->batch; n++)
+                    for (int i = ph; i < d->in_h; i += d->stride_h)
+                        for (int j = pw; j < d->in_w; j += d->stride_w)
+                            memset(dx + (((size_t)n * d->in_h + i) * d->in_w + j) * C, 0, (size_t)C * sizeof(float));
+                continue;
+            }
+            pack_phase(d, w, th, tw, packed);
+            direct_problem p = {
+                .batch = d->batch, .x = dy, .in_h = oh, .in_w = ow, .in_c = d->out_channels,
+                .w_packed = packed, .taps_h = th.count, .taps_w = tw.count, .out_c = C,
+                .stride_h = 1, .stride_w = 1, .pad_h = th.pad, .pad_w = tw.pad,
+                .y = dx + ((size_t)ph * d->in_w + pw) * C, .out_h = th.outputs, .out_w = tw.outputs,
+                .y_image = (ptrdiff_t)d->in_h * d->in_w * C, .y_row = (ptrdiff_t)d->stride_h * d->in_w * C,
+                .y_pixel = (ptrdiff_t)d->stride_w * C,
+            };
+            direct_run(&p, &s, packed + packed_weight_floats(d, PLAIT_CONV_BACKWARD_DATA));
+        }
+}
+
+static bool kernel_supports(const plait_conv2d_desc *d) { return plait_direct_supports(d); }
+static size_t kernel_workspace(const plait_conv2d_desc *d) {
+    size_t most = 0;
+    for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
+        size_t b = plait_direct_workspace_bytes(d, (plait_conv_direction)dir);
+        if (b > most) most = b;
+    }
+    return most;
+}
+static void kernel_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *ws) {
+    plait_direct_forward(d, NULL, x, w, y, ws);
+}
+static void kernel_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, float *dx, void *ws) {
+    plait_direct_backward_data(d, NULL, dy, w, dx, ws);
+}
+static void kernel_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw,
+                                    void *ws) {
+    plait_direct_backward_weights(d, NULL, x, dy, dw, ws);
+}
+
+const plait_conv2d_kernel plait_conv2d_direct = {
+    .name = "direct",
+    .supports = kernel_supports,
+    .workspace_bytes = kernel_workspace,
+    .forward = kernel_forward,
+    .backward_data = kernel_backward_data,
+    .backward_weights = kernel_backward_weights,
+};

@@ -1,0 +1,129 @@
+/* Internals of the direct convolution kernels: the level-2 micro-kernel contracts and the level-1
+ * framework that drives them. See docs/kernels.md. */
+#ifndef PLAIT_KERNELS_DIRECT_H
+#define PLAIT_KERNELS_DIRECT_H
+
+#include <stddef.h>
+
+#include "plait/tune.h"
+
+#define DIRECT_LANES 16     /* packed weights and micro-kernel tiles work in vectors of 16 floats */
+#define DIRECT_MAX_TILE_W 16
+#define DIRECT_MAX_VTHREADS 4
+#define DIRECT_MAX_TILE_K 4
+
+static inline int direct_out_size(int in, int kernel, int stride, int pad) {
+    return (in + 2 * pad - kernel) / stride + 1;
+}
+static inline int direct_min(int a, int b) { return a < b ? a : b; }
+static inline int direct_max(int a, int b) { return a > b ? a : b; }
+static inline int direct_ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+/* ---- level 2: forward tile -------------------------------------------------------------------
+ * Contract: for v < V sub-tiles, m < MR pixels, j < NR vectors of 16 output channels,
+ *   y[v*y_vthread + m*y_pixel + 16*j + lane] (=|+=) sum over r < taps_h, s < taps_w, c < channels of
+ *     x[v*x_vthread + m*x_pixel + r*x_tap_row + s*x_tap_col + c] * w[j*w_kvec + r*w_tap_row + s*w_tap_col + 16*c + lane]
+ * overwriting when accumulate == 0. Only the first last_lanes lanes of vector NR-1 are stored (the
+ * packed weights are zero-padded, so loads of y never pass the tail either). Every x and w address
+ * the sums name must be valid: the framework narrows taps at image borders, and taps_h or taps_w may
+ * be 0 (then the tile is stored as zeros, or left unchanged when accumulating). */
+typedef struct direct_tile {
+    const float *x;
+    ptrdiff_t x_pixel, x_vthread, x_tap_row, x_tap_col;
+    const float *w;
+    ptrdiff_t w_kvec, w_tap_row, w_tap_col;
+    int taps_h, taps_w, channels;
+    float *y;
+    ptrdiff_t y_pixel, y_vthread;
+    int accumulate;
+    int last_lanes;
+} direct_tile;
+typedef void (*direct_tile_fn)(const direct_tile *t);
+
+/* NULL when the ISA has no specialization for (vthreads, tile_w, tile_k, unroll). */
+direct_tile_fn direct_tile_avx512(int vthreads, int tile_w, int tile_k, int unroll);
+direct_tile_fn direct_tile_avx2(int vthreads, int tile_w, int tile_k, int unroll);
+void direct_tile_portable(const direct_tile *t, int vthreads, int tile_w, int tile_k);
+
+/* ---- level 2: backward-weights tile -----------------------------------------------------------
+ * Contract: for i < MC input channels, j < NR vectors of 16 output channels,
+ *   acc[i*acc_c + 16*j + lane] += sum over b < images, q < rows, p < pixels of
+ *     x[b*x_image + q*x_row + p*x_pixel + i] * dy[b*dy_image + q*dy_row + p*dy_pixel + 16*j + lane]
+ * (acc is the packed gradient [R][S][C][Kpad]; dy loads past K stay inside the row's allocation
+ * only when the caller guarantees it, so the framework passes last_lanes and masks the final vector). */
+typedef struct direct_wtile {
+    const float *x;
+    ptrdiff_t x_pixel, x_row, x_image;
+    const float *dy;
+    ptrdiff_t dy_pixel, dy_row, dy_image;
+    int pixels, rows, images;
+    float *acc;
+    ptrdiff_t acc_c;
+    int last_lanes;
+} direct_wtile;
+typedef void (*direct_wtile_fn)(const direct_wtile *t);
+direct_wtile_fn direct_wtile_avx512(int tile_c, int tile_k);
+direct_wtile_fn direct_wtile_avx2(int tile_c, int tile_k);
+void direct_wtile_portable(const direct_wtile *t, int tile_c, int tile_k);
+
+/* ---- level 1 ----------------------------------------------------------------------------------
+ * A convolution as the framework sees it: out[n][oh][ow][k] over a grid out_h x out_w that may be a
+ * strided sub-grid of the destination (backward-data writes one stride phase at a time). */
+typedef struct direct_problem {
+    int batch;
+    const float *x;
+    int in_h, in_w, in_c;
+    const float *w_packed; /* [ceil(out_c/16)][taps_h][taps_w][in_c][16] */
+    int taps_h, taps_w, out_c;
+    int stride_h, stride_w, pad_h, pad_w; /* pads may be negative */
+    float *y;
+    int out_h, out_w;
+    ptrdiff_t y_image, y_row, y_pixel; /* floats between images, output rows, output pixels */
+} direct_problem;
+
+plait_isa direct_isa_resolved(void);
+/* One micro-kernel call on the given ISA (portable when it has no such tile shape). */
+void direct_run_tile(plait_isa isa, const direct_tile *t, int vthreads, int tile_w, int tile_k, int unroll);
+/* scratch: direct_pad_floats(p) floats for schedules with pad_copy (may be NULL otherwise). */
+void direct_run(const direct_problem *p, const plait_conv_schedule *s, float *scratch);
+size_t direct_pad_floats(const direct_problem *p);
+
+/* Packs OHWI weights [K][R][S][C] into [ceil(K/16)][R][S][C][16], zero-padded. */
+void direct_pack_forward(const float *w, int k, int r, int s, int c, float *packed);
+size_t direct_packed_floats(int k, int r, int s, int c);
+
+/* Taps of one stride phase of backward-data along one axis: input positions i = phase + stride*q receive
+ * from taps first, first + stride, ... (count of them), as a stride-1 convolution with padding pad. */
+typedef struct phase_taps {
+    int first, count, pad, outputs;
+} phase_taps;
+
+static inline phase_taps phase_along(int phase, int stride, int pad, int kernel, int in_size) {
+    phase_taps t;
+    t.first = (phase + pad) % stride;
+    t.count = t.first < kernel ? (kernel - 1 - t.first) / stride + 1 : 0;
+    int base = (phase + pad - t.first) / stride;
+    t.pad = t.count - 1 - base;
+    t.outputs = phase < in_size ? (in_size - 1 - phase) / stride + 1 : 0;
+    return t;
+}
+
+/* Winograd F(4x4, 3x3), 3x3 stride 1; a schedule's block_w is the tiles per chunk (capped by channels). */
+#define DIRECT_WINOGRAD_MAX_CHUNK 64
+bool direct_winograd_supports(const plait_conv2d_desc *d);
+size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_direction direction);
+void direct_winograd_forward(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x, const float *w,
+                             float *y, void *workspace);
+void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *dy,
+                                   const float *w, float *dx, void *workspace);
+void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                      const float *dy, float *dw, void *workspace);
+
+/* Depthwise (groups == channels), vectorized over channels. */
+size_t direct_depthwise_workspace_floats(const plait_conv2d_desc *d);
+void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *workspace);
+void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, float *dx,
+                                    void *workspace);
+void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw);
+
+#endif

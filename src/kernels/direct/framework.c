@@ -1,0 +1,263 @@
+/* Level 1 of the direct convolution: threads, cache blocks, image borders. The register tile is the
+ * micro-kernel's business (tile_*.c); this file decides which tile runs where. */
+#include <string.h>
+
+#include "kernels/direct/direct.h"
+
+static plait_isa forced_isa = PLAIT_ISA_AUTO;
+
+int plait_direct_set_isa(plait_isa isa) {
+    const plait_cpu *cpu = plait_cpu_features();
+    if (isa == PLAIT_ISA_AVX512 && !(cpu->avx512f && cpu->fma))
+        return plait_fail("this CPU has no AVX-512F with FMA");
+    if (isa == PLAIT_ISA_AVX2 && !(cpu->avx2 && cpu->fma)) return plait_fail("this CPU has no AVX2 with FMA");
+    forced_isa = isa;
+    return PLAIT_OK;
+}
+
+plait_isa direct_isa_resolved(void) {
+    if (forced_isa != PLAIT_ISA_AUTO) return forced_isa;
+    const plait_cpu *cpu = plait_cpu_features();
+    if (cpu->avx512f && cpu->fma) return PLAIT_ISA_AVX512;
+    if (cpu->avx2 && cpu->fma) return PLAIT_ISA_AVX2;
+    return PLAIT_ISA_PORTABLE;
+}
+
+plait_isa plait_direct_isa(void) { return direct_isa_resolved(); }
+
+const char *plait_isa_name(plait_isa isa) {
+    switch (isa) {
+    case PLAIT_ISA_AUTO: return "auto";
+    case PLAIT_ISA_AVX512: return "avx512";
+    case PLAIT_ISA_AVX2: return "avx2";
+    case PLAIT_ISA_PORTABLE: return "portable";
+    }
+    return "?";
+}
+
+size_t direct_packed_floats(int k, int r, int s, int c) {
+    return (size_t)direct_ceil_div(k, DIRECT_LANES) * (size_t)r * (size_t)s * (size_t)c * DIRECT_LANES;
+}
+
+void direct_pack_forward(const float *w, int k_count, int r_count, int s_count, int c_count, float *packed) {
+    size_t taps = (size_t)r_count * (size_t)s_count;
+    int kvecs = direct_ceil_div(k_count, DIRECT_LANES);
+#pragma omp parallel for schedule(static)
+    for (int kv = 0; kv < kvecs; kv++) {
+        float *dst = packed + (size_t)kv * taps * (size_t)c_count * DIRECT_LANES;
+        for (size_t tap = 0; tap < taps; tap++)
+            for (int c = 0; c < c_count; c++) {
+                float *lane = dst + (tap * (size_t)c_count + (size_t)c) * DIRECT_LANES;
+                for (int l = 0; l < DIRECT_LANES; l++) {
+                    int k = kv * DIRECT_LANES + l;
+                    lane[l] = k < k_count ? w[((size_t)k * taps + tap) * (size_t)c_count + (size_t)c] : 0.0f;
+                }
+            }
+    }
+}
+
+/* One tile call, dispatched to the ISA in use. */
+void direct_run_tile(plait_isa isa, const direct_tile *t, int vthreads, int tile_w, int tile_k, int unroll) {
+    direct_tile_fn fn = NULL;
+    if (isa == PLAIT_ISA_AVX512) fn = direct_tile_avx512(vthreads, tile_w, tile_k, unroll);
+    if (isa == PLAIT_ISA_AVX2) fn = direct_tile_avx2(vthreads, tile_w, tile_k, unroll);
+    if (fn)
+        fn(t);
+    else
+        direct_tile_portable(t, vthreads, tile_w, tile_k);
+}
+
+/* Range of taps [lo, hi) that land inside [0, size) for output position o. */
+static void tap_range(int o, int stride, int pad, int taps, int size, int *lo, int *hi) {
+    int first = o * stride - pad;
+    *lo = direct_max(0, -first);
+    *hi = direct_min(taps, size - first);
+    if (*hi < *lo) *hi = *lo;
+}
+
+typedef struct block_context {
+    const direct_problem *p;
+    const plait_conv_schedule *s;
+    plait_isa isa;
+    int kvecs;
+    int interior_lo, interior_hi; /* output columns whose taps all fall inside the image */
+} block_context;
+
+/* One or `vthreads` output rows (oh .. oh+vthreads-1, all with the full tap range when vthreads > 1)
+ * over columns [w0, w1), output-channel vectors [kv, kv + nr), input channels [c0, c0 + cb). */
+static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0, int w1, int kv, int nr, int c0,
+                     int cb) {
+    const direct_problem *p = b->p;
+    const plait_conv_schedule *s = b->s;
+    int r_lo, r_hi;
+    tap_range(oh, p->stride_h, p->pad_h, p->taps_h, p->in_h, &r_lo, &r_hi);
+    int ih = oh * p->stride_h - p->pad_h + r_lo;
+    ptrdiff_t in_row = (ptrdiff_t)p->in_w * p->in_c;
+    const float *x_image = p->x + (size_t)n * (size_t)p->in_h * (size_t)in_row;
+    float *y_row = p->y + (size_t)n * (size_t)p->y_image + (size_t)oh * (size_t)p->y_row + (size_t)kv * DIRECT_LANES;
+    direct_tile t = {
+        .x_pixel = (ptrdiff_t)p->stride_w * p->in_c,
+        .x_vthread = b->s->vthread_images ? (ptrdiff_t)p->in_h * in_row : (ptrdiff_t)p->stride_h * in_row,
+        .x_tap_row = in_row,
+        .x_tap_col = p->in_c,
+        .w_kvec = (ptrdiff_t)p->taps_h * p->taps_w * p->in_c * DIRECT_LANES,
+        .w_tap_row = (ptrdiff_t)p->taps_w * p->in_c * DIRECT_LANES,
+        .w_tap_col = (ptrdiff_t)p->in_c * DIRECT_LANES,
+        .taps_h = r_hi - r_lo,
+        .channels = cb,
+        .y_pixel = p->y_pixel,
+        .y_vthread = b->s->vthread_images ? p->y_image : p->y_row,
+        .accumulate = c0 > 0,
+    };
+    int k_left = p->out_c - (kv + nr - 1) * DIRECT_LANES;
+    t.last_lanes = k_left < DIRECT_LANES ? k_left : DIRECT_LANES;
+    const float *w_base = p->w_packed + (size_t)kv * (size_t)t.w_kvec + (size_t)r_lo * (size_t)t.w_tap_row + (size_t)c0 * DIRECT_LANES;
+    int ow = w0;
+    while (ow < w1) {
+        int s_lo = 0, s_hi = p->taps_w, count = 1, v = vthreads;
+        if (ow >= b->interior_lo && ow < b->interior_hi) {
+            count = direct_min(s->tile_w, direct_min(w1, b->interior_hi) - ow);
+        } else {
+            tap_range(ow, p->stride_w, p->pad_w, p->taps_w, p->in_w, &s_lo, &s_hi);
+        }
+        t.taps_w = s_hi - s_lo;
+        t.w = w_base + (size_t)s_lo * (size_t)t.w_tap_col;
+        t.y = y_row + (size_t)ow * (size_t)p->y_pixel;
+        /* Pointers are formed only for taps inside the image. */
+        if (t.taps_h > 0 && t.taps_w > 0)
+            t.x = x_image + (size_t)ih * (size_t)in_row + (size_t)(ow * p->stride_w - p->pad_w + s_lo) * (size_t)p->in_c + (size_t)c0;
+        else
+            t.x = x_image;
+        direct_run_tile(b->isa, &t, v, count, nr, s->unroll);
+        ow += count;
+    }
+}
+
+/* One cache block: images [n, n + images) (as interleaved sub-tiles; images > 1 only with vthread_images),
+ * rows [h0, h1), columns [w0, w1), vectors [k0, k1). */
+static void run_block(const block_context *b, int n, int images, int h0, int h1, int w0, int w1, int k0, int k1) {
+    const direct_problem *p = b->p;
+    const plait_conv_schedule *s = b->s;
+    int row_lo, row_hi; /* rows whose taps all fall inside the image */
+    {
+        int first = direct_ceil_div(direct_max(p->pad_h, 0), p->stride_h);
+        int last = p->in_h + p->pad_h - p->taps_h; /* last valid oh*stride */
+        row_lo = first;
+        row_hi = last < 0 ? 0 : last / p->stride_h + 1;
+    }
+    /* sub-tiles: `images` images on the same row, or vthreads consecutive interior rows */
+    int step_rows = s->vthread_images ? 1 : s->vthreads;
+    int block_c = s->block_c > 0 ? s->block_c : p->in_c;
+    for (int c0 = 0; c0 < p->in_c; c0 += block_c) {
+        int cb = direct_min(block_c, p->in_c - c0);
+        if (s->loop_order == PLAIT_LOOP_K_OUTER) {
+            for (int kv = k0; kv < k1; kv += s->tile_k) {
+                int nr = direct_min(s->tile_k, k1 - kv);
+                for (int oh = h0; oh < h1;) {
+                    int v = s->vthread_images ? images : step_rows;
+                    if (!s->vthread_images && v > 1 && !(oh + v <= h1 && oh >= row_lo && oh + v <= row_hi)) v = 1;
+                    run_rows(b, n, oh, v, w0, w1, kv, nr, c0, cb);
+                    oh += s->vthread_images ? 1 : v;
+                }
+            }
+        } else {
+            for (int oh = h0; oh < h1;) {
+                int v = s->vthread_images ? images : step_rows;
+                if (!s->vthread_images && v > 1 && !(oh + v <= h1 && oh >= row_lo && oh + v <= row_hi)) v = 1;
+                for (int kv = k0; kv < k1; kv += s->tile_k)
+                    run_rows(b, n, oh, v, w0, w1, kv, direct_min(s->tile_k, k1 - kv), c0, cb);
+                oh += s->vthread_images ? 1 : v;
+            }
+        }
+    }
+}
+
+/* Padding needed after the last input row or column so that every output's taps fall inside. */
+static int pad_after(int out, int stride, int taps, int in, int pad) {
+    return direct_max(0, (out - 1) * stride + taps - in - pad);
+}
+
+size_t direct_pad_floats(const direct_problem *p) {
+    size_t h = (size_t)p->in_h + (size_t)direct_max(p->pad_h, 0) + (size_t)pad_after(p->out_h, p->stride_h, p->taps_h, p->in_h, p->pad_h);
+    size_t w = (size_t)p->in_w + (size_t)direct_max(p->pad_w, 0) + (size_t)pad_after(p->out_w, p->stride_w, p->taps_w, p->in_w, p->pad_w);
+    return (size_t)p->batch * h * w * (size_t)p->in_c;
+}
+
+/* The same problem over a zero-bordered copy of the input: no output has a tap outside it. */
+static direct_problem padded_problem(const direct_problem *p, float *scratch) {
+    direct_problem q = *p;
+    int top = direct_max(p->pad_h, 0), left = direct_max(p->pad_w, 0);
+    q.in_h = p->in_h + top + pad_after(p->out_h, p->stride_h, p->taps_h, p->in_h, p->pad_h);
+    q.in_w = p->in_w + left + pad_after(p->out_w, p->stride_w, p->taps_w, p->in_w, p->pad_w);
+    q.pad_h = p->pad_h - top;
+    q.pad_w = p->pad_w - left;
+    q.x = scratch;
+    size_t row = (size_t)q.in_w * p->in_c, pixels = (size_t)p->in_w * p->in_c;
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long r = 0; r < (long)p->batch * q.in_h; r++) {
+        int n = (int)(r / q.in_h), h = (int)(r % q.in_h) - top;
+        float *dst = scratch + (size_t)r * row;
+        if (h < 0 || h >= p->in_h) {
+            memset(dst, 0, row * sizeof(float));
+            continue;
+        }
+        memset(dst, 0, (size_t)left * p->in_c * sizeof(float));
+        memcpy(dst + (size_t)left * p->in_c, p->x + ((size_t)n * p->in_h + h) * pixels, pixels * sizeof(float));
+        memset(dst + (size_t)left * p->in_c + pixels, 0, (row - pixels - (size_t)left * p->in_c) * sizeof(float));
+    }
+    return q;
+}
+
+void direct_run(const direct_problem *problem, const plait_conv_schedule *s, float *scratch) {
+    direct_problem padded;
+    const direct_problem *p = problem;
+    if (s->pad_copy && scratch) {
+        padded = padded_problem(problem, scratch);
+        p = &padded;
+    }
+    block_context b = {.p = p, .s = s, .isa = direct_isa_resolved(), .kvecs = direct_ceil_div(p->out_c, DIRECT_LANES)};
+    b.interior_lo = p->out_w;
+    b.interior_hi = p->out_w;
+    for (int ow = 0; ow < p->out_w; ow++) {
+        int lo, hi;
+        tap_range(ow, p->stride_w, p->pad_w, p->taps_w, p->in_w, &lo, &hi);
+        if (lo == 0 && hi == p->taps_w) {
+            if (b.interior_lo == p->out_w) b.interior_lo = ow;
+            b.interior_hi = ow + 1;
+        }
+    }
+    int block_h = s->block_h > 0 ? s->block_h : p->out_h;
+    int block_w = s->block_w > 0 ? s->block_w : p->out_w;
+    int block_k = s->block_k > 0 ? s->block_k : b.kvecs;
+    int h_blocks = direct_ceil_div(p->out_h, block_h);
+    int k_blocks = direct_ceil_div(b.kvecs, block_k);
+    /* with image sub-tiles, a work item covers a group of vthreads images */
+    int group = s->vthread_images ? s->vthreads : 1;
+    int groups = direct_ceil_div(p->batch, group);
+    long items = (long)groups * h_blocks * k_blocks;
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long item = 0; item < items; item++) {
+        int g, hb, kb;
+        if (s->split_k) {
+            kb = (int)(item / ((long)groups * h_blocks));
+            long rest = item % ((long)groups * h_blocks);
+            g = (int)(rest / h_blocks);
+            hb = (int)(rest % h_blocks);
+        } else {
+            g = (int)(item / ((long)h_blocks * k_blocks));
+            long rest = item % ((long)h_blocks * k_blocks);
+            hb = (int)(rest / k_blocks);
+            kb = (int)(rest % k_blocks);
+        }
+        int h0 = hb * block_h, h1 = direct_min(p->out_h, h0 + block_h);
+        int k0 = kb * block_k, k1 = direct_min(b.kvecs, k0 + block_k);
+        for (int n = g * group; n < direct_min(p->batch, (g + 1) * group);) {
+            /* the last group may hold 3 images: run 2 then 1 (tiles exist for 1, 2 and 4 sub-tiles) */
+            int left = direct_min(p->batch, (g + 1) * group) - n;
+            int images = left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            for (int w0 = 0; w0 < p->out_w; w0 += block_w)
+                run_block(&b, n, images, h0, h1, w0, direct_min(p->out_w, w0 + block_w), k0, k1);
+            n += images;
+        }
+    }
+}

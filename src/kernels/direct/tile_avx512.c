@@ -1,0 +1,105 @@
+/* Level-2 micro-kernels for AVX-512: one function per register-tile shape, so the accumulators live in
+ * zmm registers. Contracts in direct.h. */
+#include <immintrin.h>
+
+#include "kernels/direct/direct.h"
+
+#define TARGET __attribute__((target("avx512f,fma")))
+#define INLINE static inline __attribute__((always_inline))
+
+/* Accumulators are indexed [(v * MR + m) * NR + j]; every loop has constant bounds after inlining, so
+ * GCC unrolls them and keeps the array in registers. */
+TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel, ptrdiff_t x_vthread,
+                             ptrdiff_t w_kvec, int c, const int V, const int MR, const int NR, __m512 *acc) {
+    __m512 wv[DIRECT_MAX_TILE_K];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; j++) wv[j] = _mm512_loadu_ps(wp + j * w_kvec + DIRECT_LANES * c);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; m++) {
+            __m512 b = _mm512_set1_ps(xp[v * x_vthread + m * x_pixel + c]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) acc[(v * MR + m) * NR + j] = _mm512_fmadd_ps(b, wv[j], acc[(v * MR + m) * NR + j]);
+        }
+}
+
+TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, const int NR, const int U) {
+    __m512 acc[DIRECT_MAX_VTHREADS * DIRECT_MAX_TILE_W * DIRECT_MAX_TILE_K];
+    const __mmask16 tail = (__mmask16)((1u << t->last_lanes) - 1u);
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) {
+                const float *yp = t->y + v * t->y_vthread + m * t->y_pixel + DIRECT_LANES * j;
+                __mmask16 mask = j == NR - 1 ? tail : (__mmask16)0xffff;
+                acc[(v * MR + m) * NR + j] =
+                    t->accumulate ? _mm512_maskz_loadu_ps(mask, yp) : _mm512_setzero_ps();
+            }
+    const ptrdiff_t x_pixel = t->x_pixel, x_vthread = t->x_vthread, w_kvec = t->w_kvec;
+    const int channels = t->channels;
+    for (int r = 0; r < t->taps_h; r++)
+        for (int s = 0; s < t->taps_w; s++) {
+            const float *xp = t->x + r * t->x_tap_row + s * t->x_tap_col;
+            const float *wp = t->w + r * t->w_tap_row + s * t->w_tap_col;
+            int c = 0;
+            for (; c + U <= channels; c += U)
+#pragma GCC unroll 4
+                for (int u = 0; u < U; u++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c + u, V, MR, NR, acc);
+            for (; c < channels; c++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c, V, MR, NR, acc);
+        }
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) {
+                float *yp = t->y + v * t->y_vthread + m * t->y_pixel + DIRECT_LANES * j;
+                if (j == NR - 1)
+                    _mm512_mask_storeu_ps(yp, tail, acc[(v * MR + m) * NR + j]);
+                else
+                    _mm512_storeu_ps(yp, acc[(v * MR + m) * NR + j]);
+            }
+}
+
+#define TILE_FN(V, MR, NR, U)                                                                      \
+    static TARGET void tile_v##V##_m##MR##_n##NR##_u##U(const direct_tile *t) { tile_body(t, V, MR, NR, U); }
+#define TILE_ENTRY(V, MR, NR, U) [V][MR][NR][U] = tile_v##V##_m##MR##_n##NR##_u##U,
+
+/* Shapes with V * MR * NR <= 28 accumulators (32 zmm registers minus weights and a broadcast). */
+#define MR_UPTO_1(X, V, NR, U) X(V, 1, NR, U)
+#define MR_UPTO_2(X, V, NR, U) MR_UPTO_1(X, V, NR, U) X(V, 2, NR, U)
+#define MR_UPTO_3(X, V, NR, U) MR_UPTO_2(X, V, NR, U) X(V, 3, NR, U)
+#define MR_UPTO_4(X, V, NR, U) MR_UPTO_3(X, V, NR, U) X(V, 4, NR, U)
+#define MR_UPTO_5(X, V, NR, U) MR_UPTO_4(X, V, NR, U) X(V, 5, NR, U)
+#define MR_UPTO_6(X, V, NR, U) MR_UPTO_5(X, V, NR, U) X(V, 6, NR, U)
+#define MR_UPTO_7(X, V, NR, U) MR_UPTO_6(X, V, NR, U) X(V, 7, NR, U)
+#define MR_UPTO_8(X, V, NR, U) MR_UPTO_7(X, V, NR, U) X(V, 8, NR, U)
+#define MR_UPTO_9(X, V, NR, U) MR_UPTO_8(X, V, NR, U) X(V, 9, NR, U)
+#define MR_UPTO_10(X, V, NR, U) MR_UPTO_9(X, V, NR, U) X(V, 10, NR, U)
+#define MR_UPTO_11(X, V, NR, U) MR_UPTO_10(X, V, NR, U) X(V, 11, NR, U)
+#define MR_UPTO_12(X, V, NR, U) MR_UPTO_11(X, V, NR, U) X(V, 12, NR, U)
+#define MR_UPTO_13(X, V, NR, U) MR_UPTO_12(X, V, NR, U) X(V, 13, NR, U)
+#define MR_UPTO_14(X, V, NR, U) MR_UPTO_13(X, V, NR, U) X(V, 14, NR, U)
+#define MR_UPTO_15(X, V, NR, U) MR_UPTO_14(X, V, NR, U) X(V, 15, NR, U)
+#define MR_UPTO_16(X, V, NR, U) MR_UPTO_15(X, V, NR, U) X(V, 16, NR, U)
+
+#define ALL_SHAPES(X, U)                                                                           \
+    MR_UPTO_16(X, 1, 1, U) MR_UPTO_14(X, 1, 2, U) MR_UPTO_9(X, 1, 3, U) MR_UPTO_7(X, 1, 4, U)      \
+    MR_UPTO_14(X, 2, 1, U) MR_UPTO_7(X, 2, 2, U) MR_UPTO_4(X, 2, 3, U) MR_UPTO_3(X, 2, 4, U)       \
+    MR_UPTO_7(X, 4, 1, U) MR_UPTO_3(X, 4, 2, U) MR_UPTO_2(X, 4, 3, U) MR_UPTO_1(X, 4, 4, U)
+
+ALL_SHAPES(TILE_FN, 1)
+ALL_SHAPES(TILE_FN, 2)
+
+static const direct_tile_fn tiles[DIRECT_MAX_VTHREADS + 1][DIRECT_MAX_TILE_W + 1][DIRECT_MAX_TILE_K + 1][3] = {
+    ALL_SHAPES(TILE_ENTRY, 1) ALL_SHAPES(TILE_ENTRY, 2)};
+
+direct_tile_fn direct_tile_avx512(int vthreads, int tile_w, int tile_k, int unroll) {
+    if (vthreads < 1 || vthreads > DIRECT_MAX_VTHREADS || tile_w < 1 || tile_w > DIRECT_MAX_TILE_W || tile_k < 1 ||
+        tile_k > DIRECT_MAX_TILE_K || unroll < 1 || unroll > 2)
+        return NULL;
+    return tiles[vthreads][tile_w][tile_k][unroll];
+}

@@ -1,0 +1,135 @@
+/* Level-2 micro-kernels of backward-weights: a tile of MC input channels x NR vectors of 16 output
+ * channels of the packed gradient, summed over a run of pixels. Contract in direct.h. */
+#include <immintrin.h>
+
+#include "kernels/direct/direct.h"
+
+#define INLINE static inline __attribute__((always_inline))
+#define AVX512 __attribute__((target("avx512f,fma")))
+#define AVX2 __attribute__((target("avx2,fma")))
+
+AVX512 INLINE void wtile_avx512_body(const direct_wtile *t, const int MC, const int NR) {
+    __m512 acc[DIRECT_MAX_TILE_W * DIRECT_MAX_TILE_K];
+    const __mmask16 tail = (__mmask16)((1u << t->last_lanes) - 1u);
+#pragma GCC unroll 16
+    for (int i = 0; i < MC; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++)
+            acc[i * NR + j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, t->acc + i * t->acc_c + DIRECT_LANES * j);
+    for (int b = 0; b < t->images; b++)
+    for (int q = 0; q < t->rows; q++) {
+        const float *xp = t->x + b * t->x_image + q * t->x_row;
+        const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
+        for (int p = 0; p < t->pixels; p++) {
+            __m512 g[DIRECT_MAX_TILE_K];
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) g[j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, dp + DIRECT_LANES * j);
+#pragma GCC unroll 16
+            for (int i = 0; i < MC; i++) {
+                __m512 b = _mm512_set1_ps(xp[i]);
+#pragma GCC unroll 4
+                for (int j = 0; j < NR; j++) acc[i * NR + j] = _mm512_fmadd_ps(b, g[j], acc[i * NR + j]);
+            }
+            xp += t->x_pixel;
+            dp += t->dy_pixel;
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MC; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++) _mm512_storeu_ps(t->acc + i * t->acc_c + DIRECT_LANES * j, acc[i * NR + j]);
+}
+
+AVX2 INLINE __m256i lane_mask(int valid, int half) {
+    __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8 * half), index);
+}
+
+AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int NR) {
+    __m256 acc[12];
+    __m256i masks[2 * DIRECT_MAX_TILE_K];
+#pragma GCC unroll 8
+    for (int j = 0; j < 2 * NR; j++) masks[j] = j < 2 * NR - 2 ? _mm256_set1_epi32(-1) : lane_mask(t->last_lanes, j % 2);
+#pragma GCC unroll 16
+    for (int i = 0; i < MC; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < 2 * NR; j++) acc[i * 2 * NR + j] = _mm256_loadu_ps(t->acc + i * t->acc_c + 8 * j);
+    for (int b = 0; b < t->images; b++)
+    for (int q = 0; q < t->rows; q++) {
+        const float *xp = t->x + b * t->x_image + q * t->x_row;
+        const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
+        for (int p = 0; p < t->pixels; p++) {
+            __m256 g[2 * DIRECT_MAX_TILE_K];
+#pragma GCC unroll 8
+            for (int j = 0; j < 2 * NR; j++) g[j] = _mm256_maskload_ps(dp + 8 * j, masks[j]);
+#pragma GCC unroll 16
+            for (int i = 0; i < MC; i++) {
+                __m256 b = _mm256_broadcast_ss(xp + i);
+#pragma GCC unroll 8
+                for (int j = 0; j < 2 * NR; j++) acc[i * 2 * NR + j] = _mm256_fmadd_ps(b, g[j], acc[i * 2 * NR + j]);
+            }
+            xp += t->x_pixel;
+            dp += t->dy_pixel;
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < MC; i++)
+#pragma GCC unroll 8
+        for (int j = 0; j < 2 * NR; j++) _mm256_storeu_ps(t->acc + i * t->acc_c + 8 * j, acc[i * 2 * NR + j]);
+}
+
+#define WTILE512(MC, NR) \
+    static AVX512 void wtile512_##MC##_##NR(const direct_wtile *t) { wtile_avx512_body(t, MC, NR); }
+#define WTILE2(MC, NR) \
+    static AVX2 void wtile2_##MC##_##NR(const direct_wtile *t) { wtile_avx2_body(t, MC, NR); }
+#define ENTRY512(MC, NR) [MC][NR] = wtile512_##MC##_##NR,
+#define ENTRY2(MC, NR) [MC][NR] = wtile2_##MC##_##NR,
+
+#define MC_UPTO_1(X, NR) X(1, NR)
+#define MC_UPTO_2(X, NR) MC_UPTO_1(X, NR) X(2, NR)
+#define MC_UPTO_3(X, NR) MC_UPTO_2(X, NR) X(3, NR)
+#define MC_UPTO_4(X, NR) MC_UPTO_3(X, NR) X(4, NR)
+#define MC_UPTO_5(X, NR) MC_UPTO_4(X, NR) X(5, NR)
+#define MC_UPTO_6(X, NR) MC_UPTO_5(X, NR) X(6, NR)
+#define MC_UPTO_7(X, NR) MC_UPTO_6(X, NR) X(7, NR)
+#define MC_UPTO_8(X, NR) MC_UPTO_7(X, NR) X(8, NR)
+#define MC_UPTO_9(X, NR) MC_UPTO_8(X, NR) X(9, NR)
+#define MC_UPTO_10(X, NR) MC_UPTO_9(X, NR) X(10, NR)
+#define MC_UPTO_11(X, NR) MC_UPTO_10(X, NR) X(11, NR)
+#define MC_UPTO_12(X, NR) MC_UPTO_11(X, NR) X(12, NR)
+#define MC_UPTO_13(X, NR) MC_UPTO_12(X, NR) X(13, NR)
+#define MC_UPTO_14(X, NR) MC_UPTO_13(X, NR) X(14, NR)
+#define MC_UPTO_15(X, NR) MC_UPTO_14(X, NR) X(15, NR)
+#define MC_UPTO_16(X, NR) MC_UPTO_15(X, NR) X(16, NR)
+
+#define SHAPES512(X) MC_UPTO_16(X, 1) MC_UPTO_14(X, 2) MC_UPTO_9(X, 3) MC_UPTO_7(X, 4)
+#define SHAPES2(X) MC_UPTO_6(X, 1) MC_UPTO_3(X, 2) MC_UPTO_2(X, 3) MC_UPTO_1(X, 4)
+
+SHAPES512(WTILE512)
+SHAPES2(WTILE2)
+static const direct_wtile_fn tiles512[DIRECT_MAX_TILE_W + 1][DIRECT_MAX_TILE_K + 1] = {SHAPES512(ENTRY512)};
+static const direct_wtile_fn tiles2[7][DIRECT_MAX_TILE_K + 1] = {SHAPES2(ENTRY2)};
+
+direct_wtile_fn direct_wtile_avx512(int tile_c, int tile_k) {
+    if (tile_c < 1 || tile_c > DIRECT_MAX_TILE_W || tile_k < 1 || tile_k > DIRECT_MAX_TILE_K) return NULL;
+    return tiles512[tile_c][tile_k];
+}
+
+direct_wtile_fn direct_wtile_avx2(int tile_c, int tile_k) {
+    if (tile_c < 1 || tile_c > 6 || tile_k < 1 || tile_k > DIRECT_MAX_TILE_K) return NULL;
+    return tiles2[tile_c][tile_k];
+}
+
+void direct_wtile_portable(const direct_wtile *t, int tile_c, int tile_k) {
+    int lanes = (tile_k - 1) * DIRECT_LANES + t->last_lanes;
+    for (int b = 0; b < t->images; b++)
+    for (int q = 0; q < t->rows; q++)
+        for (int p = 0; p < t->pixels; p++) {
+            const float *xp = t->x + b * t->x_image + q * t->x_row + p * t->x_pixel;
+            const float *dp = t->dy + b * t->dy_image + q * t->dy_row + p * t->dy_pixel;
+            for (int i = 0; i < tile_c; i++) {
+                float *a = t->acc + i * t->acc_c;
+                for (int l = 0; l < lanes; l++) a[l] += xp[i] * dp[l];
+            }
+        }
+}

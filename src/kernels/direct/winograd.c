@@ -1,0 +1,401 @@
+/* Winograd F(4x4, 3x3) for 3x3 stride-1 convolutions: 36 multiplications per 4x4 output tile and channel
+ * pair instead of 144. Per chunk of output tiles: transform the 6x6 input patches (V = B^T d B), multiply
+ * in the transform domain with the same level-2 micro-kernels as the direct convolution (36 independent
+ * 1x1 "convolutions" of V with U = G g G^T), and transform back (Y = A^T M A). Backward-data is the same
+ * with flipped, transposed weights; backward-weights sums (A dY A^T) x (B^T X B) over tiles and applies
+ * G^T . G. Matrices from Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2015). */
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/direct/direct.h"
+
+#define WINO_MAX_THREADS 8
+#define L DIRECT_LANES
+
+static int kpad_of(int k) { return direct_ceil_div(k, L) * L; }
+
+/* ---- 1-D transforms on vectors of 16 lanes (stride: floats between consecutive elements) ---- */
+
+/* B^T d: 6 -> 6 */
+static inline __attribute__((always_inline)) void input_1d(const float *d, ptrdiff_t ds, float *o, ptrdiff_t os) {
+    for (int l = 0; l < L; l++) {
+        float d0 = d[l], d1 = d[ds + l], d2 = d[2 * ds + l], d3 = d[3 * ds + l], d4 = d[4 * ds + l], d5 = d[5 * ds + l];
+        o[l] = 4 * d0 - 5 * d2 + d4;
+        o[os + l] = -4 * d1 - 4 * d2 + d3 + d4;
+        o[2 * os + l] = 4 * d1 - 4 * d2 - d3 + d4;
+        o[3 * os + l] = -2 * d1 - d2 + 2 * d3 + d4;
+        o[4 * os + l] = 2 * d1 - d2 - 2 * d3 + d4;
+        o[5 * os + l] = 4 * d1 - 5 * d3 + d5;
+    }
+}
+
+/* G g: 3 -> 6 */
+static inline __attribute__((always_inline)) void weight_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
+    for (int l = 0; l < L; l++) {
+        float g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l];
+        o[l] = g0 / 4;
+        o[os + l] = -(g0 + g1 + g2) / 6;
+        o[2 * os + l] = -(g0 - g1 + g2) / 6;
+        o[3 * os + l] = g0 / 24 + g1 / 12 + g2 / 6;
+        o[4 * os + l] = g0 / 24 - g1 / 12 + g2 / 6;
+        o[5 * os + l] = g2;
+    }
+}
+
+/* A^T m: 6 -> 4 */
+static inline __attribute__((always_inline)) void output_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
+    for (int l = 0; l < L; l++) {
+        float m0 = m[l], m1 = m[ms + l], m2 = m[2 * ms + l], m3 = m[3 * ms + l], m4 = m[4 * ms + l], m5 = m[5 * ms + l];
+        o[l] = m0 + m1 + m2 + m3 + m4;
+        o[os + l] = m1 - m2 + 2 * m3 - 2 * m4;
+        o[2 * os + l] = m1 + m2 + 4 * m3 + 4 * m4;
+        o[3 * os + l] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
+    }
+}
+
+/* A dy: 4 -> 6 (the transpose of output_1d) */
+static inline __attribute__((always_inline)) void gradient_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
+    for (int l = 0; l < L; l++) {
+        float g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l], g3 = g[3 * gs + l];
+        o[l] = g0;
+        o[os + l] = g0 + g1 + g2 + g3;
+        o[2 * os + l] = g0 - g1 + g2 - g3;
+        o[3 * os + l] = g0 + 2 * g1 + 4 * g2 + 8 * g3;
+        o[4 * os + l] = g0 - 2 * g1 + 4 * g2 - 8 * g3;
+        o[5 * os + l] = g3;
+    }
+}
+
+/* G^T m: 6 -> 3 (the transpose of weight_1d) */
+static inline __attribute__((always_inline)) void weight_grad_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
+    for (int l = 0; l < L; l++) {
+        float m0 = m[l], m1 = m[ms + l], m2 = m[2 * ms + l], m3 = m[3 * ms + l], m4 = m[4 * ms + l], m5 = m[5 * ms + l];
+        o[l] = m0 / 4 - (m1 + m2) / 6 + (m3 + m4) / 24;
+        o[os + l] = (m2 - m1) / 6 + (m3 - m4) / 12;
+        o[2 * os + l] = (m3 + m4 - m1 - m2) / 6 + m5;
+    }
+}
+
+/* ---- the forward problem (also backward-data) ---- */
+
+typedef struct wino_problem {
+    int batch, in_h, in_w, in_c, out_c, out_h, out_w, pad_h, pad_w;
+    const float *x;
+    float *y;
+    int tiles_h, tiles_w, chunk;
+} wino_problem;
+
+bool direct_winograd_supports(const plait_conv2d_desc *d) {
+    return d->groups == 1 && d->kernel_h == 3 && d->kernel_w == 3 && d->stride_h == 1 && d->stride_w == 1 &&
+           d->pad_h <= 2 && d->pad_w <= 2;
+}
+
+/* Tiles per chunk: a thread's transformed inputs and products stay within about 2 MiB. */
+static int chunk_cap(int in_c, int out_c) {
+    int cap = (2 << 20) / (36 * 4 * (kpad_of(in_c) + kpad_of(out_c)));
+    return direct_max(4, direct_min(DIRECT_WINOGRAD_MAX_CHUNK, cap));
+}
+
+static int chunk_of(const plait_conv_schedule *s, int in_c, int out_c) {
+    int cap = chunk_cap(in_c, out_c);
+    return s && s->block_w > 0 && s->block_w < cap ? s->block_w : cap;
+}
+
+size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    int K = d->out_channels, C = d->in_channels;
+    if (direction == PLAIT_CONV_BACKWARD_DATA) K = d->in_channels, C = d->out_channels;
+    size_t chunk = (size_t)chunk_cap(C, K);
+    size_t weights = 36 * (size_t)kpad_of(K) * (size_t)C;
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) /* M = sum V^T Z, then V and A dY A^T for a chunk */
+        return weights + 36 * (size_t)chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
+    return weights + WINO_MAX_THREADS * 36 * (size_t)chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
+}
+
+/* U[t][kv][c][16] = (G g G^T)[t] for output channel kv*16+lane, input channel c; `flip` reads the
+ * weights of backward-data: g[r][s] = w[c][2-r][2-s][k] from OHWI w with K and C swapped. */
+static void transform_weights(const float *w, int K, int C, bool flip, float *U) {
+    int kvecs = direct_ceil_div(K, L);
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long item = 0; item < (long)kvecs * C; item++) {
+        int kv = (int)(item / C), c = (int)(item % C);
+        float g[9][L], t[6][3][L], u[6][6][L];
+        for (int r = 0; r < 3; r++)
+            for (int s = 0; s < 3; s++)
+                for (int l = 0; l < L; l++) {
+                    int k = kv * L + l;
+                    g[r * 3 + s][l] = k >= K  ? 0.0f
+                                      : flip ? w[(((size_t)c * 3 + (2 - r)) * 3 + (2 - s)) * K + k]
+                                             : w[(((size_t)k * 3 + r) * 3 + s) * C + c];
+                }
+        for (int s = 0; s < 3; s++) weight_1d(g[s], 3 * L, t[0][s], 3 * L);
+        for (int i = 0; i < 6; i++) weight_1d(t[i][0], L, u[i][0], L);
+        for (int i = 0; i < 36; i++)
+            memcpy(U + (((size_t)i * kvecs + kv) * C + c) * L, u[i / 6][i % 6], L * sizeof(float));
+    }
+}
+
+/* V[t][i][c] for the tiles [first, first + count) of p, channels padded to cpad, `plane` tiles between
+ * transform points. */
+static inline __attribute__((always_inline)) void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad, int plane) {
+    for (int i = 0; i < count; i++) {
+        long tile = first + i;
+        int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
+        int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
+        int h0 = (rest / p->tiles_w) * 4 - p->pad_h, w0 = (rest % p->tiles_w) * 4 - p->pad_w;
+        for (int c0 = 0; c0 < cpad; c0 += L) {
+            float d[6][6][L], t[6][6][L], v[6][6][L];
+            int lanes = direct_min(L, p->in_c - c0);
+            for (int a = 0; a < 6; a++)
+                for (int b = 0; b < 6; b++) {
+                    int h = h0 + a, ww = w0 + b;
+                    if (h < 0 || h >= p->in_h || ww < 0 || ww >= p->in_w || lanes <= 0) {
+                        memset(d[a][b], 0, sizeof d[a][b]);
+                        continue;
+                    }
+                    const float *src = p->x + (((size_t)n * p->in_h + h) * p->in_w + ww) * p->in_c + c0;
+                    for (int l = 0; l < L; l++) d[a][b][l] = l < lanes ? src[l] : 0.0f;
+                }
+            for (int b = 0; b < 6; b++) input_1d(d[0][b], 6 * L, t[0][b], 6 * L);
+            for (int a = 0; a < 6; a++) input_1d(t[a][0], L, v[a][0], L);
+            for (int q = 0; q < 36; q++)
+                memcpy(V + ((size_t)q * plane + i) * cpad + c0, v[q / 6][q % 6], L * sizeof(float));
+        }
+    }
+}
+
+/* y for the tiles of a chunk from M[t][i][kpad]. */
+static inline __attribute__((always_inline)) void transform_outputs(const wino_problem *p, long first, int count, const float *M, int kpad) {
+    for (int i = 0; i < count; i++) {
+        long tile = first + i;
+        int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
+        int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
+        int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
+        for (int k0 = 0; k0 < p->out_c; k0 += L) {
+            float m[6][6][L], t[4][6][L], o[4][4][L];
+            for (int q = 0; q < 36; q++) memcpy(m[q / 6][q % 6], M + ((size_t)q * count + i) * kpad + k0, L * sizeof(float));
+            for (int b = 0; b < 6; b++) output_1d(m[0][b], 6 * L, t[0][b], 6 * L);
+            for (int a = 0; a < 4; a++) output_1d(t[a][0], L, o[a][0], L);
+            int lanes = direct_min(L, p->out_c - k0);
+            for (int a = 0; a < 4 && h0 + a < p->out_h; a++)
+                for (int b = 0; b < 4 && w0 + b < p->out_w; b++) {
+                    float *dst = p->y + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0 + b) * p->out_c + k0;
+                    for (int l = 0; l < lanes; l++) dst[l] = o[a][b][l];
+                }
+        }
+    }
+}
+
+/* M[t] = V[t] x U[t] for the 36 transform points, with the direct kernels' register tiles. */
+static void multiply(plait_isa isa, const float *V, const float *U, float *M, int count, int C, int cpad, int K,
+                     const plait_conv_schedule *s) {
+    int kvecs = direct_ceil_div(K, L), kpad = kvecs * L;
+    int tile_k = direct_min(s->tile_k, kvecs);
+    for (int q = 0; q < 36; q++)
+        for (int kv = 0; kv < kvecs; kv += tile_k) {
+            int nr = direct_min(tile_k, kvecs - kv);
+            for (int i = 0; i < count;) {
+                int mr = direct_min(s->tile_w, count - i);
+                direct_tile t = {
+                    .x = V + ((size_t)q * count + i) * cpad, .x_pixel = cpad, .x_vthread = 0, .x_tap_row = 0,
+                    .x_tap_col = 0, .w = U + ((size_t)q * kvecs + kv) * C * L, .w_kvec = (ptrdiff_t)C * L,
+                    .w_tap_row = 0, .w_tap_col = 0, .taps_h = 1, .taps_w = 1, .channels = C,
+                    .y = M + ((size_t)q * count + i) * kpad + (size_t)kv * L, .y_pixel = kpad, .y_vthread = 0,
+                    .accumulate = 0, .last_lanes = L,
+                };
+                direct_run_tile(isa, &t, 1, mr, nr, s->unroll);
+                i += mr;
+            }
+        }
+}
+
+/* One chunk: transforms compiled per ISA (GCC vectorizes their 16-lane loops), products on the micro-kernels. */
+typedef void (*chunk_fn)(const wino_problem *p, long first, int count, float *V, float *M, const float *U,
+                         const plait_conv_schedule *s, plait_isa isa);
+#define CHUNK_FN(NAME, ATTR)                                                                                   \
+    static ATTR void chunk_##NAME(const wino_problem *p, long first, int count, float *V, float *M, const float *U, \
+                                  const plait_conv_schedule *s, plait_isa isa) {                               \
+        int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);                                                 \
+        transform_inputs(p, first, count, V, cpad, count);                                                     \
+        multiply(isa, V, U, M, count, p->in_c, cpad, p->out_c, s);                                             \
+        transform_outputs(p, first, count, M, kpad);                                                           \
+    }
+CHUNK_FN(avx512, __attribute__((target("avx512f,fma"))))
+CHUNK_FN(avx2, __attribute__((target("avx2,fma"))))
+CHUNK_FN(portable, )
+
+static chunk_fn chunk_for(plait_isa isa) {
+    return isa == PLAIT_ISA_AVX512 ? chunk_avx512 : isa == PLAIT_ISA_AVX2 ? chunk_avx2 : chunk_portable;
+}
+
+static void wino_run(const wino_problem *p, const float *U, float *scratch, const plait_conv_schedule *s) {
+    int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);
+    long tiles = (long)p->batch * p->tiles_h * p->tiles_w;
+    long chunks = (tiles + p->chunk - 1) / p->chunk;
+    int threads = direct_min(plait_threads(), WINO_MAX_THREADS);
+    size_t per_thread = 36 * (size_t)p->chunk * ((size_t)cpad + (size_t)kpad);
+    plait_isa isa = direct_isa_resolved();
+#pragma omp parallel num_threads(threads)
+    {
+        float *V = scratch + per_thread * (size_t)omp_get_thread_num();
+        float *M = V + 36 * (size_t)p->chunk * cpad;
+#pragma omp for schedule(dynamic, 1)
+        for (long chunk = 0; chunk < chunks; chunk++) {
+            long first = chunk * p->chunk;
+            int count = (int)(tiles - first < p->chunk ? tiles - first : p->chunk);
+            chunk_for(isa)(p, first, count, V, M, U, s, isa);
+        }
+    }
+}
+
+static plait_conv_schedule gemm_schedule(const plait_conv_schedule *s) {
+    plait_conv_schedule g = s ? *s : (plait_conv_schedule){0};
+    int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
+    if (g.tile_k < 1 || g.tile_k > DIRECT_MAX_TILE_K) g.tile_k = max_tile >= 24 ? 4 : 1;
+    if (g.tile_w < 1 || g.tile_w * g.tile_k > max_tile) g.tile_w = direct_min(DIRECT_MAX_TILE_W, max_tile / g.tile_k);
+    if (g.unroll < 1 || g.unroll > 2) g.unroll = 1;
+    return g;
+}
+
+void direct_winograd_forward(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x, const float *w,
+                             float *y, void *workspace) {
+    plait_conv_schedule g = gemm_schedule(s);
+    int C = d->in_channels, K = d->out_channels;
+    wino_problem p = {d->batch, d->in_h, d->in_w, C, K,
+                      direct_out_size(d->in_h, 3, 1, d->pad_h), direct_out_size(d->in_w, 3, 1, d->pad_w),
+                      d->pad_h, d->pad_w, x, y, 0, 0, chunk_of(s, C, K)};
+    p.tiles_h = direct_ceil_div(p.out_h, 4);
+    p.tiles_w = direct_ceil_div(p.out_w, 4);
+    float *U = workspace;
+    transform_weights(w, K, C, false, U);
+    wino_run(&p, U, U + 36 * (size_t)kpad_of(K) * C, &g);
+}
+
+void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *dy,
+                                   const float *w, float *dx, void *workspace) {
+    plait_conv_schedule g = gemm_schedule(s);
+    int K = d->out_channels, C = d->in_channels;
+    int oh = direct_out_size(d->in_h, 3, 1, d->pad_h), ow = direct_out_size(d->in_w, 3, 1, d->pad_w);
+    /* dx = a stride-1 convolution of dy (K channels) with flipped, transposed weights, padding 2 - pad */
+    wino_problem p = {d->batch, oh, ow, K, C, d->in_h, d->in_w, 2 - d->pad_h, 2 - d->pad_w, dy, dx, 0, 0, chunk_of(s, K, C)};
+    p.tiles_h = direct_ceil_div(p.out_h, 4);
+    p.tiles_w = direct_ceil_div(p.out_w, 4);
+    float *U = workspace;
+    transform_weights(w, C, K, true, U);
+    wino_run(&p, U, U + 36 * (size_t)kpad_of(C) * K, &g);
+}
+
+/* ---- backward-weights: dW = G^T [ sum over tiles (A dY A^T) x (B^T X B) ] G ---- */
+
+/* Z[t][i][k] = (A dy A^T)[t] for the 4x4 output tiles of a chunk (zero outside the output). */
+static inline __attribute__((always_inline)) void transform_gradients(const wino_problem *p, const float *dy,
+                                                                      long first, int count, float *Z, int kpad,
+                                                                      int plane) {
+    for (int i = 0; i < count; i++) {
+        long tile = first + i;
+        int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
+        int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
+        int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
+        for (int k0 = 0; k0 < kpad; k0 += L) {
+            float g[4][4][L], t[6][4][L], z[6][6][L];
+            int lanes = direct_min(L, p->out_c - k0);
+            for (int a = 0; a < 4; a++)
+                for (int b = 0; b < 4; b++) {
+                    if (h0 + a >= p->out_h || w0 + b >= p->out_w) {
+                        memset(g[a][b], 0, sizeof g[a][b]);
+                        continue;
+                    }
+                    const float *src = dy + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0 + b) * p->out_c + k0;
+                    for (int l = 0; l < L; l++) g[a][b][l] = l < lanes ? src[l] : 0.0f;
+                }
+            for (int b = 0; b < 4; b++) gradient_1d(g[0][b], 4 * L, t[0][b], 4 * L);
+            for (int a = 0; a < 6; a++) gradient_1d(t[a][0], L, z[a][0], L);
+            for (int q = 0; q < 36; q++)
+                memcpy(Z + ((size_t)q * plane + i) * kpad + k0, z[q / 6][q % 6], L * sizeof(float));
+        }
+    }
+}
+
+typedef void (*transform_fn)(const wino_problem *p, const float *dy, long first, int count, float *V, float *Z,
+                             int plane);
+#define TRANSFORM_FN(NAME, ATTR)                                                                            \
+    static ATTR void transforms_##NAME(const wino_problem *p, const float *dy, long first, int count, float *V, \
+                                       float *Z, int plane) {                                               \
+        transform_inputs(p, first, count, V, kpad_of(p->in_c), plane);                                      \
+        transform_gradients(p, dy, first, count, Z, kpad_of(p->out_c), plane);                              \
+    }
+TRANSFORM_FN(avx512, __attribute__((target("avx512f,fma"))))
+TRANSFORM_FN(avx2, __attribute__((target("avx2,fma"))))
+TRANSFORM_FN(portable, )
+
+static void run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile_k) {
+    direct_wtile_fn fn = NULL;
+    if (isa == PLAIT_ISA_AVX512) fn = direct_wtile_avx512(tile_c, tile_k);
+    if (isa == PLAIT_ISA_AVX2) fn = direct_wtile_avx2(tile_c, tile_k);
+    if (fn)
+        fn(t);
+    else
+        direct_wtile_portable(t, tile_c, tile_k);
+}
+
+void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                      const float *dy, float *dw, void *workspace) {
+    int C = d->in_channels, K = d->out_channels, cpad = kpad_of(C), kpad = kpad_of(K), kvecs = kpad / L;
+    wino_problem p = {d->batch, d->in_h, d->in_w, C, K,
+                      direct_out_size(d->in_h, 3, 1, d->pad_h), direct_out_size(d->in_w, 3, 1, d->pad_w),
+                      d->pad_h, d->pad_w, x, NULL, 0, 0, chunk_of(s, C, K)};
+    p.tiles_h = direct_ceil_div(p.out_h, 4);
+    p.tiles_w = direct_ceil_div(p.out_w, 4);
+    int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
+    int tile_k = s && s->tile_k >= 1 && s->tile_k <= DIRECT_MAX_TILE_K ? s->tile_k : direct_min(4, kvecs);
+    int tile_c = s && s->tile_w >= 1 && s->tile_w * tile_k <= max_tile ? s->tile_w : max_tile / (tile_k + 1);
+    tile_c = direct_max(1, direct_min(direct_min(tile_c, DIRECT_MAX_TILE_W), C));
+    while (tile_c * tile_k > max_tile) tile_c--;
+    float *M = workspace; /* [36][C][kpad] */
+    float *V = M + 36 * (size_t)C * kpad, *Z = V + 36 * (size_t)p.chunk * cpad;
+    memset(M, 0, 36 * (size_t)C * kpad * sizeof(float));
+    long tiles = (long)p.batch * p.tiles_h * p.tiles_w;
+    int c_tiles = direct_ceil_div(C, tile_c), k_tiles = direct_ceil_div(kvecs, tile_k);
+    long units = 36L * c_tiles * k_tiles;
+    plait_isa isa = direct_isa_resolved();
+    transform_fn transforms = isa == PLAIT_ISA_AVX512 ? transforms_avx512
+                              : isa == PLAIT_ISA_AVX2 ? transforms_avx2
+                                                      : transforms_portable;
+#pragma omp parallel num_threads(plait_threads())
+    for (long first = 0; first < tiles; first += p.chunk) {
+        int count = (int)(tiles - first < p.chunk ? tiles - first : p.chunk);
+        /* the chunk's transforms split over threads in groups of 4 tiles */
+        int parts = direct_ceil_div(count, 4);
+#pragma omp for schedule(static)
+        for (int part = 0; part < parts; part++) {
+            int begin = part * 4;
+            transforms(&p, dy, first + begin, direct_min(4, count - begin), V + (size_t)begin * cpad,
+                       Z + (size_t)begin * kpad, count);
+        }
+#pragma omp for schedule(static)
+        for (long unit = 0; unit < units; unit++) {
+            int kt = (int)(unit % k_tiles);
+            long rest = unit / k_tiles;
+            int ct = (int)(rest % c_tiles), q = (int)(rest / c_tiles);
+            int c0 = ct * tile_c, kv = kt * tile_k;
+            direct_wtile t = {
+                .x = V + (size_t)q * count * cpad + c0, .x_pixel = cpad, .x_row = 0, .x_image = 0,
+                .dy = Z + (size_t)q * count * kpad + (size_t)kv * L, .dy_pixel = kpad, .dy_row = 0, .dy_image = 0,
+                .pixels = count, .rows = 1, .images = 1,
+                .acc = M + ((size_t)q * C + c0) * kpad + (size_t)kv * L, .acc_c = kpad, .last_lanes = L,
+            };
+            run_wtile(isa, &t, direct_min(tile_c, C - c0), direct_min(tile_k, kvecs - kv));
+        }
+    }
+    /* dw[k][r][s][c] += (G^T M G)[r][s] */
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long item = 0; item < (long)kvecs * C; item++) {
+        int kv = (int)(item / C), c = (int)(item % C);
+        float m[6][6][L], t[3][6][L], o[3][3][L];
+        for (int q = 0; q < 36; q++) memcpy(m[q / 6][q % 6], M + ((size_t)q * C + c) * kpad + (size_t)kv * L, L * sizeof(float));
+        for (int b = 0; b < 6; b++) weight_grad_1d(m[0][b], 6 * L, t[0][b], 6 * L);
+        for (int a = 0; a < 3; a++) weight_grad_1d(t[a][0], L, o[a][0], L);
+        for (int l = 0; l < L && kv * L + l < K; l++)
+            for (int r = 0; r < 3; r++)
+                for (int s2 = 0; s2 < 3; s2++) dw[(((size_t)(kv * L + l) * 3 + r) * 3 + s2) * C + c] += o[r][s2][l];
+    }
+}

@@ -1,0 +1,173 @@
+/* The search: rank the schedule space with the cost model, measure the best few and the default,
+ * keep the fastest. */
+#include <math.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kernels/direct/direct.h"
+
+enum { SPACE_CAPACITY = 8192 };
+
+typedef struct ranked {
+    plait_conv_schedule schedule;
+    double predicted, measured;
+} ranked;
+
+static int by_prediction(const void *a, const void *b) {
+    double x = ((const ranked *)a)->predicted, y = ((const ranked *)b)->predicted;
+    return (x > y) - (x < y);
+}
+
+typedef struct buffers {
+    float *x, *y, *w, *out;
+    void *workspace;
+} buffers;
+
+static void run_once(const plait_conv2d_desc *d, plait_conv_direction direction, const plait_conv_schedule *s,
+                     const buffers *b) {
+    if (direction == PLAIT_CONV_FORWARD) plait_direct_forward(d, s, b->x, b->w, b->y, b->workspace);
+    if (direction == PLAIT_CONV_BACKWARD_DATA) plait_direct_backward_data(d, s, b->y, b->w, b->x, b->workspace);
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) plait_direct_backward_weights(d, s, b->x, b->y, b->w, b->workspace);
+}
+
+/* Best of a few runs after a warm-up; fewer runs for slow layers so tuning stays short. */
+static double measure(const plait_conv2d_desc *d, plait_conv_direction direction, const plait_conv_schedule *s,
+                      const buffers *b) {
+    double start = plait_now();
+    run_once(d, direction, s, b);
+    double first = plait_now() - start, best = first;
+    int runs = first > 0.05 ? 1 : first > 0.01 ? 3 : 5;
+    for (int i = 0; i < runs; i++) {
+        double t0 = plait_now();
+        run_once(d, direction, s, b);
+        double t = plait_now() - t0;
+        if (t < best) best = t;
+    }
+    return best;
+}
+
+/* Rank of each value, ties sharing their average rank. */
+static void ranks_of(const double *v, double *rank, int n) {
+    for (int i = 0; i < n; i++) {
+        int below = 0, equal = 0;
+        for (int j = 0; j < n; j++) {
+            below += v[j] < v[i];
+            equal += v[j] == v[i];
+        }
+        rank[i] = below + (equal - 1) / 2.0;
+    }
+}
+
+/* Spearman's rank correlation: Pearson's correlation of the ranks (0 when either side is constant). */
+static double spearman(const double *a, const double *b, int n) {
+    double ra[64], rb[64];
+    if (n < 2) return 0;
+    ranks_of(a, ra, n);
+    ranks_of(b, rb, n);
+    double mean = (n - 1) / 2.0, sab = 0, saa = 0, sbb = 0;
+    for (int i = 0; i < n; i++) {
+        sab += (ra[i] - mean) * (rb[i] - mean);
+        saa += (ra[i] - mean) * (ra[i] - mean);
+        sbb += (rb[i] - mean) * (rb[i] - mean);
+    }
+    return saa > 0 && sbb > 0 ? sab / sqrt(saa * sbb) : 0;
+}
+
+int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, int measure_count,
+                    plait_tune_result *result) {
+    memset(result, 0, sizeof *result);
+    if (!plait_direct_supports(d)) return plait_fail("direct kernels do not support this convolution");
+    result->fallback = plait_conv_default_schedule(d, direction);
+    result->best = result->fallback;
+    plait_conv_schedule *space = malloc(SPACE_CAPACITY * sizeof *space);
+    ranked *list = malloc(SPACE_CAPACITY * sizeof *list);
+    int oh = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+    int ow = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    size_t nx = (size_t)d->batch * d->in_h * d->in_w * d->in_channels;
+    size_t ny = (size_t)d->batch * oh * ow * d->out_channels;
+    size_t nw = (size_t)d->out_channels * d->kernel_h * d->kernel_w * (d->in_channels / d->groups);
+    buffers b = {plait_alloc(nx * sizeof(float)), plait_alloc(ny * sizeof(float)), plait_alloc(nw * sizeof(float)),
+                 NULL, plait_alloc(plait_direct_workspace_bytes(d, direction))};
+    if (!space || !list || !b.x || !b.y || !b.w || !b.workspace) {
+        free(space);
+        free(list);
+        plait_free(b.x);
+        plait_free(b.y);
+        plait_free(b.w);
+        plait_free(b.workspace);
+        return plait_fail("out of memory while tuning");
+    }
+    for (size_t i = 0; i < nx; i++) b.x[i] = (float)((i * 7) % 13) * 0.01f;
+    for (size_t i = 0; i < ny; i++) b.y[i] = (float)((i * 5) % 11) * 0.01f;
+    for (size_t i = 0; i < nw; i++) b.w[i] = (float)((i * 3) % 7) * 0.01f;
+    int count = plait_conv_schedule_space(d, direction, space, SPACE_CAPACITY);
+    if (count > SPACE_CAPACITY) count = SPACE_CAPACITY;
+    for (int i = 0; i < count; i++) {
+        list[i].schedule = space[i];
+        list[i].predicted = plait_conv_cost_model(d, direction, &space[i], plait_threads());
+    }
+    qsort(list, (size_t)count, sizeof *list, by_prediction);
+    result->candidates = count;
+    result->default_seconds = measure(d, direction, &result->fallback, &b);
+    result->best_seconds = result->default_seconds;
+    int measured = count < measure_count ? count : measure_count;
+    double predicted[64], seconds[64];
+    if (measured > 64) measured = 64;
+    /* Most of the budget goes to the model's favourites; a quarter samples the rest of the ranking, so the
+     * rank correlation says how well the model orders the whole space, not only its top. */
+    int top = measured - measured / 4, spread = measured - top;
+    for (int i = 0; i < measured; i++) {
+        int index = i < top ? i : top + (i - top + 1) * (count - top) / (spread + 1);
+        double t = measure(d, direction, &list[index].schedule, &b);
+        predicted[i] = list[index].predicted;
+        seconds[i] = t;
+        if (t < result->best_seconds) {
+            result->best_seconds = t;
+            result->best = list[index].schedule;
+        }
+    }
+    result->measured = measured;
+    result->rank_correlation = spearman(predicted, seconds, measured);
+    free(space);
+    free(list);
+    plait_free(b.x);
+    plait_free(b.y);
+    plait_free(b.w);
+    plait_free(b.workspace);
+    return PLAIT_OK;
+}
+
+static bool same_shape(const plait_conv2d_desc *a, const plait_conv2d_desc *b) {
+    return memcmp(a, b, sizeof *a) == 0;
+}
+
+int plait_tune_layers(const plait_conv2d_desc *descs, int count, int measure, plait_tuning *tuning, FILE *report) {
+    FILE *out = report;
+    int status = PLAIT_OK;
+    for (int i = 0; i < count; i++) {
+        bool seen = false;
+        for (int j = 0; j < i && !seen; j++) seen = same_shape(&descs[i], &descs[j]);
+        if (seen) continue;
+        const plait_conv2d_desc *d = &descs[i];
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
+            plait_tune_result r;
+            if (plait_conv_tune(d, (plait_conv_direction)dir, d->groups > 1 ? 0 : measure, &r) != PLAIT_OK) {
+                status = PLAIT_ERROR;
+                continue;
+            }
+            if (d->groups == 1) plait_tuning_put(tuning, d, (plait_conv_direction)dir, &r.best, r.best_seconds);
+            if (out) {
+                char text[128];
+                plait_conv_schedule_format(&r.best, text, sizeof text);
+                fprintf(out, "n%d %dx%dx%d -> k%d %dx%d s%d p%d g%d %-16s default %8.3f ms  tuned %8.3f ms  %5.2fx  "
+                             "rho %5.2f over %d of %d  %s\n",
+                        d->batch, d->in_h, d->in_w, d->in_channels, d->out_channels, d->kernel_h, d->kernel_w,
+                        d->stride_h, d->pad_h, d->groups, plait_conv_direction_name((plait_conv_direction)dir),
+                        1e3 * r.default_seconds, 1e3 * r.best_seconds, r.default_seconds / r.best_seconds,
+                        r.rank_correlation, r.measured, r.candidates, d->groups > 1 ? "(depthwise: fixed)" : text);
+            }
+        }
+    }
+    return status;
+}

@@ -1,0 +1,204 @@
+/* The schedule space of the direct kernels and the analytical cost model that ranks it. */
+#include <math.h>
+#include <stdbool.h>
+
+#include "kernels/direct/direct.h"
+
+/* The convolution as the level-1 framework sees it for a direction: channels written (k), read (c),
+ * and the output grid (backward-data: one stride phase of the input grid). */
+typedef struct view {
+    int batch, out_h, out_w, k, c, taps_h, taps_w, stride_h, stride_w;
+} view;
+
+static view view_of(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    int oh = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+    int ow = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    view v = {d->batch, oh, ow, d->out_channels, d->in_channels, d->kernel_h, d->kernel_w, d->stride_h, d->stride_w};
+    if (direction == PLAIT_CONV_BACKWARD_DATA) {
+        v.out_h = direct_ceil_div(d->in_h, d->stride_h);
+        v.out_w = direct_ceil_div(d->in_w, d->stride_w);
+        v.k = d->in_channels;
+        v.c = d->out_channels;
+        v.taps_h = direct_ceil_div(d->kernel_h, d->stride_h);
+        v.taps_w = direct_ceil_div(d->kernel_w, d->stride_w);
+        v.stride_h = v.stride_w = 1;
+    }
+    return v;
+}
+
+static int add(plait_conv_schedule *out, int count, int capacity, const plait_conv2d_desc *d,
+               plait_conv_direction direction, plait_conv_schedule s) {
+    if (count < capacity && plait_conv_schedule_valid(d, direction, &s)) out[count] = s;
+    return plait_conv_schedule_valid(d, direction, &s) ? count + 1 : count;
+}
+
+int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction direction, plait_conv_schedule *out,
+                              int capacity) {
+    if (!plait_direct_supports(d) || d->groups > 1) return 0;
+    view v = view_of(d, direction);
+    int kvecs = direct_ceil_div(v.k, DIRECT_LANES), max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
+    int count = 0;
+    if (direct_winograd_supports(d)) {
+        static const int chunks[] = {16, 32, 64};
+        for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++) {
+            int tw = direct_min(DIRECT_MAX_TILE_W, max_tile / tk);
+            for (int ch = 0; ch < 3; ch++)
+                for (int u = 1; u <= 2; u++) {
+                    plait_conv_schedule s = {.winograd = 1, .block_w = chunks[ch], .tile_w = tw, .tile_k = tk,
+                                             .vthreads = 1, .unroll = u};
+                    count = add(out, count, capacity, d, direction, s);
+                }
+        }
+    }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
+        for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++)
+            for (int tc = 1; tc <= direct_min(v.c, DIRECT_MAX_TILE_W); tc++) {
+                if (tc * tk > max_tile) break;
+                if (2 * tc * tk < max_tile && tc < v.c) continue; /* registers left idle */
+                static const int pixels[] = {32, 128, 512};
+                for (int b = 0; b < 3; b++) {
+                    int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
+                    int images = direct_max(1, pixels[b] / (rows * v.out_w));
+                    plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows,
+                                             .block_w = images, .unroll = 1};
+                    count = add(out, count, capacity, d, direction, s);
+                }
+            }
+        return count;
+    }
+    static const int vthreads[] = {1, 2, 4};
+    bool padded = d->pad_h > 0 || d->pad_w > 0 || direction == PLAIT_CONV_BACKWARD_DATA;
+    for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++)
+        for (int vi = 0; vi < 3; vi++) {
+            int vt = vthreads[vi];
+            if (vt > v.out_h && vt > v.batch) continue;
+            for (int tw = 1; tw <= direct_min(v.out_w, DIRECT_MAX_TILE_W); tw++) {
+                int tile = tw * tk * vt;
+                if (tile > max_tile) break;
+                if (2 * tile < max_tile && tw < v.out_w) continue; /* registers left idle */
+                int block_cs[4] = {0, 128, 64, 32};
+                for (int bc = 0; bc < 4; bc++) {
+                    if (block_cs[bc] != 0 && block_cs[bc] >= v.c) continue;
+                    int block_ks[2] = {0, tk};
+                    for (int bk = 0; bk < (kvecs > tk ? 2 : 1); bk++)
+                        for (int bh = 0; bh < 2; bh++)
+                            for (int sk = 0; sk < (block_ks[bk] ? 2 : 1); sk++)
+                                for (int lo = 0; lo < 2; lo++)
+                                    for (int u = 1; u <= 2; u++)
+                                        for (int pc = 0; pc < (padded ? 2 : 1); pc++)
+                                        for (int vi = 0; vi < (vt > 1 && v.batch > 1 ? 2 : 1); vi++) {
+                                            plait_conv_schedule s = {
+                                                .split_k = sk, .block_k = block_ks[bk], .block_c = block_cs[bc],
+                                                .block_h = bh ? 4 * vt : vt, .block_w = 0, .tile_w = tw,
+                                                .tile_k = tk, .vthreads = vt, .loop_order = lo, .unroll = u,
+                                                .pad_copy = pc, .vthread_images = vi,
+                                            };
+                                            count = add(out, count, capacity, d, direction, s);
+                                        }
+                }
+            }
+        }
+    return count;
+}
+
+/* Machine constants of the model, in cycles and bytes; only their ratios shape the ranking. */
+enum { FMA_PER_CYCLE = 2, LOADS_PER_CYCLE = 2, FMA_LATENCY = 4, L1_BYTES = 32 * 1024, L2_BYTES = 1024 * 1024 };
+static const double L2_BYTES_PER_CYCLE = 32, L3_BYTES_PER_CYCLE = 12, MEMORY_BYTES_PER_CYCLE = 8, CYCLES_PER_SECOND = 3.0e9;
+
+static double items_of(const view *v, const plait_conv_schedule *s, int kvecs) {
+    int block_h = s->block_h > 0 ? s->block_h : v->out_h;
+    double k_blocks = s->block_k > 0 ? direct_ceil_div(kvecs, s->block_k) : 1;
+    return (double)v->batch * direct_ceil_div(v->out_h, block_h) * k_blocks;
+}
+
+double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction direction,
+                             const plait_conv_schedule *s, int threads) {
+    view v = view_of(d, direction);
+    int kvecs = direct_ceil_div(v.k, DIRECT_LANES);
+    bool avx2 = direct_isa_resolved() == PLAIT_ISA_AVX2;
+    double lanes_per_vector = avx2 ? 2 : 1; /* an AVX2 "vector" of 16 is two instructions */
+    if (threads < 1) threads = 1;
+    if (s->winograd) {
+        /* 36 transform-domain products per 4x4 tile on the micro-kernel, plus the transforms, whose cost per
+         * tile and 16 channels was calibrated against the products on this code (about 860 cycles) */
+        double tiles = (double)v.batch * direct_ceil_div(v.out_h, 4) * direct_ceil_div(v.out_w, 4);
+        double fma = (double)s->tile_w * s->tile_k * lanes_per_vector, loads = s->tile_w + s->tile_k * lanes_per_vector;
+        double step = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double products = 36.0 * tiles / s->tile_w * direct_ceil_div(kvecs, s->tile_k) * v.c * step;
+        double transforms = tiles * 860.0 * (direct_ceil_div(v.c, DIRECT_LANES) + kvecs);
+        double chunk = s->block_w > 0 ? s->block_w : 64;
+        double weights = 36.0 * v.c * kvecs * DIRECT_LANES * 4 * ceil(tiles / chunk); /* U streamed per chunk */
+        double u_bytes = 36.0 * v.c * kvecs * DIRECT_LANES * 4;
+        double stream = u_bytes > L2_BYTES ? weights / L3_BYTES_PER_CYCLE : weights / L2_BYTES_PER_CYCLE;
+        double chunks = ceil(tiles / chunk), balance = ceil(chunks / threads) / (chunks / threads);
+        return (products + transforms + stream) * balance / threads / CYCLES_PER_SECOND;
+    }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
+        double pixels = (double)v.batch * v.out_h * v.out_w;
+        double tiles = (double)v.taps_h * v.taps_w * direct_ceil_div(v.c, s->tile_w) * direct_ceil_div(kvecs, s->tile_k);
+        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
+        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double blocks = (double)direct_ceil_div(v.batch, s->block_w > 0 ? s->block_w : 1) *
+                        direct_ceil_div(v.out_h, s->block_h > 0 ? s->block_h : v.out_h);
+        double calls = tiles * blocks;
+        /* each call reloads and stores its accumulators, and re-streams its block of x and dy from L2 */
+        double overhead = calls * (2.0 * fma + 30);
+        double block_bytes = (double)(s->block_w > 0 ? s->block_w : 1) * (s->block_h > 0 ? s->block_h : v.out_h) *
+                             v.out_w * (v.k + v.c * v.stride_h * v.stride_w) * 4;
+        double memory = block_bytes > L2_BYTES ? tiles * block_bytes * blocks / MEMORY_BYTES_PER_CYCLE / threads : 0;
+        /* the packed gradient is re-read and re-written once per pixel block, from L3 when it overflows L2 */
+        double gradient_bytes = (double)v.taps_h * v.taps_w * v.c * kvecs * DIRECT_LANES * 4;
+        if (gradient_bytes > L2_BYTES) memory += 2 * gradient_bytes * blocks / L3_BYTES_PER_CYCLE;
+        double balance = ceil(tiles / threads) / (tiles / threads);
+        return ((tiles * pixels * per_pixel + overhead) / threads * balance + memory) / CYCLES_PER_SECOND;
+    }
+    int vt = s->vthreads, tw = s->tile_w, tk = s->tile_k;
+    int block_c = s->block_c > 0 ? direct_min(s->block_c, v.c) : v.c;
+    int c_blocks = direct_ceil_div(v.c, block_c);
+    double rows = (double)v.batch * v.out_h;
+    /* interior tiles: full register tile; the border columns run one pixel at a time */
+    int border = s->pad_copy ? 0 : direct_min(v.out_w, 2 * direct_ceil_div(v.taps_w / 2, v.stride_w));
+    double tiles_per_row = (double)(v.out_w - border) / tw;
+    double taps = (double)v.taps_h * v.taps_w;
+    double k_tiles = direct_ceil_div(kvecs, tk);
+    double fma = (double)tw * tk * vt * lanes_per_vector, loads = tk * lanes_per_vector + (double)tw * vt;
+    double step = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+    double edge_step = fmax(fmax(tk * lanes_per_vector / FMA_PER_CYCLE, (tk * lanes_per_vector + 1) / LOADS_PER_CYCLE), FMA_LATENCY);
+    double interior = rows / vt * tiles_per_row * k_tiles * taps * v.c * step;
+    double edges = rows * border * k_tiles * taps * v.c * edge_step;
+    double calls = (rows / vt * tiles_per_row + rows * border) * k_tiles * c_blocks;
+    double overhead = calls * (2.0 * fma * (c_blocks > 1 ? 2 : 1) + 20 + 3 * taps);
+    /* L1 residency: a tile's weights for one channel block are reused across the rows of a block when
+     * the K loop is outside; otherwise reloaded from L2 for every tile. */
+    double weight_bytes = taps * block_c * tk * DIRECT_LANES * 4.0;
+    double input_bytes = (double)(vt * v.stride_h + v.taps_h) * ((tw - 1) * v.stride_w + v.taps_w) * block_c * 4.0;
+    double l2_traffic = 0;
+    double block_h = s->block_h > 0 ? s->block_h : v.out_h;
+    if (s->loop_order == PLAIT_LOOP_K_OUTER) {
+        if (weight_bytes + input_bytes > L1_BYTES) l2_traffic += calls * weight_bytes;
+        else l2_traffic += calls / (block_h / vt) * weight_bytes;
+        l2_traffic += calls * input_bytes * (input_bytes * 4 > L1_BYTES ? 1 : 0.25);
+    } else {
+        double all_k = weight_bytes * (s->block_k > 0 ? s->block_k / tk : k_tiles);
+        l2_traffic += calls * weight_bytes * (all_k > L1_BYTES ? 1 : 0.25);
+        l2_traffic += calls / k_tiles * input_bytes;
+    }
+    /* whole-tensor passes: each K block re-reads the input, each channel block re-reads the output */
+    double in_bytes = (double)v.batch * v.out_h * v.stride_h * v.out_w * v.stride_w * v.c * 4.0;
+    double out_bytes = rows * v.out_w * v.k * 4.0;
+    double k_blocks = s->block_k > 0 ? direct_ceil_div(kvecs, s->block_k) : 1;
+    double memory = (in_bytes * (k_blocks + 2 * s->pad_copy) + out_bytes * (2 * c_blocks - 1)) / MEMORY_BYTES_PER_CYCLE;
+    /* thread balance over the level-1 work items */
+    double items = (double)v.batch * direct_ceil_div(v.out_h, (int)block_h) * k_blocks;
+    double balance = ceil(items / threads) / (items / threads);
+    /* Weights fetched from beyond L2: a tile's weights that overflow L2 stream from L3 on every call; else
+     * each work item fetches its K block's weights once, from L2 when consecutive items of a thread share
+     * that K block (split_k) and it fits, from L3 otherwise. */
+    double item_weights = weight_bytes * c_blocks * (s->block_k > 0 ? (double)s->block_k / tk : k_tiles);
+    double l3_traffic = weight_bytes > L2_BYTES ? calls * weight_bytes
+                        : s->split_k && item_weights <= L2_BYTES ? 0
+                                                                 : items_of(&v, s, kvecs) * item_weights;
+    double compute = (interior + edges + overhead + l2_traffic / L2_BYTES_PER_CYCLE + l3_traffic / L3_BYTES_PER_CYCLE) *
+                     balance / threads;
+    return fmax(compute, memory) / CYCLES_PER_SECOND;
+}

@@ -1,0 +1,301 @@
+/* Direct convolution kernels against the float64 reference (kernels/reference.h): every direction, standard and depthwise,
+ * odd shapes, a sample of schedules from the search space, each instruction set forced. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/reference.h"
+#include "plait/tune.h"
+#include "testing.h"
+
+static int ref_out(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
+
+/* ---- checking one description under one schedule (NULL = default) ---- */
+
+typedef struct sizes {
+    size_t x, y, w;
+} sizes;
+
+static sizes sizes_of(const plait_conv2d_desc *d) {
+    int oh = ref_out(d->in_h, d->kernel_h, d->stride_h, d->pad_h), ow = ref_out(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    sizes z = {(size_t)d->batch * d->in_h * d->in_w * d->in_channels, (size_t)d->batch * oh * ow * d->out_channels,
+               (size_t)d->out_channels * d->kernel_h * d->kernel_w * (d->in_channels / d->groups)};
+    return z;
+}
+
+static char last_label[200];
+
+static void label(const plait_conv2d_desc *d, const plait_conv_schedule *s) {
+    char text[100] = "default";
+    if (s) plait_conv_schedule_format(s, text, sizeof text);
+    snprintf(last_label, sizeof last_label, "%s n%d %dx%dx%d k%d %dx%d s%d p%d g%d [%s]",
+             plait_isa_name(plait_direct_isa()), d->batch, d->in_h, d->in_w, d->in_channels, d->out_channels,
+             d->kernel_h, d->kernel_w, d->stride_h, d->pad_h, d->groups, text);
+}
+
+static const double tolerance = 1e-4;
+
+/* Checks one direction; returns the error so callers can report. */
+static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir, const plait_conv_schedule *s,
+                            unsigned long seed) {
+    sizes z = sizes_of(d);
+    float *x = malloc(z.x * sizeof(float)), *y = malloc(z.y * sizeof(float)), *w = malloc(z.w * sizeof(float));
+    float *out = NULL;
+    double *ref = NULL;
+    void *ws = plait_alloc(plait_direct_workspace_bytes(d, dir));
+    testing_fill_uniform(x, z.x, seed);
+    testing_fill_uniform(y, z.y, seed + 1);
+    testing_fill_uniform(w, z.w, seed + 2);
+    label(d, s);
+    double error = 0;
+    if (dir == PLAIT_CONV_FORWARD) {
+        out = malloc(z.y * sizeof(float));
+        ref = malloc(z.y * sizeof(double));
+        for (size_t i = 0; i < z.y; i++) out[i] = 1e30f; /* must be overwritten */
+        plait_direct_forward(d, s, x, w, out, ws);
+        plait_reference_conv2d_forward(d, x, w, ref);
+        error = testing_max_rel_error(out, ref, z.y, 1.0);
+    } else if (dir == PLAIT_CONV_BACKWARD_DATA) {
+        out = malloc(z.x * sizeof(float));
+        ref = malloc(z.x * sizeof(double));
+        for (size_t i = 0; i < z.x; i++) out[i] = 1e30f;
+        plait_direct_backward_data(d, s, y, w, out, ws);
+        plait_reference_conv2d_backward_data(d, y, w, ref);
+        error = testing_max_rel_error(out, ref, z.x, 1.0);
+    } else {
+        out = malloc(z.w * sizeof(float));
+        ref = malloc(z.w * sizeof(double));
+        testing_fill_uniform(out, z.w, seed + 3); /* accumulated into */
+        plait_reference_conv2d_backward_weights(d, x, y, ref);
+        for (size_t i = 0; i < z.w; i++) ref[i] += out[i];
+        plait_direct_backward_weights(d, s, x, y, out, ws);
+        error = testing_max_rel_error(out, ref, z.w, 1.0);
+    }
+    /* Winograd's transforms add rounding: F(4x4, 3x3) loses about a decimal digit against direct sums */
+    double limit = s && s->winograd ? 5 * tolerance : tolerance;
+    CHECKF(error < limit, "%s %s: max relative error %.3g", plait_conv_direction_name(dir), last_label, error);
+    free(x);
+    free(y);
+    free(w);
+    free(out);
+    free(ref);
+    plait_free(ws);
+}
+
+static void check_all_directions(const plait_conv2d_desc *d, unsigned long seed) {
+    for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) check_direction(d, (plait_conv_direction)dir, NULL, seed);
+}
+
+/* ---- cases ---- */
+
+static const plait_isa isas[] = {PLAIT_ISA_AVX512, PLAIT_ISA_AVX2, PLAIT_ISA_PORTABLE};
+
+static plait_conv2d_desc random_desc(plait_rng *rng, bool depthwise) {
+    static const int channels[] = {3, 17, 33}, sizes_hw[] = {7, 13}, kernels[] = {1, 3, 5, 7}, dw_kernels[] = {3, 5};
+    static const int batches[] = {1, 5};
+    plait_conv2d_desc d = {0};
+    d.batch = batches[plait_rng_below(rng, 2)];
+    d.in_h = sizes_hw[plait_rng_below(rng, 2)];
+    d.in_w = plait_rng_below(rng, 3) == 0 ? sizes_hw[plait_rng_below(rng, 2)] : d.in_h;
+    d.in_channels = channels[plait_rng_below(rng, 3)];
+    d.out_channels = depthwise ? d.in_channels : channels[plait_rng_below(rng, 3)];
+    d.kernel_h = d.kernel_w = depthwise ? dw_kernels[plait_rng_below(rng, 2)] : kernels[plait_rng_below(rng, 4)];
+    d.stride_h = d.stride_w = 1 + (int)plait_rng_below(rng, 2);
+    d.pad_h = d.pad_w = (int)plait_rng_below(rng, 3);
+    d.groups = depthwise ? d.in_channels : 1;
+    if (ref_out(d.in_h, d.kernel_h, d.stride_h, d.pad_h) < 1 || ref_out(d.in_w, d.kernel_w, d.stride_w, d.pad_w) < 1) {
+        d.kernel_h = d.kernel_w = 3;
+    }
+    return d;
+}
+
+static void for_each_isa(void (*body)(void)) {
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        if (plait_direct_set_isa(isas[i]) != PLAIT_OK) {
+            fprintf(stderr, "  (skipping %s: %s)\n", plait_isa_name(isas[i]), plait_last_error());
+            continue;
+        }
+        body();
+    }
+    plait_direct_set_isa(PLAIT_ISA_AUTO);
+}
+
+static void fixed_shapes_body(void) {
+    /* 3x3 and 1x1, stride 1 and 2, the layer kinds of ResNets, plus channel counts off the vector width. */
+    const plait_conv2d_desc cases[] = {
+        {2, 8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1},  {5, 9, 9, 32, 48, 3, 3, 2, 2, 1, 1, 1},
+        {2, 7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1},  {1, 13, 13, 17, 33, 1, 1, 2, 2, 0, 0, 1},
+        {1, 13, 11, 3, 16, 7, 7, 2, 2, 3, 3, 1}, {1, 7, 7, 17, 3, 1, 1, 2, 2, 2, 2, 1},
+        {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_all_directions(&cases[i], 100 + i);
+        if (cases[i].groups > 1) continue;
+        /* the same with a zero-bordered input copy and two row sub-tiles */
+        for (int dir = 0; dir < 2; dir++) {
+            plait_conv_schedule s = plait_conv_default_schedule(&cases[i], (plait_conv_direction)dir);
+            s.pad_copy = 1;
+            s.vthreads = 2;
+            s.tile_w = (s.tile_w + 1) / 2;
+            check_direction(&cases[i], (plait_conv_direction)dir, &s, 200 + i);
+            /* sub-tiles on the same row of several images (a group of 4 with fewer images left) */
+            s.vthread_images = 1;
+            s.vthreads = 4;
+            s.tile_w = 1;
+            s.tile_k = 1;
+            s.pad_copy = (int)i % 2;
+            check_direction(&cases[i], (plait_conv_direction)dir, &s, 300 + i);
+        }
+    }
+}
+
+static void fixed_shapes(void) { for_each_isa(fixed_shapes_body); }
+
+static void random_shapes_body(void) {
+    plait_rng rng;
+    plait_rng_seed(&rng, 2024 + (unsigned)plait_direct_isa());
+    for (int i = 0; i < 14; i++) {
+        plait_conv2d_desc d = random_desc(&rng, i % 4 == 3);
+        check_all_directions(&d, 500 + (unsigned long)i);
+    }
+}
+
+static void random_shapes(void) { for_each_isa(random_shapes_body); }
+
+/* Schedules sampled evenly from the space the search enumerates, on shapes whose blocks split channels,
+ * rows and output channels unevenly. */
+static void sampled_schedules_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {1, 13, 13, 80, 33, 3, 3, 1, 1, 1, 1, 1},
+        {1, 13, 13, 33, 70, 3, 3, 2, 2, 2, 2, 1},
+        {5, 7, 7, 17, 36, 1, 1, 2, 2, 0, 0, 1},
+    };
+    enum { CAPACITY = 8192, SAMPLES = 6 };
+    plait_conv_schedule *space = malloc(CAPACITY * sizeof *space);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
+            int count = plait_conv_schedule_space(&cases[i], (plait_conv_direction)dir, space, CAPACITY);
+            CHECKF(count > 1, "space of %zu %d has %d schedules", i, dir, count);
+            if (count > CAPACITY) count = CAPACITY;
+            for (int k = 0; k < SAMPLES && count > 0; k++) {
+                const plait_conv_schedule *s = &space[(size_t)k * (size_t)count / SAMPLES];
+                CHECK(plait_conv_schedule_valid(&cases[i], (plait_conv_direction)dir, s));
+                check_direction(&cases[i], (plait_conv_direction)dir, s, 900 + i * 10 + (unsigned long)k);
+            }
+        }
+    /* channel blocks that split C unevenly and accumulate into the output */
+    plait_conv_schedule split = {.block_c = 32, .block_k = 1, .block_h = 3, .block_w = 5, .tile_w = 4, .tile_k = 1,
+                                 .vthreads = 2, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER, .unroll = 2,
+                                 .pad_copy = 1};
+    check_direction(&cases[0], PLAIT_CONV_FORWARD, &split, 990);
+    check_direction(&cases[0], PLAIT_CONV_BACKWARD_DATA, &split, 991);
+    free(space);
+}
+
+static void sampled_schedules(void) { for_each_isa(sampled_schedules_body); }
+
+/* Winograd F(4x4, 3x3) on 3x3 stride-1 shapes with sizes that are not multiples of the 4x4 tile. */
+static void winograd_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {2, 13, 13, 17, 33, 3, 3, 1, 1, 1, 1, 1}, {1, 7, 9, 3, 16, 3, 3, 1, 1, 0, 0, 1},
+        {5, 7, 7, 33, 17, 3, 3, 1, 1, 2, 2, 1},   {1, 8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
+            plait_conv_schedule s = plait_conv_default_schedule(&cases[i], (plait_conv_direction)dir);
+            s.winograd = 1;
+            s.vthread_images = 0;
+            s.block_w = i % 2 ? 5 : 64; /* chunks that split images and batches unevenly */
+            s.tile_w = 3;
+            s.tile_k = 2;
+            s.vthreads = 1;
+            CHECK(plait_conv_schedule_valid(&cases[i], (plait_conv_direction)dir, &s));
+            check_direction(&cases[i], (plait_conv_direction)dir, &s, 700 + i);
+        }
+    plait_conv2d_desc strided = {1, 9, 9, 8, 8, 3, 3, 2, 2, 1, 1, 1};
+    plait_conv_schedule s = {.winograd = 1, .block_w = 8, .tile_w = 2, .tile_k = 1, .vthreads = 1, .unroll = 1};
+    CHECK(!plait_conv_schedule_valid(&strided, PLAIT_CONV_FORWARD, &s));
+}
+
+static void winograd(void) { for_each_isa(winograd_body); }
+
+/* The same kernels split over two threads (static schedules, per-thread partial sums, unit ownership). */
+static void two_threads(void) {
+    plait_set_threads(2);
+    fixed_shapes_body();
+    winograd_body();
+    sampled_schedules_body();
+    plait_set_threads(1);
+}
+
+static void tuning_file_round_trip(void) {
+    plait_conv2d_desc d = {2, 8, 8, 16, 32, 3, 3, 1, 1, 1, 1, 1};
+    plait_tune_result result;
+    CHECK(plait_conv_tune(&d, PLAIT_CONV_FORWARD, 4, &result) == PLAIT_OK);
+    CHECK(result.measured == 4 && result.candidates >= 4);
+    CHECK(result.best_seconds <= result.default_seconds && result.best_seconds > 0);
+    CHECK(plait_conv_schedule_valid(&d, PLAIT_CONV_FORWARD, &result.best));
+    CHECK(result.rank_correlation >= -1.0 && result.rank_correlation <= 1.0);
+
+    plait_conv_schedule odd = {.tile_w = 3, .tile_k = 2, .vthreads = 2, .block_h = 2, .block_c = 8, .unroll = 2};
+    plait_tuning *t = plait_tuning_new();
+    plait_tuning_put(t, &d, PLAIT_CONV_BACKWARD_DATA, &odd, 0.5);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tuning.json", testing_temp_dir());
+    CHECK(plait_tuning_save(t, path) == PLAIT_OK);
+    plait_tuning_free(t);
+
+    t = plait_tuning_new();
+    CHECK(plait_tuning_load(t, path) == PLAIT_OK);
+    plait_conv_schedule got;
+    CHECK(plait_tuning_get(t, &d, PLAIT_CONV_BACKWARD_DATA, &got));
+    CHECK(memcmp(&got, &odd, sizeof got) == 0);
+    CHECK(!plait_tuning_get(t, &d, PLAIT_CONV_FORWARD, &got));
+    plait_conv2d_desc other = d;
+    other.batch = 3;
+    CHECK(!plait_tuning_get(t, &other, PLAIT_CONV_BACKWARD_DATA, &got));
+
+    /* a layer's plan takes the tuned schedule where there is one, the default elsewhere */
+    plait_conv_plan plan;
+    CHECK(plait_conv_plan_make(&plan, &d, t) == PLAIT_OK);
+    CHECK(plan.tuned[PLAIT_CONV_BACKWARD_DATA] && !plan.tuned[PLAIT_CONV_FORWARD]);
+    CHECK(plan.schedule[PLAIT_CONV_BACKWARD_DATA].tile_w == 3);
+    plait_tuning_free(t);
+
+    /* tuning a model's layers: duplicates once, every direction, a line each */
+    plait_conv2d_desc layers[3] = {d, d, {1, 6, 6, 16, 16, 3, 3, 1, 1, 1, 1, 16}};
+    t = plait_tuning_new();
+    char log_path[600];
+    snprintf(log_path, sizeof log_path, "%s/tune.log", testing_temp_dir());
+    FILE *log = fopen(log_path, "w+");
+    CHECK(plait_tune_layers(layers, 3, 2, t, log) == PLAIT_OK);
+    rewind(log);
+    int lines = 0;
+    for (int ch; (ch = fgetc(log)) != EOF;) lines += ch == '\n';
+    fclose(log);
+    CHECKF(lines == 6, "%d report lines", lines);
+    for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++)
+        CHECK(plait_tuning_get(t, &d, (plait_conv_direction)dir, &got));
+    CHECK(!plait_tuning_get(t, &layers[2], PLAIT_CONV_FORWARD, &got));
+    plait_tuning_free(t);
+
+    /* a missing file is an empty table; a malformed one is an error naming the file */
+    t = plait_tuning_new();
+    char missing[600];
+    snprintf(missing, sizeof missing, "%s/none.json", testing_temp_dir());
+    CHECK(plait_tuning_load(t, missing) == PLAIT_OK);
+    const char *malformed = "{\"entries\": [{\"cpu\": 1}]}";
+    CHECK(plait_write_file_atomic(path, malformed, strlen(malformed)) == PLAIT_OK);
+    CHECK(plait_tuning_load(t, path) == PLAIT_ERROR);
+    CHECK(strstr(plait_last_error(), "tuning.json") != NULL);
+    plait_tuning_free(t);
+}
+
+int main(void) {
+    testing_run("fixed_shapes", fixed_shapes);
+    testing_run("random_shapes", random_shapes);
+    testing_run("sampled_schedules", sampled_schedules);
+    testing_run("winograd", winograd);
+    testing_run("two_threads", two_threads);
+    testing_run("tuning_file_round_trip", tuning_file_round_trip);
+    return testing_finish();
+}
