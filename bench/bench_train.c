@@ -1,7 +1,7 @@
 /* Training throughput (forward + backward + SGD step) of the CIFAR ResNets, plait against PyTorch
  * measured in the same run, on synthetic 32x32 images.
  *   bench_train [--models a,b] [--threads 1,2] [--batch 128] [--steps 3] [--no-torch]
- *               [--torch-script bench/torch_train.py]
+ *               [--torch-script bench/torch_train.py] [--conv direct|im2col]
  * Run it from the repository root so the PyTorch script is found. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +79,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--torch-script") && i + 1 < argc) script = argv[++i];
         else if (!strcmp(argv[i], "--no-torch")) torch = false;
+        else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
+            const char *backend = argv[++i];
+            if (strcmp(backend, "im2col") && strcmp(backend, "direct")) {
+                fprintf(stderr, "bench_train: --conv expects im2col or direct\n");
+                return 2;
+            }
+            plait_nn_set_conv_backend(!strcmp(backend, "im2col") ? PLAIT_CONV_BACKEND_IM2COL : PLAIT_CONV_BACKEND_AUTO);
+        }
         else {
             fprintf(stderr, "bench_train: unknown or incomplete flag %s\n", argv[i]);
             return 2;

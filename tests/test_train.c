@@ -86,10 +86,40 @@ static void microbatches_train_too(void) {
     CHECKF(last < 0.25f * first, "loss went from %f to %f", (double)first, (double)last);
 }
 
+/* The direct kernels and im2col + BLAS sum in different orders: the loss curves must agree to
+ * rounding, step by step. */
+static void direct_kernels_follow_reference_path(void) {
+    float curves[2][12];
+    for (int backend = 0; backend < 2; backend++) {
+        plait_nn_set_conv_backend(backend ? PLAIT_CONV_BACKEND_IM2COL : PLAIT_CONV_BACKEND_AUTO);
+        plait_model *m;
+        plait_trainer *t;
+        CHECK(plait_model_create("resnet20", (plait_shape){1, 8, 8, 3}, 8, 5, &m) == PLAIT_OK);
+        CHECK(plait_trainer_create(m, &t) == PLAIT_OK);
+        plait_tensor images = {0};
+        int32_t labels[16];
+        plait_step_options o = {.microbatches = 1, .lr = 0.05f, .momentum = 0.9f, .nesterov = true};
+        for (int s = 0; s < 12; s++) {
+            make_batch(16, 8, 300 + (uint64_t)s, &images, labels);
+            int correct;
+            CHECK(plait_trainer_step(t, &o, &images, labels, &curves[backend][s], &correct) == PLAIT_OK);
+        }
+        plait_trainer_free(t);
+        plait_model_free(m);
+        plait_tensor_free(&images);
+    }
+    plait_nn_set_conv_backend(PLAIT_CONV_BACKEND_AUTO);
+    for (int s = 0; s < 12; s++)
+        CHECKF(fabsf(curves[0][s] - curves[1][s]) <= 2e-3f * fabsf(curves[1][s]), "step %d: direct %f, im2col %f", s,
+               (double)curves[0][s], (double)curves[1][s]);
+    CHECK(curves[1][11] < curves[1][0]);
+}
+
 int main(void) {
     plait_set_threads(2);
     testing_run("loss_falls_on_generated_data", loss_falls_on_generated_data);
     testing_run("training_is_reproducible", training_is_reproducible);
     testing_run("microbatches_train_too", microbatches_train_too);
+    testing_run("direct_kernels_follow_reference_path", direct_kernels_follow_reference_path);
     return testing_finish();
 }

@@ -55,7 +55,10 @@ typedef struct plait_layer {
     char name[80]; /* torchvision prefix, e.g. "layer1.0.conv1" */
     plait_shape in_shape, out_shape; /* for batch 1; n is set per call */
     plait_conv2d_desc conv;          /* conv; batch field set per call */
-    const plait_conv2d_kernel *conv_kernel;
+    const plait_conv2d_kernel *conv_kernel; /* fallback when no direct plan applies */
+    struct plait_conv_plan *conv_plan;       /* direct/Winograd schedules for conv_plan_batch */
+    const struct plait_tuning *conv_plan_tuning;
+    int conv_plan_batch;                     /* 0: no plan made yet; -1: direct kernels do not apply */
     plait_pool2d_desc pool;
     float bn_eps, bn_momentum;
     plait_param params[2]; /* conv: weight; bn: weight, bias; linear: weight, bias */
@@ -142,6 +145,16 @@ int plait_unit_backward(plait_unit *u, plait_unit_state *s, const plait_tensor *
 void plait_model_zero_grad(plait_model *m, int first, int last);
 /* Fold the mini-batch's BN statistics (over all micro-batches) into the running statistics. */
 void plait_model_update_running_stats(plait_model *m, int first, int last);
+
+/* Convolution back ends. AUTO: the direct kernels (with the tuned schedules of the tuning set with
+ * plait_nn_set_tuning, else default schedules) wherever they apply, im2col + BLAS elsewhere.
+ * IM2COL: im2col + BLAS (and direct depthwise loops) everywhere, the engine's reference path. */
+typedef enum plait_conv_backend { PLAIT_CONV_BACKEND_AUTO, PLAIT_CONV_BACKEND_IM2COL } plait_conv_backend;
+void plait_nn_set_conv_backend(plait_conv_backend backend);
+struct plait_tuning;
+/* Schedules for the convolutions of every model from now on; NULL for default schedules. The tuning
+ * must outlive its use. */
+void plait_nn_set_tuning(const struct plait_tuning *tuning);
 
 /* Print the summary table: each unit's output shape, parameters and multiply-adds, then totals. */
 void plait_model_print_summary(const plait_model *m, FILE *out);

@@ -178,6 +178,7 @@ void nn_layer_free(plait_layer *l) {
     for (int b = 0; b < l->buffer_count; b++) plait_free(l->buffers[b].value);
     plait_free(l->bn_stat_sum);
     plait_free(l->bn_stat_sumsq);
+    free(l->conv_plan);
 }
 
 double nn_layer_macs(const plait_layer *l) {
@@ -196,8 +197,7 @@ void nn_layer_state_free(nn_layer_state *s) {
     memset(s, 0, sizeof *s);
 }
 
-static int workspace_ensure(plait_workspace *ws, const plait_conv2d_kernel *k, const plait_conv2d_desc *d) {
-    size_t bytes = k->workspace_bytes ? k->workspace_bytes(d) : 0;
+int nn_workspace_ensure(plait_workspace *ws, size_t bytes) {
     if (bytes <= ws->bytes) return PLAIT_OK;
     void *data = plait_alloc(bytes);
     if (!data) return PLAIT_ERROR;
@@ -247,10 +247,7 @@ int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, b
     size_t rows = (size_t)n * (size_t)in.h * (size_t)in.w;
     switch (l->kind) {
     case PLAIT_LAYER_CONV2D: {
-        plait_conv2d_desc d = l->conv;
-        d.batch = n;
-        if (workspace_ensure(ws, l->conv_kernel, &d) != PLAIT_OK) return PLAIT_ERROR;
-        l->conv_kernel->forward(&d, x->data, l->params[0].value, s->y.data, ws->data);
+        if (nn_conv_forward(l, n, x->data, s->y.data, ws) != PLAIT_OK) return PLAIT_ERROR;
         break;
     }
     case PLAIT_LAYER_BATCHNORM:
@@ -324,11 +321,7 @@ int nn_layer_backward(plait_layer *l, nn_layer_state *s, const float *dy, float 
     if (!dx && !nn_layer_can_skip_dx(l)) return plait_fail("%s: backward needs an input gradient buffer", l->name);
     switch (l->kind) {
     case PLAIT_LAYER_CONV2D: {
-        plait_conv2d_desc d = l->conv;
-        d.batch = n;
-        if (workspace_ensure(ws, l->conv_kernel, &d) != PLAIT_OK) return PLAIT_ERROR;
-        if (dx) l->conv_kernel->backward_data(&d, dy, l->params[0].value, dx, ws->data);
-        l->conv_kernel->backward_weights(&d, s->x, dy, l->params[0].grad, ws->data);
+        if (nn_conv_backward(l, n, s->x, dy, dx, ws) != PLAIT_OK) return PLAIT_ERROR;
         break;
     }
     case PLAIT_LAYER_BATCHNORM:

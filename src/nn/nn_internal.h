@@ -29,6 +29,11 @@ void nn_layer_state_free(nn_layer_state *s);
 /* The per-layer states of a unit state's main path or shortcut (tests look at activations). */
 const nn_layer_state *nn_unit_state_layers(const plait_unit_state *s, bool shortcut);
 void nn_layer_free(plait_layer *l);
+/* Grows the shared convolution workspace to at least `bytes`. */
+int nn_workspace_ensure(plait_workspace *ws, size_t bytes);
+/* Convolution layers through the tuned direct kernels where they apply, else the layer's kernel. */
+int nn_conv_forward(plait_layer *l, int batch, const float *x, float *y, plait_workspace *ws);
+int nn_conv_backward(plait_layer *l, int batch, const float *x, const float *dy, float *dx, plait_workspace *ws);
 
 /* Forward of one layer on x (batch taken from x). Keeps a pointer to x for backward. */
 int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training, plait_workspace *ws);
