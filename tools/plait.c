@@ -14,6 +14,7 @@ static const char *program_help =
     "  train     train a model on a data set (plait train --help)\n"
     "  eval      score a checkpoint on a data set's test split\n"
     "  summary   print a model's units, output shapes, parameters and multiply-adds\n"
+    "  tune      tune every convolution of a model for this machine (writes the tuning file)\n"
     "\n"
     "plait <command> --help explains every flag of a command.\n";
 
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
     if (strcmp(command, "train") == 0) return cli_train(argc - 1, argv + 1);
     if (strcmp(command, "eval") == 0) return cli_eval(argc - 1, argv + 1);
     if (strcmp(command, "summary") == 0) return cli_summary(argc - 1, argv + 1);
+    if (strcmp(command, "tune") == 0) return cli_tune(argc - 1, argv + 1);
     fprintf(stderr, "plait: error: unknown command '%s' (see plait --help)\n", command);
     return 2;
 }

@@ -126,6 +126,9 @@ void plait_tuning_free(plait_tuning *t);
 /* A missing file gives an empty table; a malformed one is an error. */
 int plait_tuning_load(plait_tuning *t, const char *path);
 int plait_tuning_save(const plait_tuning *t, const char *path); /* atomically */
+/* Where `plait tune` writes and `plait train` reads: $PLAIT_TUNING_FILE, else
+ * $XDG_CACHE_HOME/plait/tuning.json, else ~/.cache/plait/tuning.json. */
+void plait_tuning_default_path(char *path, size_t size);
 void plait_tuning_put(plait_tuning *t, const plait_conv2d_desc *d, plait_conv_direction direction,
                       const plait_conv_schedule *s, double seconds);
 /* For this CPU and plait_threads(); false when absent. */

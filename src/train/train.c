@@ -118,7 +118,7 @@ int plait_dataset_keep_random(plait_dataset *d, int limit, uint64_t seed) {
 }
 
 int plait_train(const plait_train_config *c, plait_train_result *result) {
-    if (validate_config(c) != PLAIT_OK) return PLAIT_ERROR;
+    if (validate_config(c) != PLAIT_OK || plait_train_use_tuning_file() != PLAIT_OK) return PLAIT_ERROR;
     plait_set_threads(c->threads);
     memset(result, 0, sizeof *result);
     result->test_loss = result->test_accuracy = -1;

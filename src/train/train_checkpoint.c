@@ -44,6 +44,7 @@ int plait_train_load_weights(plait_model *m, const char *path) {
 
 int plait_eval_checkpoint(const plait_eval_config *e, float *loss, float *accuracy, int *count) {
     plait_set_threads(e->threads);
+    if (plait_train_use_tuning_file() != PLAIT_OK) return PLAIT_ERROR;
     char model_name[64] = "";
     int classes = 0;
     safetensors_file *f;

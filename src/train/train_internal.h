@@ -18,6 +18,9 @@ int plait_train_load_checkpoint(plait_model *m, const char *path, plait_train_po
 /* Weights and buffers only (for --init and eval). */
 int plait_train_load_weights(plait_model *m, const char *path);
 
+/* Loads the tuning file (plait_tuning_default_path) once and hands it to the convolution layers. */
+int plait_train_use_tuning_file(void);
+
 /* Keeps a seeded random `limit` of the samples (all when limit <= 0), in their original order. */
 int plait_dataset_keep_random(plait_dataset *d, int limit, uint64_t seed);
 

@@ -156,3 +156,15 @@ int plait_tuning_load(plait_tuning *t, const char *path) {
     json_decref(root);
     return PLAIT_OK;
 }
+
+void plait_tuning_default_path(char *path, size_t size) {
+    const char *explicit_path = getenv("PLAIT_TUNING_FILE");
+    const char *cache = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    if (explicit_path && *explicit_path)
+        snprintf(path, size, "%s", explicit_path);
+    else if (cache && *cache)
+        snprintf(path, size, "%s/plait/tuning.json", cache);
+    else
+        snprintf(path, size, "%s/.cache/plait/tuning.json", home && *home ? home : ".");
+}
