@@ -1,0 +1,40 @@
+/* Shared by src/dist: the world state and the watched wait every blocking call goes through. */
+#ifndef PLAIT_DIST_INTERNAL_H
+#define PLAIT_DIST_INTERNAL_H
+
+#include "plait/dist.h"
+
+typedef struct dist_world {
+    bool initialized;    /* plait_dist_init ran */
+    bool uses_mpi;       /* MPI is initialized (by us, or before plait_dist_init) */
+    bool owns_mpi;       /* plait_dist_init initialized MPI, so finalize ends it */
+    int rank, size;
+    MPI_Comm transfer_comm; /* a duplicate of MPI_COMM_WORLD for point-to-point transfers */
+    int tag_ub;
+} dist_world;
+
+extern dist_world dist_state;
+
+/* Turns an MPI return code into a plait_fail line "rank R: <what>: <MPI's message>". */
+int dist_check(int mpi_code, const char *what);
+
+/* Polls `request` (MPI_Test, then short sleeps) until it completes. When one of the world ranks in
+ * `peers` (NULL: all ranks) has been silent, no heartbeat and no completion, for `timeout` seconds of
+ * this wait (<= 0: never), it aborts the job with "rank R: no message from rank S for N s while
+ * <context> (did it die?)". */
+int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const int *peers,
+                      int peer_count, const char *context);
+
+/* Heartbeats between all ranks (collective start and stop, at init and finalize). */
+int dist_heartbeat_start(void);
+void dist_heartbeat_stop(void);
+/* plait_now() of the last heartbeat from `rank` (now when heartbeats are not running). */
+double dist_heartbeat_last(int rank);
+
+/* Sleeps between polls: no sleep for the first polls, then growing naps up to 200 microseconds. */
+void dist_poll_pause(long polls);
+
+/* Stops the transfers' progress thread (before the communicators go). */
+void dist_transfers_shutdown(void);
+
+#endif
