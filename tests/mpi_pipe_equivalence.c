@@ -1,0 +1,117 @@
+/* The executor on 2 ranks equals sequential training with the same micro-batches: data parallelism
+ * (one stage, two replicas) and a 2-stage pipeline of 4 micro-batches under GPipe and 1F1B. Bad
+ * plans are refused before training with a message naming the problem. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "mpi_pipe_equivalence.h"
+#include "pipe/pipe_internal.h"
+
+static void data_parallel(void) {
+    plait_plan plan;
+    int replicas[] = {2}, bounds[] = {0, 11};
+    eq_plan(&plan, 1, replicas, bounds, 4, PLAIT_SCHEDULE_1F1B);
+    double worst = eq_run(&plan, 4);
+    CHECKF(worst >= 0 && worst <= 1e-5, "data parallel: relative difference %g", worst);
+    plait_plan_free(&plan);
+}
+
+static void data_parallel_one_microbatch_each(void) {
+    plait_plan plan;
+    int replicas[] = {2}, bounds[] = {0, 11};
+    eq_plan(&plan, 1, replicas, bounds, 2, PLAIT_SCHEDULE_GPIPE);
+    double worst = eq_run(&plan, 3);
+    CHECKF(worst >= 0 && worst <= 1e-5, "data parallel, 2 micro-batches: relative difference %g", worst);
+    plait_plan_free(&plan);
+}
+
+static void pipeline(plait_schedule_kind schedule) {
+    plait_plan plan;
+    int replicas[] = {1, 1}, bounds[] = {0, 5, 11};
+    eq_plan(&plan, 2, replicas, bounds, 4, schedule);
+    double worst = eq_run(&plan, 4);
+    CHECKF(worst >= 0 && worst <= 1e-5, "2-stage %s: relative difference %g", plait_schedule_name(schedule), worst);
+    plait_plan_free(&plan);
+}
+
+static void pipeline_gpipe(void) { pipeline(PLAIT_SCHEDULE_GPIPE); }
+static void pipeline_1f1b(void) { pipeline(PLAIT_SCHEDULE_1F1B); }
+
+/* A plan file in a directory rank 0 made (shared through a broadcast of its name). */
+static void shared_dir(char *dir, size_t size) {
+    if (plait_dist_rank() == 0) {
+        snprintf(dir, size, "/tmp/plait_pipe_test_XXXXXX");
+        if (!mkdtemp(dir)) dir[0] = 0;
+    }
+    MPI_Bcast(dir, (int)size, MPI_CHAR, 0, MPI_COMM_WORLD);
+}
+
+static void refused(const char *dir, const char *name, const char *json, const char *expected) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (plait_dist_rank() == 0) {
+        FILE *f = fopen(path, "w");
+        if (f) {
+            fputs(json, f);
+            fclose(f);
+        }
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    plait_model *m;
+    CHECK(plait_model_create("resnet20", (plait_shape){1, 8, 8, 3}, 10, 1, &m) == PLAIT_OK);
+    plait_train_config c;
+    plait_train_config_defaults(&c);
+    c.plan_path = path;
+    plait_plan plan = {0};
+    CHECK(pipe_train_plan(&c, m, &plan) == PLAIT_ERROR);
+    const char *error = plait_last_error();
+    CHECKF(strstr(error, expected) && strstr(error, name) && !strchr(error, '\n'), "%s: got \"%s\"", name, error);
+    plait_plan_free(&plan);
+    plait_model_free(m);
+}
+
+static void bad_plans_refused(void) {
+    char dir[64];
+    shared_dir(dir, sizeof dir);
+    CHECK(dir[0] != 0);
+    refused(dir, "three_ranks.json",
+            "{\"batch_size\": 8, \"micro_batches\": 4, \"schedule\": \"gpipe\", \"bucket_bytes\": 1e6, \"streams\": 1,"
+            " \"stages\": [{\"units\": [0, 5], \"ranks\": [0]}, {\"units\": [5, 11], \"ranks\": [1, 2]}]}",
+            "world has 2 ranks");
+    refused(dir, "empty.json",
+            "{\"batch_size\": 8, \"micro_batches\": 4, \"schedule\": \"gpipe\", \"bucket_bytes\": 1e6, \"streams\": 1,"
+            " \"stages\": [{\"units\": [0, 0], \"ranks\": [0]}, {\"units\": [0, 11], \"ranks\": [1]}]}",
+            "empty");
+    refused(dir, "range.json",
+            "{\"batch_size\": 8, \"micro_batches\": 4, \"schedule\": \"1f1b\", \"bucket_bytes\": 1e6, \"streams\": 1,"
+            " \"stages\": [{\"units\": [0, 5], \"ranks\": [0]}, {\"units\": [5, 14], \"ranks\": [1]}]}",
+            "the model has 11 units");
+    /* the executor checks too, for callers that skip the file */
+    plait_plan plan;
+    int replicas[] = {1}, bounds[] = {0, 11};
+    eq_plan(&plan, 1, replicas, bounds, 4, PLAIT_SCHEDULE_GPIPE);
+    plait_model *m;
+    CHECK(plait_model_create("resnet20", (plait_shape){1, 8, 8, 3}, 10, 1, &m) == PLAIT_OK);
+    plait_executor *e = NULL;
+    CHECK(plait_executor_create(m, &plan, false, &e) == PLAIT_ERROR && e == NULL);
+    CHECKF(strstr(plait_last_error(), "1 ranks but the world has 2"), "%s", plait_last_error());
+    plait_model_free(m);
+    plait_plan_free(&plan);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (plait_dist_rank() == 0) {
+        char command[200];
+        snprintf(command, sizeof command, "rm -rf %s", dir);
+        CHECK(system(command) == 0);
+    }
+}
+
+int main(int argc, char **argv) {
+    plait_dist_init(&argc, &argv);
+    plait_set_threads(1);
+    mpi_testing_run("data parallel on 2 ranks equals sequential (4 micro-batches)", data_parallel);
+    mpi_testing_run("data parallel, one micro-batch per replica", data_parallel_one_microbatch_each);
+    mpi_testing_run("2-stage pipeline, GPipe, 4 micro-batches", pipeline_gpipe);
+    mpi_testing_run("2-stage pipeline, 1F1B, 4 micro-batches", pipeline_1f1b);
+    mpi_testing_run("bad plans are refused before training", bad_plans_refused);
+    return mpi_testing_finish();
+}
