@@ -61,10 +61,13 @@ static void run_sync(int streams, size_t bucket_bytes, bool arena, bool sum) {
     for (int step = 0; step < 3; step++) {
         fill(grads, rank, step);
         int order[PARAMS];
-        shuffle(order, PARAMS, &rng); /* a different order on each rank */
-        int mark = PARAMS - (int)plait_rng_below(&rng, 4); /* the rest is left to wait_all */
-        for (int i = 0; i < mark; i++) CHECK(plait_grad_sync_mark_ready(sync, order[i]) == PLAIT_OK);
-        if (mark > 0) {
+        if (step == 1) { /* whole buckets, in a different order on each rank */
+            shuffle(order, buckets, &rng);
+            for (int i = 0; i < buckets; i++) CHECK(plait_grad_sync_mark_bucket_ready(sync, order[i]) == PLAIT_OK);
+        } else { /* parameters, in a different order on each rank; the last few are left to wait_all */
+            shuffle(order, PARAMS, &rng);
+            int mark = PARAMS - (int)plait_rng_below(&rng, 4);
+            for (int i = 0; i < mark; i++) CHECK(plait_grad_sync_mark_ready(sync, order[i]) == PLAIT_OK);
             CHECK(plait_grad_sync_mark_ready(sync, order[0]) == PLAIT_ERROR);
             CHECK(strstr(plait_last_error(), "twice") != NULL);
         }

@@ -91,7 +91,11 @@ static void buckets_and_no_op_sync(void) {
     plait_grad_sync_config config = {.bucket_bytes = 40, .streams = 3};
     CHECK(plait_grad_sync_create(MPI_COMM_NULL, N, grads, counts, &config, &sync) == PLAIT_OK);
     if (!sync) return;
-    int expected[N] = {0, 0, 0, 1, 2, 3, 3};
+    int expected[N] = {0, 0, 0, 1, 2, 3, 3}, planned[N];
+    CHECK(plait_grad_bucket_plan(N, counts, 40, planned) == 4);
+    CHECK(memcmp(planned, expected, sizeof expected) == 0);
+    CHECK(plait_grad_bucket_plan(N, counts, 4, planned) == N); /* a parameter per bucket */
+    CHECK(plait_grad_bucket_plan(N, counts, 1000, planned) == 1);
     CHECK(plait_grad_sync_bucket_count(sync) == 4);
     for (int p = 0; p < N; p++) CHECKF(plait_grad_sync_bucket_of(sync, p) == expected[p], "param %d", p);
     CHECK(plait_grad_sync_bucket_of(sync, N) == -1);
@@ -101,6 +105,12 @@ static void buckets_and_no_op_sync(void) {
         CHECKF(strstr(plait_last_error(), "parameter 4 was marked ready twice in one step") != NULL, "%s",
                plait_last_error());
         CHECK(plait_grad_sync_mark_ready(sync, N) == PLAIT_ERROR);
+        CHECK(plait_grad_sync_mark_bucket_ready(sync, 3) == PLAIT_OK);
+        CHECK(plait_grad_sync_mark_bucket_ready(sync, 3) == PLAIT_ERROR);
+        CHECKF(strstr(plait_last_error(), "bucket 3 was marked ready twice in one step") != NULL, "%s",
+               plait_last_error());
+        CHECK(plait_grad_sync_mark_bucket_ready(sync, 2) == PLAIT_ERROR); /* parameter 4 alone, marked */
+        CHECK(plait_grad_sync_mark_bucket_ready(sync, 4) == PLAIT_ERROR);
         plait_grad_sync_times times = {1, 1, 1, 0};
         CHECK(plait_grad_sync_wait_all(sync, &times) == PLAIT_OK);
         CHECK(times.communication == 0 && times.hidden == 0 && times.exposed == 0 && times.buckets == 4);

@@ -50,7 +50,7 @@ int plait_dist_barrier(double timeout_seconds);
 
 /* Prints "plait: error: rank R: <message>" on stderr and ends every rank of the job with exit code 1
  * (MPI_Abort; plain exit without MPI). For errors one rank cannot recover from alone. */
-_Noreturn void plait_dist_abort(const char *message);
+void plait_dist_abort(const char *message) __attribute__((noreturn));
 
 /* ---- Groups --------------------------------------------------------------------------------------- */
 
@@ -147,6 +147,10 @@ typedef struct plait_grad_sync_times {
     int buckets;
 } plait_grad_sync_times;
 
+/* The bucket of each parameter (bucket_of[params]) under the rule above; returns the bucket count.
+ * Pure, for planners and simulators that must bucket exactly as plait_grad_sync does. */
+int plait_grad_bucket_plan(int params, const size_t *counts, size_t bucket_bytes, int *bucket_of);
+
 /* Collective over replica_comm (every replica calls it with the same parameter counts, in the same
  * order relative to other collectives). With MPI_COMM_NULL or one replica, synchronization is a no-op. */
 int plait_grad_sync_create(MPI_Comm replica_comm, int params, float *const *grads, const size_t *counts,
@@ -157,6 +161,9 @@ int plait_grad_sync_bucket_of(const plait_grad_sync *sync, int param);
 /* Backward calls this when parameter `param`'s gradient is final for this step; the bucket starts
  * reducing when its last parameter is marked. Marking a parameter twice in one step fails. */
 int plait_grad_sync_mark_ready(plait_grad_sync *sync, int param);
+/* Marks every parameter of bucket `bucket` not marked yet (for an executor that reduces per bucket).
+ * Fails if the bucket was already complete in this step. */
+int plait_grad_sync_mark_bucket_ready(plait_grad_sync *sync, int bucket);
 /* Marks every parameter not yet marked, waits for all buckets, and starts a new step. times may be
  * NULL. Reports the first MPI error any stream met. */
 int plait_grad_sync_wait_all(plait_grad_sync *sync, plait_grad_sync_times *times);

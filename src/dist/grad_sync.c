@@ -132,24 +132,32 @@ static int compare_spans(const void *a, const void *b) {
 }
 
 /* A bucket reduces in place when its gradients, sorted by address, follow each other without gaps. */
+int plait_grad_bucket_plan(int params, const size_t *counts, size_t bucket_bytes, int *bucket_of) {
+    size_t limit = bucket_bytes / sizeof(float), floats = 0;
+    int buckets = 0;
+    for (int p = 0; p < params; p++) {
+        if (buckets == 0 || floats + counts[p] > limit) {
+            buckets++;
+            floats = 0;
+        }
+        floats += counts[p];
+        bucket_of[p] = buckets - 1;
+    }
+    return buckets;
+}
+
 static int plan_buckets(plait_grad_sync *sync, size_t bucket_bytes) {
-    size_t limit = bucket_bytes / sizeof(float);
     sync->buckets = calloc((size_t)sync->params + 1, sizeof(bucket));
     span *spans = malloc(((size_t)sync->params + 1) * sizeof(span));
     if (!sync->buckets || !spans) {
         free(spans);
         return plait_fail("out of memory planning gradient buckets");
     }
-    int count = 0;
+    int count = plait_grad_bucket_plan(sync->params, sync->counts, bucket_bytes, sync->bucket_of);
     for (int p = 0; p < sync->params; p++) {
-        bucket *current = count > 0 ? &sync->buckets[count - 1] : NULL;
-        if (!current || current->floats + sync->counts[p] > limit) {
-            current = &sync->buckets[count++];
-            current->first = p;
-        }
-        current->count++;
-        current->floats += sync->counts[p];
-        sync->bucket_of[p] = count - 1;
+        bucket *b = &sync->buckets[sync->bucket_of[p]];
+        if (b->count++ == 0) b->first = p;
+        b->floats += sync->counts[p];
     }
     sync->bucket_count = count;
     int status = PLAIT_OK;
@@ -334,6 +342,19 @@ int plait_grad_sync_mark_ready(plait_grad_sync *sync, int param) {
     if (!twice) mark_locked(sync, param);
     pthread_mutex_unlock(&sync->lock);
     if (twice) return plait_fail("parameter %d was marked ready twice in one step", param);
+    return PLAIT_OK;
+}
+
+int plait_grad_sync_mark_bucket_ready(plait_grad_sync *sync, int bucket_index) {
+    if (bucket_index < 0 || bucket_index >= sync->bucket_count)
+        return plait_fail("bucket %d is out of range (0 to %d)", bucket_index, sync->bucket_count - 1);
+    const bucket *b = &sync->buckets[bucket_index];
+    pthread_mutex_lock(&sync->lock);
+    bool complete = b->remaining == 0;
+    for (int p = b->first; p < b->first + b->count && !complete; p++)
+        if (!sync->marked[p]) mark_locked(sync, p);
+    pthread_mutex_unlock(&sync->lock);
+    if (complete) return plait_fail("bucket %d was marked ready twice in one step", bucket_index);
     return PLAIT_OK;
 }
 

@@ -76,10 +76,16 @@ int dist_heartbeat_start(void) {
     return PLAIT_OK;
 }
 
-/* Collective: every rank stops beating before any leaves the barrier; then the posted receives are
- * cancelled and beats already delivered are taken, so none is left behind for MPI_Finalize. */
+/* Collective. The first barrier is watched while the beats go on (a peer still writing a checkpoint
+ * is waited for, a dead one is not); then every rank stops beating before any leaves the second
+ * barrier, the posted receives are cancelled and beats already delivered are taken, so none is left
+ * behind for MPI_Finalize. */
 void dist_heartbeat_stop(void) {
     if (beat.running) {
+        MPI_Request request;
+        if (MPI_Ibarrier(beat.comm, &request) == MPI_SUCCESS)
+            dist_wait_request(&request, MPI_STATUS_IGNORE, plait_dist_timeout(), NULL, 0,
+                              "finishing (plait_dist_finalize)");
         atomic_store(&beat.stop, true);
         pthread_join(beat.thread, NULL);
         beat.running = false;

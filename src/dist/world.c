@@ -101,7 +101,7 @@ bool plait_dist_uses_mpi(void) { return dist_state.uses_mpi; }
 void plait_dist_set_timeout(double seconds) { watchdog_timeout = seconds; }
 double plait_dist_timeout(void) { return watchdog_timeout; }
 
-_Noreturn void plait_dist_abort(const char *message) {
+void plait_dist_abort(const char *message) {
     fprintf(stderr, "plait: error: rank %d: %s\n", dist_state.rank, message);
     fflush(stderr);
     if (dist_state.uses_mpi) MPI_Abort(MPI_COMM_WORLD, 1);
