@@ -186,6 +186,8 @@ int cli_train(int argc, char **argv) {
     printf("trained %s on %s: %ld steps in %.1f s (%.1f images/s), last loss %.4f", c.model, c.dataset, r.steps,
            r.seconds, r.images_per_second, (double)r.last_loss);
     if (r.test_accuracy >= 0) printf(", test accuracy %.2f%%", 100.0 * r.test_accuracy);
+    if (r.allreduce_hidden_seconds + r.allreduce_exposed_seconds > 0)
+        printf(", all-reduce %.2f s hidden / %.2f s exposed", r.allreduce_hidden_seconds, r.allreduce_exposed_seconds);
     printf("\n");
     return 0;
 }

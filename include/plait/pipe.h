@@ -24,6 +24,8 @@ typedef struct plait_executor_stats {
     double allreduce_hidden;        /* of it, before the optimizer step started waiting */
     double allreduce_exposed;       /* optimizer step blocked on buckets */
     double receive_wait;            /* compute lane blocked on receives */
+    /* Over the world's replicated ranks (the same on every rank): mean hidden and exposed seconds. */
+    double mean_allreduce_hidden, mean_allreduce_exposed;
 } plait_executor_stats;
 
 /* The plan must be valid for plait_dist_size() ranks and m's units (plait_plan_validate). Collective:

@@ -52,6 +52,9 @@ typedef struct plait_train_result {
     float last_loss, train_accuracy;
     float test_loss, test_accuracy; /* of the last evaluation, -1 if none */
     double seconds, images_per_second;
+    /* Parallel runs: gradient all-reduce seconds over the run, mean over the replicated ranks,
+     * overlapped with backward (hidden) and waited for by the optimizer step (exposed). */
+    double allreduce_hidden_seconds, allreduce_exposed_seconds;
 } plait_train_result;
 
 int plait_train(const plait_train_config *c, plait_train_result *result);

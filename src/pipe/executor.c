@@ -396,10 +396,14 @@ static int optimizer_step(plait_executor *e, const plait_step_options *o, step_t
         record(e, 1, name, -1, end - times.communication, end);
         record(e, 0, "allreduce wait", -1, start, end);
     }
-    double sums[2] = {totals->loss_sum, totals->correct};
-    if (e->use_mpi && pipe_sum_doubles(MPI_COMM_WORLD, sums, 2, "summing the loss") != PLAIT_OK) return PLAIT_ERROR;
+    /* One reduction carries the loss and, for the report, the all-reduce times of replicated ranks. */
+    double sums[5] = {totals->loss_sum, totals->correct, e->sync ? 1 : 0, e->stats.allreduce_hidden,
+                      e->stats.allreduce_exposed};
+    if (e->use_mpi && pipe_sum_doubles(MPI_COMM_WORLD, sums, 5, "summing the loss") != PLAIT_OK) return PLAIT_ERROR;
     *loss = (float)(sums[0] / e->plan.micro_batches);
     *correct = (int)lround(sums[1]);
+    e->stats.mean_allreduce_hidden = sums[2] > 0 ? sums[3] / sums[2] : 0;
+    e->stats.mean_allreduce_exposed = sums[2] > 0 ? sums[4] / sums[2] : 0;
     if (!isfinite(*loss)) return PLAIT_OK;
     double update_start = plait_now();
     if (sum_norm_statistics(e) != PLAIT_OK) return PLAIT_ERROR;

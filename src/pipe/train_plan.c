@@ -17,8 +17,7 @@ int pipe_train_plan(const plait_train_config *c, plait_model *m, plait_plan *pla
             char message[1024];
             snprintf(message, sizeof message, "%s", plait_last_error());
             plait_plan_free(plan);
-            return plait_fail("%s: %s (model %s has %d units, the world has %d ranks)", c->plan_path, message,
-                              m->name, m->unit_count, world);
+            return plait_fail("%s: %s (model %s has %d units)", c->plan_path, message, m->name, m->unit_count);
         }
         return PLAIT_OK;
     }

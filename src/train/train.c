@@ -183,6 +183,9 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
     if (plait_trainer_create(model, &t) != PLAIT_OK) goto done;
     if (parallel) {
         if (pipe_train_plan(c, model, &plan) != PLAIT_OK) goto done;
+        if (leader && c->progress && plan.batch_size != c->batch_size)
+            fprintf(stderr, "plan %s: batch size %d (not --batch-size %d)\n", c->plan_path, plan.batch_size,
+                    c->batch_size);
         c->batch_size = plan.batch_size;
         c->microbatches = plan.micro_batches;
         if (train.count < c->batch_size) {
@@ -283,6 +286,12 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                                                                                       : "no checkpoint written");
                 goto done;
             }
+            if (executor) {
+                plait_executor_stats stats;
+                plait_executor_stats_get(executor, &stats);
+                result->allreduce_hidden_seconds += stats.mean_allreduce_hidden;
+                result->allreduce_exposed_seconds += stats.mean_allreduce_exposed;
+            }
             step++, batch++, steps_this_run++, epoch_batches++;
             epoch_images += images.shape.n, epoch_right += right;
             images_this_run += images.shape.n;
@@ -294,6 +303,12 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                 json_t *line = json_pack("{s:s, s:i, s:I, s:f, s:f, s:f, s:f}", "event", "train", "epoch", epoch + 1,
                                          "step", (json_int_t)step, "loss", (double)loss, "accuracy",
                                          (double)right / images.shape.n, "lr", (double)lr, "images_per_second", rate);
+                if (executor) {
+                    plait_executor_stats stats;
+                    plait_executor_stats_get(executor, &stats);
+                    json_object_set_new(line, "allreduce_hidden_seconds", json_real(stats.mean_allreduce_hidden));
+                    json_object_set_new(line, "allreduce_exposed_seconds", json_real(stats.mean_allreduce_exposed));
+                }
                 json_dumpf(line, metrics, JSON_COMPACT | JSON_REAL_PRECISION(6));
                 fputc('\n', metrics);
                 fflush(metrics);
