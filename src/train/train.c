@@ -281,9 +281,8 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                 if (interactive) fputc('\n', stderr);
                 plait_fail("loss became %f at epoch %d step %ld; stopped without saving (%s)", (double)loss,
                            epoch + 1, step + 1,
-                           c->checkpoint_dir && checkpoint_exists(c->checkpoint_dir)
-                               ? "last good checkpoint kept"
-                                                                                      : "no checkpoint written");
+                           c->checkpoint_dir && checkpoint_exists(c->checkpoint_dir) ? "last good checkpoint kept"
+                                                                                     : "no checkpoint written");
                 goto done;
             }
             if (executor) {
