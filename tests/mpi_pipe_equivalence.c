@@ -46,22 +46,30 @@ static void shared_dir(char *dir, size_t size) {
     MPI_Bcast(dir, (int)size, MPI_CHAR, 0, MPI_COMM_WORLD);
 }
 
-static void refused(const char *dir, const char *name, const char *json, const char *expected) {
-    char path[600];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+static void write_shared(const char *path, const char *text) {
     if (plait_dist_rank() == 0) {
         FILE *f = fopen(path, "w");
         if (f) {
-            fputs(json, f);
+            fputs(text, f);
             fclose(f);
         }
     }
     MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void refused(const char *dir, const char *name, const char *json, const char *expected,
+                    const char *hardware) {
+    char path[600], hardware_path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(hardware_path, sizeof hardware_path, "%s/hardware.json", dir);
+    write_shared(path, json);
+    if (hardware) write_shared(hardware_path, hardware);
     plait_model *m;
     CHECK(plait_model_create("resnet20", (plait_shape){1, 8, 8, 3}, 10, 1, &m) == PLAIT_OK);
     plait_train_config c;
     plait_train_config_defaults(&c);
     c.plan_path = path;
+    c.hardware_path = hardware ? hardware_path : NULL;
     plait_plan plan = {0};
     CHECK(pipe_train_plan(&c, m, &plan) == PLAIT_ERROR);
     const char *error = plait_last_error();
@@ -77,15 +85,22 @@ static void bad_plans_refused(void) {
     refused(dir, "three_ranks.json",
             "{\"batch_size\": 8, \"micro_batches\": 4, \"schedule\": \"gpipe\", \"bucket_bytes\": 1e6, \"streams\": 1,"
             " \"stages\": [{\"units\": [0, 5], \"ranks\": [0]}, {\"units\": [5, 11], \"ranks\": [1, 2]}]}",
-            "world has 2 ranks");
+            "world has 2 ranks", NULL);
     refused(dir, "empty.json",
             "{\"batch_size\": 8, \"micro_batches\": 4, \"schedule\": \"gpipe\", \"bucket_bytes\": 1e6, \"streams\": 1,"
             " \"stages\": [{\"units\": [0, 0], \"ranks\": [0]}, {\"units\": [0, 11], \"ranks\": [1]}]}",
-            "empty");
+            "empty", NULL);
     refused(dir, "range.json",
             "{\"batch_size\": 8, \"micro_batches\": 4, \"schedule\": \"1f1b\", \"bucket_bytes\": 1e6, \"streams\": 1,"
             " \"stages\": [{\"units\": [0, 5], \"ranks\": [0]}, {\"units\": [5, 14], \"ranks\": [1]}]}",
-            "the model has 11 units");
+            "the model has 11 units", NULL);
+    /* fits the world and the model, but not the memory of the hardware it is meant for */
+    refused(dir, "memory.json",
+            "{\"batch_size\": 8, \"micro_batches\": 4, \"schedule\": \"gpipe\", \"bucket_bytes\": 1e6, \"streams\": 1,"
+            " \"stages\": [{\"units\": [0, 5], \"ranks\": [0]}, {\"units\": [5, 11], \"ranks\": [1]}]}",
+            "bytes per rank but rank 0 has 1000000 bytes",
+            "{\"worker_count\": 2, \"memory_bytes\": 1e6, \"p2p\": {\"bandwidth\": 1e9, \"latency\": 2e-5},"
+            " \"allreduce\": {\"bandwidth\": 1e9, \"latency\": 2e-5}}");
     /* the executor checks too, for callers that skip the file */
     plait_plan plan;
     int replicas[] = {1}, bounds[] = {0, 11};

@@ -55,6 +55,7 @@ static const char *train_help =
     "                         units balanced by measured time) or auto (the planner on a profile measured\n"
     "                         here) [dp]\n"
     "  --plan FILE            run this plan (plait plan writes one); its batch size and micro-batches win\n"
+    "  --hardware FILE        hardware JSON (plait plan): --plan must fit its memory; auto plans for it\n"
     "  --pipeline-schedule S  gpipe or 1f1b [1f1b]\n"
     "  --bucket-mb X          gradient all-reduce bucket size in MiB [25]\n"
     "  --streams N            communication streams for the gradient all-reduce [2]\n"
@@ -81,7 +82,7 @@ enum {
     OPT_SHUFFLE, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_MICRO, OPT_LR, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_SIZE,
     OPT_GAMMA, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
     OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
-    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS
+    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE
 };
 
 static const struct option train_options[] = {
@@ -102,7 +103,7 @@ static const struct option train_options[] = {
     {"parallel", required_argument, 0, OPT_PARALLEL}, {"plan", required_argument, 0, OPT_PLAN},
     {"pipeline-schedule", required_argument, 0, OPT_PIPE_SCHEDULE}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
     {"streams", required_argument, 0, OPT_STREAMS}, {"trace", required_argument, 0, OPT_TRACE},
-    {"trace-steps", required_argument, 0, OPT_TRACE_STEPS},
+    {"trace-steps", required_argument, 0, OPT_TRACE_STEPS}, {"hardware", required_argument, 0, OPT_HARDWARE},
     {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
 
 static bool parse_on_off(const char *flag, const char *text, const char *on, const char *off, bool *out) {
@@ -164,6 +165,7 @@ int cli_train(int argc, char **argv) {
             c.parallel = optarg;
             break;
         case OPT_PLAN: c.plan_path = optarg; break;
+        case OPT_HARDWARE: c.hardware_path = optarg; break;
         case OPT_PIPE_SCHEDULE:
             if (strcmp(optarg, "gpipe") == 0) c.pipeline_schedule = PLAIT_SCHEDULE_GPIPE;
             else if (strcmp(optarg, "1f1b") == 0) c.pipeline_schedule = PLAIT_SCHEDULE_1F1B;

@@ -80,6 +80,7 @@ typedef struct plait_parallel_options {
     plait_schedule_kind schedule;
     double bucket_bytes;
     int streams;
+    const char *hardware_path; /* auto: plan for this hardware JSON instead of plait_hardware_local */
 } plait_parallel_options;
 
 /* Builds a plan for m (dp needs no profile; pipe and auto take `profile`). */

@@ -40,6 +40,7 @@ typedef struct plait_train_config {
     int pipeline_schedule; /* plait_schedule_kind for dp/pipe/auto [1F1B] */
     double bucket_bytes;   /* gradient bucket size; 0: 25 MiB */
     int streams;           /* communication streams; 0: 2 */
+    const char *hardware_path; /* hardware JSON: --plan is checked against its memory, auto plans for it */
     const char *trace_path; /* Chrome trace JSON of the run (and the SVG beside it) */
     int trace_steps;        /* steps recorded in the trace; 0: 20 */
 } plait_train_config;

@@ -174,7 +174,16 @@ int plait_parallel_plan(const plait_model *m, const plait_profile *profile, cons
     int workers = o->workers;
     if (o->kind == PLAIT_PARALLEL_AUTO) {
         plait_hardware hardware;
-        if (plait_hardware_local(workers, &hardware) != PLAIT_OK) return PLAIT_ERROR;
+        if (o->hardware_path) {
+            if (plait_hardware_read(o->hardware_path, &hardware) != PLAIT_OK) return PLAIT_ERROR;
+            if (hardware.worker_count != workers) {
+                plait_hardware_free(&hardware);
+                return plait_fail("%s describes %d workers but the world has %d ranks", o->hardware_path,
+                                  hardware.worker_count, workers);
+            }
+        } else if (plait_hardware_local(workers, &hardware) != PLAIT_OK) {
+            return PLAIT_ERROR;
+        }
         int candidate = o->micro_batches;
         plait_planner_options options = {.batch_size = o->batch_size,
                                          .micro_batch_candidates = o->micro_batches > 0 ? &candidate : NULL,

@@ -13,7 +13,21 @@ int pipe_train_plan(const plait_train_config *c, plait_model *m, plait_plan *pla
         if (c->parallel)
             return plait_fail("give either --plan or --parallel, not both");
         if (plait_plan_read(c->plan_path, plan) != PLAIT_OK) return PLAIT_ERROR;
-        if (plait_plan_validate(plan, world, m->unit_count, NULL, NULL) != PLAIT_OK) {
+        int status = plait_plan_validate(plan, world, m->unit_count, NULL, NULL);
+        if (status == PLAIT_OK && c->hardware_path) {
+            /* memory needs the units' costs: measured here, at the plan's micro-batch size */
+            plait_hardware hardware;
+            plait_profile profile = {0};
+            if (plait_hardware_read(c->hardware_path, &hardware) != PLAIT_OK) {
+                plait_plan_free(plan);
+                return PLAIT_ERROR;
+            }
+            status = plait_profile_measure_shared(m, plan->batch_size / plan->micro_batches, 1, &profile);
+            if (status == PLAIT_OK) status = plait_plan_validate(plan, world, m->unit_count, &profile, &hardware);
+            plait_profile_free(&profile);
+            plait_hardware_free(&hardware);
+        }
+        if (status != PLAIT_OK) {
             char message[1024];
             snprintf(message, sizeof message, "%s", plait_last_error());
             plait_plan_free(plan);
@@ -27,7 +41,8 @@ int pipe_train_plan(const plait_train_config *c, plait_model *m, plait_plan *pla
                                 .micro_batches = c->microbatches,
                                 .schedule = (plait_schedule_kind)c->pipeline_schedule,
                                 .bucket_bytes = c->bucket_bytes > 0 ? c->bucket_bytes : 25.0 * 1024 * 1024,
-                                .streams = c->streams > 0 ? c->streams : 2};
+                                .streams = c->streams > 0 ? c->streams : 2,
+                                .hardware_path = c->hardware_path};
     const char *kind = c->parallel ? c->parallel : "dp";
     if (strcmp(kind, "dp") == 0)
         o.kind = PLAIT_PARALLEL_DP;
