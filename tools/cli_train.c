@@ -4,12 +4,15 @@
 #include <string.h>
 
 #include "cli.h"
+#include "plait/dist.h"
+#include "plait/plan.h"
 #include "plait/train.h"
 
 static const char *train_help =
     "usage: plait train [flags]\n"
     "\n"
-    "Trains a model on one process and prints the test accuracy it reached.\n"
+    "Trains a model and prints the test accuracy it reached: as one process, or under mpirun -np N as\n"
+    "one job split across N ranks (data and pipeline parallelism; see docs/parallel.md).\n"
     "\n"
     "model and data:\n"
     "  --model NAME           resnet18 resnet34 resnet50 (ImageNet stem), cifar_resnet18 cifar_resnet34\n"
@@ -45,7 +48,19 @@ static const char *train_help =
     "  --resume               continue from DIR/last.safetensors exactly where it stopped\n"
     "  --init FILE            start from the weights in a safetensors file (torchvision names)\n"
     "  --metrics FILE         write metrics as JSON lines to FILE\n"
-    "  --quiet                no progress output\n";
+    "  --quiet                no progress output\n"
+    "\n"
+    "parallel (under mpirun -np N; data parallel on all ranks unless told otherwise):\n"
+    "  --parallel KIND        dp (every rank a replica of the whole model), pipe (one stage per rank,\n"
+    "                         units balanced by measured time) or auto (the planner on a profile measured\n"
+    "                         here) [dp]\n"
+    "  --plan FILE            run this plan (plait plan writes one); its batch size and micro-batches win\n"
+    "  --hardware FILE        hardware JSON (plait plan): --plan must fit its memory; auto plans for it\n"
+    "  --pipeline-schedule S  gpipe or 1f1b [1f1b]\n"
+    "  --bucket-mb X          gradient all-reduce bucket size in MiB [25]\n"
+    "  --streams N            communication streams for the gradient all-reduce [2]\n"
+    "  --trace FILE.json      Chrome trace of the first steps (--trace-steps), and FILE.svg\n"
+    "  --trace-steps N        steps recorded in the trace [20]\n";
 
 static const char *eval_help =
     "usage: plait eval --checkpoint FILE [flags]\n"
@@ -66,7 +81,8 @@ enum {
     OPT_MODEL = 256, OPT_DATASET, OPT_DATA, OPT_IMAGE_SIZE, OPT_TRAIN_LIMIT, OPT_TEST_LIMIT, OPT_AUGMENT,
     OPT_SHUFFLE, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_MICRO, OPT_LR, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_SIZE,
     OPT_GAMMA, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
-    OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP
+    OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
+    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE
 };
 
 static const struct option train_options[] = {
@@ -84,6 +100,10 @@ static const struct option train_options[] = {
     {"seed", required_argument, 0, OPT_SEED}, {"checkpoint-dir", required_argument, 0, OPT_CKPT_DIR},
     {"resume", no_argument, 0, OPT_RESUME}, {"init", required_argument, 0, OPT_INIT},
     {"metrics", required_argument, 0, OPT_METRICS}, {"quiet", no_argument, 0, OPT_QUIET},
+    {"parallel", required_argument, 0, OPT_PARALLEL}, {"plan", required_argument, 0, OPT_PLAN},
+    {"pipeline-schedule", required_argument, 0, OPT_PIPE_SCHEDULE}, {"bucket-mb", required_argument, 0, OPT_BUCKET_MB},
+    {"streams", required_argument, 0, OPT_STREAMS}, {"trace", required_argument, 0, OPT_TRACE},
+    {"trace-steps", required_argument, 0, OPT_TRACE_STEPS}, {"hardware", required_argument, 0, OPT_HARDWARE},
     {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
 
 static bool parse_on_off(const char *flag, const char *text, const char *on, const char *off, bool *out) {
@@ -139,6 +159,22 @@ int cli_train(int argc, char **argv) {
         case OPT_INIT: c.init_path = optarg; break;
         case OPT_METRICS: c.metrics_path = optarg; break;
         case OPT_QUIET: c.progress = false; break;
+        case OPT_PARALLEL:
+            if (strcmp(optarg, "dp") != 0 && strcmp(optarg, "pipe") != 0 && strcmp(optarg, "auto") != 0)
+                return cli_error("--parallel expects dp, pipe or auto, got '%s'", optarg);
+            c.parallel = optarg;
+            break;
+        case OPT_PLAN: c.plan_path = optarg; break;
+        case OPT_HARDWARE: c.hardware_path = optarg; break;
+        case OPT_PIPE_SCHEDULE:
+            if (strcmp(optarg, "gpipe") == 0) c.pipeline_schedule = PLAIT_SCHEDULE_GPIPE;
+            else if (strcmp(optarg, "1f1b") == 0) c.pipeline_schedule = PLAIT_SCHEDULE_1F1B;
+            else return cli_error("--pipeline-schedule expects gpipe or 1f1b, got '%s'", optarg);
+            break;
+        case OPT_BUCKET_MB: if (!cli_parse_float("--bucket-mb", optarg, 0.001, 65536, &x)) return 2; c.bucket_bytes = x * 1024 * 1024; break;
+        case OPT_STREAMS: if (!cli_parse_int("--streams", optarg, 1, 64, &n)) return 2; c.streams = (int)n; break;
+        case OPT_TRACE: c.trace_path = optarg; break;
+        case OPT_TRACE_STEPS: if (!cli_parse_int("--trace-steps", optarg, 1, 1000000, &n)) return 2; c.trace_steps = (int)n; break;
         case OPT_HELP: fputs(train_help, stdout); return 0;
         default: return cli_bad_flag("train", argc, argv);
         }
@@ -148,9 +184,12 @@ int cli_train(int argc, char **argv) {
     if (c.lr.kind == PLAIT_LR_STEP) c.lr.step_size = step_size;
     plait_train_result r;
     if (plait_train(&c, &r) != PLAIT_OK) return cli_fail_last();
+    if (plait_dist_rank() != 0) return 0; /* one report per job */
     printf("trained %s on %s: %ld steps in %.1f s (%.1f images/s), last loss %.4f", c.model, c.dataset, r.steps,
            r.seconds, r.images_per_second, (double)r.last_loss);
     if (r.test_accuracy >= 0) printf(", test accuracy %.2f%%", 100.0 * r.test_accuracy);
+    if (r.allreduce_hidden_seconds + r.allreduce_exposed_seconds > 0)
+        printf(", all-reduce %.2f s hidden / %.2f s exposed", r.allreduce_hidden_seconds, r.allreduce_exposed_seconds);
     printf("\n");
     return 0;
 }

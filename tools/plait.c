@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "plait/dist.h"
 #include "plait/train.h"
 #include "cli.h"
 
@@ -18,7 +19,7 @@ static const char *program_help =
     "\n"
     "plait <command> --help explains every flag of a command.\n";
 
-int main(int argc, char **argv) {
+static int run_command(int argc, char **argv) {
     if (argc < 2) {
         fputs(program_help, stderr);
         return 2;
@@ -39,4 +40,15 @@ int main(int argc, char **argv) {
     if (strcmp(command, "tune") == 0) return cli_tune(argc - 1, argv + 1);
     fprintf(stderr, "plait: error: unknown command '%s' (see plait --help)\n", command);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    /* Under mpirun this joins the job; started alone it is a world of one without MPI. */
+    if (plait_dist_init(&argc, &argv) != PLAIT_OK) {
+        fprintf(stderr, "plait: error: %s\n", plait_last_error());
+        return 1;
+    }
+    int status = run_command(argc, argv);
+    plait_dist_finalize();
+    return status;
 }

@@ -33,6 +33,16 @@ typedef struct plait_train_config {
     const char *metrics_path;    /* JSON lines; NULL: checkpoint_dir/metrics.jsonl or none */
     bool progress;               /* live progress line on stderr */
     bool evaluate_each_epoch;
+    /* Parallel training (include/plait/pipe.h). Runs the executor when the world has more than one
+     * rank, or when any of parallel, plan_path or trace_path is set. */
+    const char *parallel;  /* "dp", "pipe" or "auto"; NULL: dp when the world has several ranks */
+    const char *plan_path; /* a plan file (plait plan); its batch size and micro-batches win */
+    int pipeline_schedule; /* plait_schedule_kind for dp/pipe/auto [1F1B] */
+    double bucket_bytes;   /* gradient bucket size; 0: 25 MiB */
+    int streams;           /* communication streams; 0: 2 */
+    const char *hardware_path; /* hardware JSON: --plan is checked against its memory, auto plans for it */
+    const char *trace_path; /* Chrome trace JSON of the run (and the SVG beside it) */
+    int trace_steps;        /* steps recorded in the trace; 0: 20 */
 } plait_train_config;
 
 void plait_train_config_defaults(plait_train_config *c);
@@ -43,6 +53,9 @@ typedef struct plait_train_result {
     float last_loss, train_accuracy;
     float test_loss, test_accuracy; /* of the last evaluation, -1 if none */
     double seconds, images_per_second;
+    /* Parallel runs: gradient all-reduce seconds over the run, mean over the replicated ranks,
+     * overlapped with backward (hidden) and waited for by the optimizer step (exposed). */
+    double allreduce_hidden_seconds, allreduce_exposed_seconds;
 } plait_train_result;
 
 int plait_train(const plait_train_config *c, plait_train_result *result);

@@ -6,6 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "pipe/pipe_internal.h"
+#include "plait/dist.h"
+#include "plait/pipe.h"
 #include "plait/train.h"
 #include "train/train_internal.h"
 
@@ -26,6 +29,7 @@ void plait_train_config_defaults(plait_train_config *c) {
     c->augment = true;
     c->shuffle = true;
     c->evaluate_each_epoch = true;
+    c->pipeline_schedule = PLAIT_SCHEDULE_1F1B;
 }
 
 int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, float *loss, float *accuracy) {
@@ -117,7 +121,37 @@ int plait_dataset_keep_random(plait_dataset *d, int limit, uint64_t seed) {
     return PLAIT_OK;
 }
 
-int plait_train(const plait_train_config *c, plait_train_result *result) {
+static bool checkpoint_exists(const char *dir) {
+    char **paths;
+    int count;
+    if (plait_checkpoint_find_parts(dir, &paths, &count) != PLAIT_OK) return false;
+    plait_checkpoint_free_parts(paths, count);
+    return true;
+}
+
+/* Saves the run's checkpoint: one file from one process; under a plan, the first replica of each
+ * stage writes its part, and once all are written rank 0 removes parts of other layouts. */
+static int save_checkpoint(plait_model *model, const char *dir, plait_executor *executor, const plait_plan *plan,
+                           const plait_train_position *position) {
+    if (!executor || plan->stage_count == 1) {
+        int status = PLAIT_OK;
+        if (plait_dist_rank() == 0) status = pipe_save_checkpoint(model, dir, -1, 0, model->unit_count, position);
+        if (executor && plait_dist_size() > 1 && plait_dist_barrier(0) != PLAIT_OK) return PLAIT_ERROR;
+        if (status == PLAIT_OK && plait_dist_rank() == 0) pipe_remove_stale_parts(dir, 0);
+        return status;
+    }
+    int stage = plait_executor_stage(executor), status = PLAIT_OK;
+    if (plait_executor_replica(executor) == 0)
+        status = pipe_save_checkpoint(model, dir, stage, plan->stages[stage].first_unit,
+                                      plan->stages[stage].last_unit, position);
+    if (plait_dist_size() > 1 && plait_dist_barrier(0) != PLAIT_OK) return PLAIT_ERROR;
+    if (status == PLAIT_OK && plait_dist_rank() == 0) pipe_remove_stale_parts(dir, plan->stage_count);
+    return status;
+}
+
+int plait_train(const plait_train_config *config, plait_train_result *result) {
+    plait_train_config effective = *config;
+    plait_train_config *c = &effective;
     if (validate_config(c) != PLAIT_OK || plait_train_use_tuning_file() != PLAIT_OK) return PLAIT_ERROR;
     plait_set_threads(c->threads);
     memset(result, 0, sizeof *result);
@@ -127,6 +161,10 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
     plait_dataset train = {0}, test = {0};
     plait_model *model = NULL;
     plait_trainer *t = NULL;
+    plait_executor *executor = NULL;
+    plait_plan plan = {0};
+    bool parallel = pipe_train_wants_executor(c);
+    bool leader = plait_dist_rank() == 0; /* metrics, progress and evaluation */
     plait_loader *loader = NULL;
     plait_tensor images = {0};
     int32_t *labels = NULL;
@@ -143,6 +181,27 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
     plait_shape input = {1, train.height, train.width, train.channels};
     if (plait_model_create(c->model, input, train.classes, c->seed, &model) != PLAIT_OK) goto done;
     if (plait_trainer_create(model, &t) != PLAIT_OK) goto done;
+    if (parallel) {
+        if (pipe_train_plan(c, model, &plan) != PLAIT_OK) goto done;
+        if (leader && c->progress && plan.batch_size != c->batch_size)
+            fprintf(stderr, "plan %s: batch size %d (not --batch-size %d)\n", c->plan_path, plan.batch_size,
+                    c->batch_size);
+        c->batch_size = plan.batch_size;
+        c->microbatches = plan.micro_batches;
+        if (train.count < c->batch_size) {
+            plait_fail("the training set has %d images, fewer than one batch of %d", train.count, c->batch_size);
+            goto done;
+        }
+        if (plait_executor_create(model, &plan, c->trace_path != NULL, &executor) != PLAIT_OK) goto done;
+        if (c->progress && leader) {
+            fprintf(stderr, "plan: %d stages, batch %d in %d micro-batches, %s:", plan.stage_count, plan.batch_size,
+                    plan.micro_batches, plait_schedule_name(plan.schedule));
+            for (int s = 0; s < plan.stage_count; s++)
+                fprintf(stderr, " [units %d-%d on %d rank%s]", plan.stages[s].first_unit, plan.stages[s].last_unit - 1,
+                        plan.stages[s].replica_count, plan.stages[s].replica_count > 1 ? "s" : "");
+            fputc('\n', stderr);
+        }
+    }
 
     plait_train_position position = {0};
     if (c->checkpoint_dir) {
@@ -153,7 +212,7 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
         snprintf(checkpoint_path, sizeof checkpoint_path, "%s/last.safetensors", c->checkpoint_dir);
     }
     if (c->resume) {
-        if (plait_train_load_checkpoint(model, checkpoint_path, &position) != PLAIT_OK) goto done;
+        if (pipe_load_checkpoint(model, c->checkpoint_dir, &position) != PLAIT_OK) goto done;
     } else if (c->init_path) {
         if (plait_train_load_weights(model, c->init_path) != PLAIT_OK) goto done;
     }
@@ -183,12 +242,13 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
         snprintf(default_metrics, sizeof default_metrics, "%s/metrics.jsonl", c->checkpoint_dir);
         metrics_path = default_metrics;
     }
-    if (metrics_path && !(metrics = fopen(metrics_path, c->resume ? "a" : "w"))) {
+    if (leader && metrics_path && !(metrics = fopen(metrics_path, c->resume ? "a" : "w"))) {
         plait_fail("cannot write metrics file %s", metrics_path);
         goto done;
     }
 
-    bool interactive = c->progress && isatty(STDERR_FILENO);
+    bool interactive = leader && c->progress && isatty(STDERR_FILENO);
+    long trace_until = position.step + (c->trace_steps > 0 ? c->trace_steps : 20);
     double start = plait_now();
     long step = position.step, steps_this_run = 0;
     double images_this_run = 0;
@@ -208,14 +268,28 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
                                            .nesterov = c->nesterov};
             float lr = options.lr, loss;
             int right;
-            if (plait_trainer_step(t, &options, &images, labels, &loss, &right) != PLAIT_OK) goto done;
+            if (executor) {
+                if (step >= trace_until) plait_executor_trace_pause(executor);
+                if (plait_executor_step(executor, &options, &images, labels, &loss, &right) != PLAIT_OK) {
+                    if (plait_dist_size() > 1) plait_dist_abort(plait_last_error()); /* peers cannot go on */
+                    goto done;
+                }
+            } else if (plait_trainer_step(t, &options, &images, labels, &loss, &right) != PLAIT_OK) {
+                goto done;
+            }
             if (!isfinite(loss)) {
                 if (interactive) fputc('\n', stderr);
                 plait_fail("loss became %f at epoch %d step %ld; stopped without saving (%s)", (double)loss,
                            epoch + 1, step + 1,
-                           checkpoint_path[0] && access(checkpoint_path, R_OK) == 0 ? "last good checkpoint kept"
-                                                                                      : "no checkpoint written");
+                           c->checkpoint_dir && checkpoint_exists(c->checkpoint_dir) ? "last good checkpoint kept"
+                                                                                     : "no checkpoint written");
                 goto done;
+            }
+            if (executor) {
+                plait_executor_stats stats;
+                plait_executor_stats_get(executor, &stats);
+                result->allreduce_hidden_seconds += stats.mean_allreduce_hidden;
+                result->allreduce_exposed_seconds += stats.mean_allreduce_exposed;
             }
             step++, batch++, steps_this_run++, epoch_batches++;
             epoch_images += images.shape.n, epoch_right += right;
@@ -228,6 +302,12 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
                 json_t *line = json_pack("{s:s, s:i, s:I, s:f, s:f, s:f, s:f}", "event", "train", "epoch", epoch + 1,
                                          "step", (json_int_t)step, "loss", (double)loss, "accuracy",
                                          (double)right / images.shape.n, "lr", (double)lr, "images_per_second", rate);
+                if (executor) {
+                    plait_executor_stats stats;
+                    plait_executor_stats_get(executor, &stats);
+                    json_object_set_new(line, "allreduce_hidden_seconds", json_real(stats.mean_allreduce_hidden));
+                    json_object_set_new(line, "allreduce_exposed_seconds", json_real(stats.mean_allreduce_exposed));
+                }
                 json_dumpf(line, metrics, JSON_COMPACT | JSON_REAL_PRECISION(6));
                 fputc('\n', metrics);
                 fflush(metrics);
@@ -246,10 +326,12 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
         result->train_accuracy = epoch_images ? (float)epoch_right / epoch_images : 0;
         if (interactive) fputc('\n', stderr);
         if (epoch_done && c->evaluate_each_epoch && test.count > 0) {
-            if (plait_evaluate(model, &test, 256, 0, &result->test_loss, &result->test_accuracy) != PLAIT_OK)
+            if (executor && plait_executor_gather_model(executor) != PLAIT_OK) goto done;
+            if (leader &&
+                plait_evaluate(model, &test, 256, 0, &result->test_loss, &result->test_accuracy) != PLAIT_OK)
                 goto done;
         }
-        if (c->progress) {
+        if (c->progress && leader) {
             fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, %.1f img/s", epoch + 1, c->epochs,
                     epoch_batches ? loss_sum / epoch_batches : 0.0, (double)result->train_accuracy,
                     epoch_images / (plait_now() - epoch_start));
@@ -272,11 +354,12 @@ int plait_train(const plait_train_config *c, plait_train_result *result) {
         position = (plait_train_position){.epoch = epoch_done ? epoch + 1 : epoch,
                                           .batch = epoch_done ? 0 : batch,
                                           .step = step};
-        if (checkpoint_path[0] && plait_train_save_checkpoint(model, checkpoint_path, &position) != PLAIT_OK)
+        if (checkpoint_path[0] && save_checkpoint(model, c->checkpoint_dir, executor, &plan, &position) != PLAIT_OK)
             goto done;
         if (epoch_done) result->epochs_done = epoch + 1;
         if (!epoch_done) break;
     }
+    if (executor && c->trace_path && plait_executor_write_trace(executor, c->trace_path) != PLAIT_OK) goto done;
     result->steps = step;
     result->seconds = plait_now() - start;
     result->images_per_second = result->seconds > 0 ? images_this_run / result->seconds : 0;
@@ -286,6 +369,8 @@ done:
     free(labels);
     plait_tensor_free(&images);
     plait_loader_free(loader);
+    plait_executor_free(executor);
+    plait_plan_free(&plan);
     plait_trainer_free(t);
     plait_model_free(model);
     plait_dataset_free(&train);

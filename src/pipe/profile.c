@@ -1,0 +1,246 @@
+/* The unit profiler and the plans behind --parallel dp|pipe|auto. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pipe/pipe_internal.h"
+
+int plait_profile_measure(plait_model *m, int micro_batch, int iterations, plait_profile *profile) {
+    if (micro_batch < 1 || iterations < 1) return plait_fail("profile: micro-batch and iterations must be positive");
+    int units = m->unit_count, status = PLAIT_ERROR;
+    plait_unit_state **states = calloc((size_t)units, sizeof *states);
+    double *forward = malloc((size_t)units * sizeof(double)), *backward = malloc((size_t)units * sizeof(double));
+    plait_tensor input = {0}, dlogits = {0};
+    if (plait_profile_init(profile, units) != PLAIT_OK) goto done;
+    if (!states || !forward || !backward) {
+        plait_fail("out of memory for the profile");
+        goto done;
+    }
+    for (int u = 0; u < units; u++)
+        if (!(states[u] = plait_unit_state_create())) {
+            plait_fail("out of memory for the profile");
+            goto done;
+        }
+    plait_shape in = m->input;
+    in.n = micro_batch;
+    if (plait_tensor_reserve(&input, in) != PLAIT_OK) goto done;
+    plait_rng rng;
+    plait_rng_seed(&rng, 12345);
+    for (size_t i = 0; i < plait_shape_count(in); i++) input.data[i] = plait_rng_normal(&rng);
+    for (int u = 0; u < units; u++) forward[u] = backward[u] = 1e30;
+    /* One warm-up pass, then the best of `iterations`: the least disturbed by other work. */
+    for (int it = 0; it <= iterations; it++) {
+        const plait_tensor *current = &input;
+        for (int u = 0; u < units; u++) {
+            double start = plait_now();
+            if (plait_unit_forward(&m->units[u], states[u], current, true, &current) != PLAIT_OK) goto done;
+            double t = plait_now() - start;
+            if (it > 0 && t < forward[u]) forward[u] = t;
+        }
+        if (plait_tensor_reserve(&dlogits, current->shape) != PLAIT_OK) goto done;
+        for (size_t i = 0; i < plait_shape_count(current->shape); i++) dlogits.data[i] = 0.01f * plait_rng_normal(&rng);
+        const plait_tensor *grad = &dlogits;
+        for (int u = units - 1; u >= 0; u--) {
+            double start = plait_now();
+            if (plait_unit_backward(&m->units[u], states[u], grad, u > 0 ? &grad : NULL) != PLAIT_OK) goto done;
+            double t = plait_now() - start;
+            if (it > 0 && t < backward[u]) backward[u] = t;
+        }
+    }
+    plait_model_zero_grad(m, 0, units); /* leave no trace of the measurement in the model */
+    for (int u = 0; u < units; u++) {
+        plait_unit_cost *c = &profile->units[u];
+        snprintf(c->name, sizeof c->name, "%s", m->units[u].name);
+        c->forward_seconds = forward[u] / micro_batch;
+        c->backward_seconds = backward[u] / micro_batch;
+        c->output_bytes = 4.0 * (double)plait_shape_count(m->units[u].out_shape);
+        plait_param **params;
+        int count;
+        if (plait_model_params(m, u, u + 1, &params, &count) != PLAIT_OK) goto done;
+        for (int i = 0; i < count; i++) c->parameter_bytes += 4.0 * (double)params[i]->count;
+        free(params);
+        c->memory_bytes = (double)plait_unit_state_bytes(states[u]) / micro_batch;
+    }
+    status = PLAIT_OK;
+done:
+    for (int u = 0; states && u < units; u++) plait_unit_state_free(states[u]);
+    free(states);
+    free(forward);
+    free(backward);
+    plait_tensor_free(&input);
+    plait_tensor_free(&dlogits);
+    if (status != PLAIT_OK) plait_profile_free(profile);
+    return status;
+}
+
+int plait_profile_measure_shared(plait_model *m, int micro_batch, int iterations, plait_profile *profile) {
+    int units = m->unit_count, status = PLAIT_OK;
+    if (plait_dist_rank() == 0)
+        status = plait_profile_measure(m, micro_batch, iterations, profile);
+    else
+        status = plait_profile_init(profile, units);
+    double *values = malloc((size_t)units * 5 * sizeof(double) + sizeof(double));
+    if (!values) return plait_fail("out of memory");
+    values[5 * units] = status == PLAIT_OK ? 0 : 1;
+    if (plait_dist_rank() == 0 && status == PLAIT_OK)
+        for (int u = 0; u < units; u++) {
+            const plait_unit_cost *c = &profile->units[u];
+            double row[5] = {c->forward_seconds, c->backward_seconds, c->output_bytes, c->parameter_bytes,
+                             c->memory_bytes};
+            memcpy(values + 5 * u, row, sizeof row);
+        }
+    else if (plait_dist_rank() != 0)
+        memset(values, 0, (size_t)units * 5 * sizeof(double));
+    /* Rank 0 alone holds numbers, so the sum hands them to everyone. */
+    if (plait_dist_uses_mpi() && plait_dist_size() > 1) {
+        if (plait_dist_rank() == 0 && status != PLAIT_OK) memset(values, 0, (size_t)units * 5 * sizeof(double));
+        if (pipe_sum_doubles(MPI_COMM_WORLD, values, 5 * units + 1, "sharing the profile") != PLAIT_OK) {
+            free(values);
+            return PLAIT_ERROR;
+        }
+    }
+    if (values[5 * units] != 0) {
+        free(values);
+        if (status == PLAIT_OK) plait_profile_free(profile);
+        return status == PLAIT_OK ? plait_fail("rank 0 could not measure the profile") : PLAIT_ERROR;
+    }
+    for (int u = 0; u < units; u++) {
+        plait_unit_cost *c = &profile->units[u];
+        snprintf(c->name, sizeof c->name, "%s", m->units[u].name);
+        c->forward_seconds = values[5 * u];
+        c->backward_seconds = values[5 * u + 1];
+        c->output_bytes = values[5 * u + 2];
+        c->parameter_bytes = values[5 * u + 3];
+        c->memory_bytes = values[5 * u + 4];
+    }
+    free(values);
+    return PLAIT_OK;
+}
+
+int plait_hardware_local(int workers, plait_hardware *hardware) {
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double memory = pages > 0 && page > 0 ? (double)pages * (double)page : 8e9;
+    /* Shared-memory MPI on one machine: a few GB/s, tens of microseconds per message. */
+    plait_link p2p = {.bandwidth = 4e9, .latency = 2e-5}, allreduce = {.bandwidth = 2e9, .latency = 2e-5};
+    return plait_hardware_init(hardware, workers, 1.0, memory / workers, p2p, allreduce);
+}
+
+int plait_split_balanced(const double *weights, int unit_count, int parts, int *boundaries) {
+    if (parts < 1 || parts > unit_count)
+        return plait_fail("cannot split %d units into %d non-empty stages", unit_count, parts);
+    /* best[k][u]: the least heaviest range splitting units [0, u) into k ranges. */
+    size_t cells = (size_t)(parts + 1) * (size_t)(unit_count + 1);
+    double *best = malloc(cells * sizeof(double)), *prefix = malloc((size_t)(unit_count + 1) * sizeof(double));
+    int *cut = malloc(cells * sizeof(int));
+    if (!best || !cut || !prefix) {
+        free(best), free(cut), free(prefix);
+        return plait_fail("out of memory");
+    }
+    prefix[0] = 0;
+    for (int u = 0; u < unit_count; u++) prefix[u + 1] = prefix[u] + weights[u];
+#define AT(k, u) ((size_t)(k) * (size_t)(unit_count + 1) + (size_t)(u))
+    for (size_t i = 0; i < cells; i++) best[i] = 1e300;
+    best[AT(0, 0)] = 0;
+    for (int k = 1; k <= parts; k++)
+        for (int u = k; u <= unit_count; u++)
+            for (int v = k - 1; v < u; v++) {
+                double heaviest = best[AT(k - 1, v)];
+                double range = prefix[u] - prefix[v];
+                if (range > heaviest) heaviest = range;
+                if (heaviest < best[AT(k, u)]) {
+                    best[AT(k, u)] = heaviest;
+                    cut[AT(k, u)] = v;
+                }
+            }
+    boundaries[parts] = unit_count;
+    for (int k = parts, u = unit_count; k > 0; k--) {
+        u = cut[AT(k, u)];
+        boundaries[k - 1] = u;
+    }
+#undef AT
+    free(best), free(cut), free(prefix);
+    return PLAIT_OK;
+}
+
+/* The smallest count >= wanted that is a multiple of `multiple` and divides batch_size, or 0. */
+static int micro_batch_count(int batch_size, int wanted, int multiple) {
+    for (int m = wanted; m <= batch_size; m++)
+        if (m % multiple == 0 && batch_size % m == 0) return m;
+    return 0;
+}
+
+int plait_parallel_plan(const plait_model *m, const plait_profile *profile, const plait_parallel_options *o,
+                        plait_plan *plan) {
+    int workers = o->workers;
+    if (o->kind == PLAIT_PARALLEL_AUTO) {
+        plait_hardware hardware;
+        if (o->hardware_path) {
+            if (plait_hardware_read(o->hardware_path, &hardware) != PLAIT_OK) return PLAIT_ERROR;
+            if (hardware.worker_count != workers) {
+                plait_hardware_free(&hardware);
+                return plait_fail("%s describes %d workers but the world has %d ranks", o->hardware_path,
+                                  hardware.worker_count, workers);
+            }
+        } else if (plait_hardware_local(workers, &hardware) != PLAIT_OK) {
+            return PLAIT_ERROR;
+        }
+        int candidate = o->micro_batches;
+        plait_planner_options options = {.batch_size = o->batch_size,
+                                         .micro_batch_candidates = o->micro_batches > 0 ? &candidate : NULL,
+                                         .candidate_count = o->micro_batches > 0 ? 1 : 0,
+                                         .schedule = o->schedule,
+                                         .bucket_bytes = o->bucket_bytes,
+                                         .streams = o->streams};
+        double seconds;
+        int status = plait_partition(profile, &hardware, &options, plan, &seconds);
+        plait_hardware_free(&hardware);
+        return status;
+    }
+    int stages = o->kind == PLAIT_PARALLEL_DP ? 1 : workers;
+    int replicas[PLAIT_DIST_MAX_STAGES];
+    if (stages > PLAIT_DIST_MAX_STAGES) return plait_fail("--parallel pipe: at most %d ranks", PLAIT_DIST_MAX_STAGES);
+    if (stages > m->unit_count)
+        return plait_fail("--parallel pipe: %d ranks but model %s has only %d units", workers, m->name, m->unit_count);
+    for (int s = 0; s < stages; s++) replicas[s] = o->kind == PLAIT_PARALLEL_DP ? workers : 1;
+    /* dp: at least one micro-batch per replica; pipe: two per stage keeps the pipeline busy. */
+    int wanted = o->micro_batches, multiple = o->kind == PLAIT_PARALLEL_DP ? workers : 1;
+    if (o->kind == PLAIT_PARALLEL_DP && wanted < workers) wanted = workers;
+    if (o->kind == PLAIT_PARALLEL_PIPE && wanted < 2 * workers) wanted = 2 * workers;
+    int micro = micro_batch_count(o->batch_size, wanted, multiple);
+    if (!micro && o->kind == PLAIT_PARALLEL_PIPE) micro = micro_batch_count(o->batch_size, o->micro_batches, 1);
+    if (!micro)
+        return plait_fail("--batch-size %d does not split into micro-batches for %d replicas", o->batch_size,
+                          workers);
+    if (plait_plan_init(plan, stages, replicas) != PLAIT_OK) return PLAIT_ERROR;
+    plan->batch_size = o->batch_size;
+    plan->micro_batches = micro;
+    plan->schedule = o->schedule;
+    plan->bucket_bytes = o->bucket_bytes;
+    plan->streams = o->streams;
+    if (o->kind == PLAIT_PARALLEL_DP) {
+        plan->stages[0].first_unit = 0;
+        plan->stages[0].last_unit = m->unit_count;
+        for (int r = 0; r < workers; r++) plan->stages[0].ranks[r] = r;
+        return PLAIT_OK;
+    }
+    double *weights = malloc((size_t)m->unit_count * sizeof(double));
+    int boundaries[PLAIT_DIST_MAX_STAGES + 1];
+    if (!weights) {
+        plait_plan_free(plan);
+        return plait_fail("out of memory");
+    }
+    for (int u = 0; u < m->unit_count; u++)
+        weights[u] = profile ? profile->units[u].forward_seconds + profile->units[u].backward_seconds : 1.0;
+    int status = plait_split_balanced(weights, m->unit_count, stages, boundaries);
+    free(weights);
+    if (status != PLAIT_OK) {
+        plait_plan_free(plan);
+        return PLAIT_ERROR;
+    }
+    for (int s = 0; s < stages; s++) {
+        plan->stages[s].first_unit = boundaries[s];
+        plan->stages[s].last_unit = boundaries[s + 1];
+        plan->stages[s].ranks[0] = s;
+    }
+    return PLAIT_OK;
+}
