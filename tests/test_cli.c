@@ -218,6 +218,34 @@ static void nan_loss_stops_and_keeps_checkpoint(void) {
     CHECKF(system(command) == 0, "the last good checkpoint was overwritten");
 }
 
+static void plan_and_tune_commands(void) {
+    char err[4096], command[4096];
+    const char *tmp = testing_temp_dir();
+    snprintf(command, sizeof command,
+             "%s plan --model resnet20 --input 3x8x8 --workers 2 --batch-size 16 --threads 1 --output %s/plan.json "
+             "| grep -q 'speedup over one worker'",
+             PLAIT_CLI_PATH, tmp);
+    CHECK(system(command) == 0);
+    snprintf(command, sizeof command, "test -s %s/plan.json", tmp);
+    CHECK(system(command) == 0);
+    CHECK(run_plait("plan --model resnet20 --workers 0", err, sizeof err) == 2);
+    CHECKF(strstr(err, "--workers") && count_lines(err) == 1, "%s", err);
+    /* tune writes the tuning file; train reads it by itself through PLAIT_TUNING_FILE */
+    snprintf(command, sizeof command,
+             "%s tune --model resnet20 --input 3x32x32 --batch 16 --threads 1 --measure 2 --output %s/tuning.json "
+             ">/dev/null && grep -q '\"entries\"' %s/tuning.json",
+             PLAIT_CLI_PATH, tmp, tmp);
+    CHECK(system(command) == 0);
+    char args[1024];
+    snprintf(args, sizeof args, "train %s --data %s --steps 2", common, data_dir);
+    snprintf(command, sizeof command, "PLAIT_TUNING_FILE=%s/tuning.json %s %s >/dev/null 2>&1", tmp, PLAIT_CLI_PATH,
+             args);
+    CHECK(system(command) == 0);
+    snprintf(command, sizeof command, "printf '{broken' > %s/bad-tuning.json && PLAIT_TUNING_FILE=%s/bad-tuning.json "
+             "%s %s 2>&1 >/dev/null | grep -q 'bad-tuning.json'", tmp, tmp, PLAIT_CLI_PATH, args);
+    CHECKF(system(command) == 0, "a broken tuning file must be named in the error");
+}
+
 int main(void) {
     snprintf(data_dir, sizeof data_dir, "%s", make_cifar_binary(160, 40));
     testing_run("help_and_unknown_flags", help_and_unknown_flags);
@@ -227,5 +255,6 @@ int main(void) {
     testing_run("eval_scores_checkpoint", eval_scores_checkpoint);
     testing_run("bad_checkpoints_are_refused", bad_checkpoints_are_refused);
     testing_run("nan_loss_stops_and_keeps_checkpoint", nan_loss_stops_and_keeps_checkpoint);
+    testing_run("plan_and_tune_commands", plan_and_tune_commands);
     return testing_finish();
 }

@@ -9,6 +9,7 @@ int cli_train(int argc, char **argv);
 int cli_eval(int argc, char **argv);
 int cli_summary(int argc, char **argv);
 int cli_tune(int argc, char **argv);
+int cli_plan(int argc, char **argv);
 
 /* Each parser prints "plait: error: ..." and returns false on a bad value. */
 bool cli_parse_int(const char *flag, const char *text, long min, long max, long *out);

@@ -15,6 +15,7 @@ static const char *program_help =
     "  train     train a model on a data set (plait train --help)\n"
     "  eval      score a checkpoint on a data set's test split\n"
     "  summary   print a model's units, output shapes, parameters and multiply-adds\n"
+    "  plan      partition a model into pipeline stages and replicas for N workers\n"
     "  tune      tune every convolution of a model for this machine (writes the tuning file)\n"
     "\n"
     "plait <command> --help explains every flag of a command.\n";
@@ -38,6 +39,7 @@ static int run_command(int argc, char **argv) {
     if (strcmp(command, "eval") == 0) return cli_eval(argc - 1, argv + 1);
     if (strcmp(command, "summary") == 0) return cli_summary(argc - 1, argv + 1);
     if (strcmp(command, "tune") == 0) return cli_tune(argc - 1, argv + 1);
+    if (strcmp(command, "plan") == 0) return cli_plan(argc - 1, argv + 1);
     fprintf(stderr, "plait: error: unknown command '%s' (see plait --help)\n", command);
     return 2;
 }
