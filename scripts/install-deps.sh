@@ -10,7 +10,7 @@ packages=(build-essential cmake pkg-config
           libjansson-dev                  # JSON: safetensors headers, plans, profiles, tuning files, metrics
           dataset-fashion-mnist)          # the offline default data set
 if [ "${1:-}" = "--with-peers" ]; then
-  packages+=(python3-torch python3-numpy libdnnl-dev)
+  packages+=(python3-torch python3-torchvision python3-numpy libdnnl-dev)
 fi
 missing=()
 for p in "${packages[@]}"; do
