@@ -22,5 +22,8 @@ int pipe_load_checkpoint(plait_model *m, const char *dir, plait_train_position *
 int pipe_train_wants_executor(const plait_train_config *c);
 /* The run's plan: read and validated from c->plan_path, or made for c->parallel (collective). */
 int pipe_train_plan(const plait_train_config *c, plait_model *m, plait_plan *plan);
+/* The same, also handing over the profile the plan was made from (pipe and auto; unit_count 0
+ * when none was measured); the caller frees it. For bench/bench_parallel's predictions. */
+int pipe_train_plan_profiled(const plait_train_config *c, plait_model *m, plait_plan *plan, plait_profile *profile);
 
 #endif

@@ -8,6 +8,14 @@ int pipe_train_wants_executor(const plait_train_config *c) {
 }
 
 int pipe_train_plan(const plait_train_config *c, plait_model *m, plait_plan *plan) {
+    plait_profile profile = {0};
+    int status = pipe_train_plan_profiled(c, m, plan, &profile);
+    plait_profile_free(&profile);
+    return status;
+}
+
+int pipe_train_plan_profiled(const plait_train_config *c, plait_model *m, plait_plan *plan, plait_profile *used) {
+    *used = (plait_profile){0};
     int world = plait_dist_size();
     if (c->plan_path) {
         if (c->parallel)
@@ -61,10 +69,13 @@ int pipe_train_plan(const plait_train_config *c, plait_model *m, plait_plan *pla
         if (plait_profile_measure_shared(m, micro, 2, &profile) != PLAIT_OK) return PLAIT_ERROR;
     }
     int status = plait_parallel_plan(m, o.kind == PLAIT_PARALLEL_DP ? NULL : &profile, &o, plan);
-    plait_profile_free(&profile);
     if (status == PLAIT_OK && plait_plan_validate(plan, world, m->unit_count, NULL, NULL) != PLAIT_OK) {
         plait_plan_free(plan);
-        return PLAIT_ERROR;
+        status = PLAIT_ERROR;
     }
+    if (status == PLAIT_OK)
+        *used = profile;
+    else
+        plait_profile_free(&profile);
     return status;
 }
