@@ -125,10 +125,15 @@ int main(int argc, char **argv) {
         profile_micro = micro;
         if (plait_profile_measure_shared(m, micro, 2, &profile) != PLAIT_OK) die("profile");
     } else {
-        /* pipe_train_plan's rule: batch / --microbatches when given (auto: when above 1), else batch / 2N */
-        bool searched = !strcmp(b.parallel, "auto") && b.microbatches <= 1;
-        profile_micro = b.microbatches > 0 && !searched ? b.batch / b.microbatches : b.batch / (2 * world);
+        /* pipe_train_plan's rule: batch / --microbatches when given, else batch / 2N; an auto search
+         * hands over the profile interpolated to the chosen micro-batch size */
+        bool searched = !strcmp(b.parallel, "auto") && b.microbatches <= 1 && b.batch / world >= 2;
+        profile_micro = b.microbatches > 0 ? b.batch / b.microbatches : b.batch / (2 * world);
         if (profile_micro < 1) profile_micro = 1;
+        if (searched) {
+            profile_source = "planner, interpolated";
+            profile_micro = micro;
+        }
     }
     plait_hardware hardware;
     plait_prediction prediction;

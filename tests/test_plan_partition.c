@@ -1,8 +1,10 @@
 /* The partitioner: the dynamic program against brute force, its choices, and the simulator
  * against the cost model on the plans it chooses. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "plait/pipe.h"
 #include "plan_fixtures.h"
 
 static double uniform(plait_rng *rng, double low, double high) {
@@ -128,6 +130,89 @@ static void huge_parameters_on_a_slow_link_give_a_pipeline(void) {
     plait_plan_free(&plan);
     plait_hardware_free(&hw);
     plait_profile_free(&profile);
+}
+
+/* Per-sample seconds of a unit costing `fixed` per micro-batch plus `per_sample` per sample. */
+static double affine_cost(double fixed, double per_sample, int micro) { return (fixed + per_sample * micro) / micro; }
+
+static void profile_interpolation_is_affine_per_micro_batch(void) {
+    plait_profile small, large, out;
+    /* unit 0: 0.1 s per micro-batch + 0.01 s per sample; unit 1 (backward): no fixed cost */
+    fixture_profile(&small, 2, (double[]){affine_cost(0.1, 0.01, 2), 0.02}, (double[]){0.03, affine_cost(0.1, 0.01, 2)},
+                    7, (double[]){5, 6}, 9);
+    fixture_profile(&large, 2, (double[]){affine_cost(0.1, 0.01, 32), 0.02}, (double[]){0.03, affine_cost(0.1, 0.01, 32)},
+                    8, (double[]){5, 6}, 10);
+    CHECK(plait_profile_interpolate(&small, 2, &large, 32, 8, &out) == PLAIT_OK);
+    CHECKF(fabs(out.units[0].forward_seconds - affine_cost(0.1, 0.01, 8)) < 1e-12, "%g", out.units[0].forward_seconds);
+    CHECKF(fabs(out.units[1].backward_seconds - affine_cost(0.1, 0.01, 8)) < 1e-12, "%g", out.units[1].backward_seconds);
+    CHECK(fabs(out.units[1].forward_seconds - 0.02) < 1e-12 && fabs(out.units[0].backward_seconds - 0.03) < 1e-12);
+    /* bytes come from the larger measurement; extrapolation follows the same line */
+    CHECK(out.units[0].output_bytes == 8 && out.units[1].memory_bytes == 10 && out.units[1].parameter_bytes == 6);
+    plait_profile_free(&out);
+    CHECK(plait_profile_interpolate(&small, 2, &large, 32, 128, &out) == PLAIT_OK);
+    CHECK(fabs(out.units[0].forward_seconds - affine_cost(0.1, 0.01, 128)) < 1e-12);
+    plait_profile_free(&out);
+    /* noise: a smaller micro-batch measured cheaper per sample gives no negative fixed cost */
+    small.units[0].forward_seconds = 0.005;
+    large.units[0].forward_seconds = 0.01;
+    CHECK(plait_profile_interpolate(&small, 2, &large, 32, 4, &out) == PLAIT_OK);
+    CHECKF(fabs(out.units[0].forward_seconds - 0.01) < 1e-12, "%g", out.units[0].forward_seconds);
+    plait_profile_free(&out);
+    CHECK(plait_profile_interpolate(&small, 32, &large, 32, 4, &out) == PLAIT_ERROR);
+    CHECK(strstr(plait_last_error(), "needs 1 <= small (32) < large (32)") != NULL);
+    plait_profile_free(&small);
+    plait_profile_free(&large);
+}
+
+/* With a fixed cost per micro-batch, auto prices each micro-batch count on its own profile and finds
+ * the count the exact cost says is best, not the most micro-batches a linear profile favours. */
+static void auto_search_prices_each_micro_batch_size(void) {
+    enum { UNITS = 4 };
+    double params[UNITS] = {1e9, 1e9, 1e9, 1e9}, fixed = 0.02, per_sample = 0.001;
+    plait_profile small, large;
+    double f_small[UNITS], b_small[UNITS], f_large[UNITS], b_large[UNITS];
+    for (int u = 0; u < UNITS; u++) {
+        f_small[u] = affine_cost(fixed, per_sample, 2), b_small[u] = affine_cost(2 * fixed, 2 * per_sample, 2);
+        f_large[u] = affine_cost(fixed, per_sample, 16), b_large[u] = affine_cost(2 * fixed, 2 * per_sample, 16);
+    }
+    fixture_profile(&small, UNITS, f_small, b_small, 1e3, params, 1e3);
+    fixture_profile(&large, UNITS, f_large, b_large, 1e3, params, 1e3);
+    plait_hardware hw;
+    plait_hardware_init(&hw, 4, 1, 1e12, (plait_link){1e10, 1e-6}, (plait_link){1e8, 1e-5});
+    char path[512];
+    snprintf(path, sizeof path, "%s/hw4.json", testing_temp_dir());
+    CHECK(plait_hardware_write(path, &hw) == PLAIT_OK);
+    plait_parallel_options o = {.kind = PLAIT_PARALLEL_AUTO, .workers = 4, .batch_size = 64,
+                                .schedule = PLAIT_SCHEDULE_1F1B, .bucket_bytes = 25e6, .streams = 2,
+                                .hardware_path = path, .small_profile = &small, .small_micro_batch = 2,
+                                .profile_micro_batch = 16};
+    plait_plan plan;
+    CHECK(plait_parallel_plan(NULL, &large, &o, &plan) == PLAIT_OK);
+    /* the exact optimum: every count priced on its exact (affine) profile */
+    double best = INFINITY;
+    int best_count = 0;
+    for (int count = 1; count <= 64; count *= 2) {
+        plait_profile exact;
+        double f[UNITS], b[UNITS], seconds;
+        int micro = 64 / count;
+        for (int u = 0; u < UNITS; u++)
+            f[u] = affine_cost(fixed, per_sample, micro), b[u] = affine_cost(2 * fixed, 2 * per_sample, micro);
+        fixture_profile(&exact, UNITS, f, b, 1e3, params, 1e3);
+        plait_planner_options options = {.batch_size = 64, .micro_batch_candidates = &count, .candidate_count = 1,
+                                         .schedule = PLAIT_SCHEDULE_1F1B, .bucket_bytes = 25e6, .streams = 2};
+        plait_plan candidate;
+        CHECK(plait_partition(&exact, &hw, &options, &candidate, &seconds) == PLAIT_OK);
+        if (seconds < best) best = seconds, best_count = count;
+        plait_plan_free(&candidate);
+        plait_profile_free(&exact);
+    }
+    CHECKF(plan.micro_batches == best_count && best_count > 1 && best_count < 64, "chose %d, best %d",
+           plan.micro_batches, best_count);
+    CHECK(plan.stage_count == 4);
+    plait_plan_free(&plan);
+    plait_hardware_free(&hw);
+    plait_profile_free(&small);
+    plait_profile_free(&large);
 }
 
 static void no_plan_fits_memory(void) {
@@ -344,6 +429,8 @@ int main(void) {
     testing_run("balanced_free_communication_gives_data_parallelism", balanced_free_communication_gives_data_parallelism);
     testing_run("huge_parameters_on_a_slow_link_give_a_pipeline", huge_parameters_on_a_slow_link_give_a_pipeline);
     testing_run("no_plan_fits_memory", no_plan_fits_memory);
+    testing_run("profile_interpolation_is_affine_per_micro_batch", profile_interpolation_is_affine_per_micro_batch);
+    testing_run("auto_search_prices_each_micro_batch_size", auto_search_prices_each_micro_batch_size);
     testing_run("simulator_agrees_with_the_dynamic_program", simulator_agrees_with_the_dynamic_program);
     testing_run("simulator_agrees_on_random_instances", simulator_agrees_on_random_instances);
     testing_run("plan_table", plan_table);

@@ -62,6 +62,14 @@ int plait_profile_measure(plait_model *m, int micro_batch, int iterations, plait
 /* Collective: rank 0 measures, every rank receives the same profile. */
 int plait_profile_measure_shared(plait_model *m, int micro_batch, int iterations, plait_profile *profile);
 
+/* The profile at `micro_batch` samples from profiles measured at two sizes (small_micro_batch <
+ * large_micro_batch): each unit's forward and backward seconds are taken as affine in the micro-batch
+ * size (a fixed cost per micro-batch plus a cost per sample; the fixed part is clamped at 0), which
+ * prices the lower efficiency of small micro-batches that a linear profile misses. Bytes are taken
+ * from `large`. */
+int plait_profile_interpolate(const plait_profile *small, int small_micro_batch, const plait_profile *large,
+                              int large_micro_batch, int micro_batch, plait_profile *out);
+
 /* A hardware model of `workers` identical workers on this machine (memory shared among them; links
  * of shared-memory MPI), for plans made here. */
 int plait_hardware_local(int workers, plait_hardware *hardware);
@@ -81,6 +89,11 @@ typedef struct plait_parallel_options {
     double bucket_bytes;
     int streams;
     const char *hardware_path; /* auto: plan for this hardware JSON instead of plait_hardware_local */
+    /* auto, micro-batches searched: with a second profile measured at small_micro_batch samples (the
+     * main one at profile_micro_batch), each micro-batch count is priced on the profile interpolated
+     * to its size (plait_profile_interpolate) instead of on one profile scaled linearly. */
+    const plait_profile *small_profile;
+    int small_micro_batch, profile_micro_batch;
 } plait_parallel_options;
 
 /* Builds a plan for m (dp needs no profile; pipe and auto take `profile`). */

@@ -1,4 +1,5 @@
 /* The unit profiler and the plans behind --parallel dp|pipe|auto. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -117,6 +118,40 @@ int plait_profile_measure_shared(plait_model *m, int micro_batch, int iterations
     return PLAIT_OK;
 }
 
+/* Seconds per sample at `micro` from per-sample seconds measured at two sizes, affine per micro-batch. */
+static double affine_per_sample(double small, int small_micro, double large, int large_micro, int micro) {
+    double t_small = small * small_micro, t_large = large * large_micro;
+    double per_sample = (t_large - t_small) / (large_micro - small_micro), fixed = t_small - per_sample * small_micro;
+    if (per_sample < 0) { /* noise: no growth with size at all; keep the larger measurement */
+        per_sample = 0;
+        fixed = t_large > t_small ? t_large : t_small;
+    } else if (fixed < 0) { /* noise: no fixed cost; linear through the larger measurement */
+        fixed = 0;
+        per_sample = large;
+    }
+    return (fixed + per_sample * micro) / micro;
+}
+
+int plait_profile_interpolate(const plait_profile *small, int small_micro_batch, const plait_profile *large,
+                              int large_micro_batch, int micro_batch, plait_profile *out) {
+    if (small->unit_count != large->unit_count)
+        return plait_fail("profile interpolation: %d units against %d", small->unit_count, large->unit_count);
+    if (small_micro_batch < 1 || small_micro_batch >= large_micro_batch || micro_batch < 1)
+        return plait_fail("profile interpolation: needs 1 <= small (%d) < large (%d) and a positive size (%d)",
+                          small_micro_batch, large_micro_batch, micro_batch);
+    if (plait_profile_init(out, large->unit_count) != PLAIT_OK) return PLAIT_ERROR;
+    for (int u = 0; u < large->unit_count; u++) {
+        const plait_unit_cost *a = &small->units[u], *b = &large->units[u];
+        plait_unit_cost *c = &out->units[u];
+        *c = *b;
+        c->forward_seconds = affine_per_sample(a->forward_seconds, small_micro_batch, b->forward_seconds,
+                                               large_micro_batch, micro_batch);
+        c->backward_seconds = affine_per_sample(a->backward_seconds, small_micro_batch, b->backward_seconds,
+                                                large_micro_batch, micro_batch);
+    }
+    return PLAIT_OK;
+}
+
 int plait_hardware_local(int workers, plait_hardware *hardware) {
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     double memory = pages > 0 && page > 0 ? (double)pages * (double)page : 8e9;
@@ -169,6 +204,45 @@ static int micro_batch_count(int batch_size, int wanted, int multiple) {
     return 0;
 }
 
+/* The partitioner once per micro-batch count, each priced on the profile interpolated to its size;
+ * the fastest plan wins (ties: the fewer micro-batches). */
+static int partition_interpolated(const plait_profile *profile, const plait_parallel_options *o,
+                                  const plait_hardware *hardware, plait_planner_options *options, plait_plan *plan) {
+    double best = INFINITY;
+    bool found = false;
+    char failure[512] = "";
+    for (int count = 1; count <= 64 && count <= o->batch_size; count++) {
+        if (o->batch_size % count) continue;
+        plait_profile sized;
+        plait_plan candidate;
+        double seconds;
+        if (plait_profile_interpolate(o->small_profile, o->small_micro_batch, profile, o->profile_micro_batch,
+                                      o->batch_size / count, &sized) != PLAIT_OK) {
+            if (found) plait_plan_free(plan);
+            return PLAIT_ERROR;
+        }
+        options->micro_batch_candidates = &count;
+        options->candidate_count = 1;
+        int status = plait_partition(&sized, hardware, options, &candidate, &seconds);
+        plait_profile_free(&sized);
+        if (status != PLAIT_OK) { /* no plan fits this count: try the others */
+            snprintf(failure, sizeof failure, "%s", plait_last_error());
+            continue;
+        }
+        if (seconds < best) {
+            if (found) plait_plan_free(plan);
+            *plan = candidate;
+            best = seconds;
+            found = true;
+        } else {
+            plait_plan_free(&candidate);
+        }
+    }
+    options->micro_batch_candidates = NULL;
+    options->candidate_count = 0;
+    return found ? PLAIT_OK : plait_fail("%s", failure[0] ? failure : "planner: no micro-batch counts to try");
+}
+
 int plait_parallel_plan(const plait_model *m, const plait_profile *profile, const plait_parallel_options *o,
                         plait_plan *plan) {
     int workers = o->workers;
@@ -192,7 +266,9 @@ int plait_parallel_plan(const plait_model *m, const plait_profile *profile, cons
                                          .bucket_bytes = o->bucket_bytes,
                                          .streams = o->streams};
         double seconds;
-        int status = plait_partition(profile, &hardware, &options, plan, &seconds);
+        int status = o->small_profile && o->micro_batches <= 0
+                         ? partition_interpolated(profile, o, &hardware, &options, plan)
+                         : plait_partition(profile, &hardware, &options, plan, &seconds);
         plait_hardware_free(&hardware);
         return status;
     }

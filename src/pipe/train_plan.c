@@ -60,9 +60,21 @@ int pipe_train_plan_profiled(const plait_train_config *c, plait_model *m, plait_
         o.kind = PLAIT_PARALLEL_AUTO;
     else
         return plait_fail("--parallel expects dp, pipe or auto, got '%s'", kind);
-    plait_profile profile = {0};
-    if (o.kind != PLAIT_PARALLEL_DP) {
-        /* auto searches micro-batch counts itself unless --microbatches chose one */
+    plait_profile profile = {0}, small = {0};
+    if (o.kind == PLAIT_PARALLEL_AUTO && c->microbatches <= 1 && c->batch_size / world >= 2) {
+        /* auto searches micro-batch counts: two sizes, from the largest any plan uses (data
+         * parallelism, one micro-batch per rank) down to an eighth of it, price every count */
+        o.micro_batches = 0;
+        o.profile_micro_batch = c->batch_size / world;
+        o.small_micro_batch = o.profile_micro_batch / 8 > 0 ? o.profile_micro_batch / 8 : 1;
+        o.small_profile = &small;
+        if (plait_profile_measure_shared(m, o.small_micro_batch, 2, &small) != PLAIT_OK ||
+            plait_profile_measure_shared(m, o.profile_micro_batch, 2, &profile) != PLAIT_OK) {
+            plait_profile_free(&small);
+            return PLAIT_ERROR;
+        }
+    } else if (o.kind != PLAIT_PARALLEL_DP) {
+        /* auto takes --microbatches when given; pipe profiles at its micro-batch size */
         if (o.kind == PLAIT_PARALLEL_AUTO && c->microbatches <= 1) o.micro_batches = 0;
         int micro = o.micro_batches > 0 ? c->batch_size / o.micro_batches : c->batch_size / (2 * world);
         if (micro < 1) micro = 1;
@@ -73,6 +85,15 @@ int pipe_train_plan_profiled(const plait_train_config *c, plait_model *m, plait_
         plait_plan_free(plan);
         status = PLAIT_ERROR;
     }
+    if (status == PLAIT_OK && o.small_profile) { /* the profile the chosen plan was priced on */
+        plait_profile sized = {0};
+        status = plait_profile_interpolate(&small, o.small_micro_batch, &profile, o.profile_micro_batch,
+                                           plan->batch_size / plan->micro_batches, &sized);
+        plait_profile_free(&profile);
+        profile = sized;
+        if (status != PLAIT_OK) plait_plan_free(plan);
+    }
+    plait_profile_free(&small);
     if (status == PLAIT_OK)
         *used = profile;
     else
