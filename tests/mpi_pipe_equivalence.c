@@ -161,7 +161,7 @@ static void balanced_split_is_optimal(void) {
     CHECKF(strstr(plait_last_error(), "2 units into 3"), "%s", plait_last_error());
 }
 
-/* Plans for --parallel: every rank gets the same plan (auto and pipe use rank 0's profile), and
+/* Plans for --parallel: every rank gets the same plan (auto and pipe share one profile), and
  * the profile describes the model. */
 static void parallel_plans_agree(void) {
     plait_model *m;
@@ -178,6 +178,13 @@ static void parallel_plans_agree(void) {
         parameters += c->parameter_bytes;
     }
     CHECK(parameters == 4.0 * (double)plait_model_param_count(m));
+    /* every rank measured, and every rank holds the very same numbers */
+    double seconds[2] = {0, 0}, low[2], high[2];
+    for (int u = 0; u < profile.unit_count; u++)
+        seconds[0] += profile.units[u].forward_seconds, seconds[1] += profile.units[u].backward_seconds;
+    MPI_Allreduce(seconds, low, 2, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(seconds, high, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    CHECK(low[0] == high[0] && low[1] == high[1]);
     plait_profile_free(&profile);
     const char *kinds[] = {"dp", "pipe", "auto"};
     for (int k = 0; k < 3; k++) {

@@ -75,27 +75,35 @@ done:
 }
 
 int plait_profile_measure_shared(plait_model *m, int micro_batch, int iterations, plait_profile *profile) {
-    int units = m->unit_count, status = PLAIT_OK;
-    if (plait_dist_rank() == 0)
-        status = plait_profile_measure(m, micro_batch, iterations, profile);
-    else
-        status = plait_profile_init(profile, units);
-    double *values = malloc((size_t)units * 5 * sizeof(double) + sizeof(double));
-    if (!values) return plait_fail("out of memory");
-    values[5 * units] = status == PLAIT_OK ? 0 : 1;
-    if (plait_dist_rank() == 0 && status == PLAIT_OK)
+    int units = m->unit_count, rank = plait_dist_rank(), world = plait_dist_size();
+    bool shared = plait_dist_uses_mpi() && world > 1;
+    /* Every rank measures at the same time, so the profile carries what ranks sharing a machine cost
+     * each other (cores, caches, memory bandwidth) while they train; the profile is the ranks' mean. */
+    int status = plait_profile_measure(m, micro_batch, iterations, profile);
+    size_t count = (size_t)units * 5 + 1;
+    double *values = calloc(count, sizeof(double));
+    if (!values) {
+        if (status == PLAIT_OK) plait_profile_free(profile);
+        return plait_fail("out of memory");
+    }
+    double share = 1.0 / world;
+    if (status == PLAIT_OK)
         for (int u = 0; u < units; u++) {
             const plait_unit_cost *c = &profile->units[u];
-            double row[5] = {c->forward_seconds, c->backward_seconds, c->output_bytes, c->parameter_bytes,
-                             c->memory_bytes};
+            double bytes = rank == 0 ? 1 : 0; /* the same on every rank: rank 0's */
+            double row[5] = {c->forward_seconds * share, c->backward_seconds * share, c->output_bytes * bytes,
+                             c->parameter_bytes * bytes, c->memory_bytes * bytes};
             memcpy(values + 5 * u, row, sizeof row);
         }
-    else if (plait_dist_rank() != 0)
-        memset(values, 0, (size_t)units * 5 * sizeof(double));
-    /* Rank 0 alone holds numbers, so the sum hands them to everyone. */
-    if (plait_dist_uses_mpi() && plait_dist_size() > 1) {
-        if (plait_dist_rank() == 0 && status != PLAIT_OK) memset(values, 0, (size_t)units * 5 * sizeof(double));
-        if (pipe_sum_doubles(MPI_COMM_WORLD, values, 5 * units + 1, "sharing the profile") != PLAIT_OK) {
+    values[5 * units] = status == PLAIT_OK ? 0 : 1;
+    if (shared) {
+        if (pipe_sum_doubles(MPI_COMM_WORLD, values, (int)count, "sharing the profile") != PLAIT_OK) {
+            free(values);
+            return PLAIT_ERROR;
+        }
+        /* Rank 0's sum goes to everyone, so every rank plans from the very same numbers. */
+        if (rank != 0) memset(values, 0, count * sizeof(double));
+        if (pipe_sum_doubles(MPI_COMM_WORLD, values, (int)count, "sharing the profile") != PLAIT_OK) {
             free(values);
             return PLAIT_ERROR;
         }
@@ -103,7 +111,7 @@ int plait_profile_measure_shared(plait_model *m, int micro_batch, int iterations
     if (values[5 * units] != 0) {
         free(values);
         if (status == PLAIT_OK) plait_profile_free(profile);
-        return status == PLAIT_OK ? plait_fail("rank 0 could not measure the profile") : PLAIT_ERROR;
+        return status == PLAIT_OK ? plait_fail("a rank could not measure the profile") : PLAIT_ERROR;
     }
     for (int u = 0; u < units; u++) {
         plait_unit_cost *c = &profile->units[u];
