@@ -40,6 +40,9 @@ static bool use_stream(const float *out, int channels, size_t out_floats) {
     return channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && out_floats * sizeof(float) >= ((size_t)48 << 20);
 }
 
+/* Channels per block of a row: a block's three input rows stay in L1 while its pixel tiles sweep them. */
+#define DW_CHANNEL_BLOCK 128
+
 static int default_tile(plait_isa isa, int out_w) {
     (void)isa;
     return out_w >= 14 ? 14 : 8;
@@ -63,7 +66,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const 
             .in = rows ? x + (((size_t)n * H + ih0 + r_lo) * W) * C : x, .in_row = (ptrdiff_t)W * C,
             .in_pixel = C, .rows = rows, .in_w = W, .wt = taps + (size_t)r_lo * S * cpad,
             .wt_row = (ptrdiff_t)S * cpad, .cpad = cpad, .S = S, .SW = d->stride_w, .pad = d->pad_w,
-            .out = y + (size_t)row * OW * C, .out_pixel = C, .out_w = OW, .tile = tile, .stream = stream,
+            .out = y + (size_t)row * OW * C, .out_pixel = C, .out_w = OW, .tile = tile, .cblock = DW_CHANNEL_BLOCK, .stream = stream,
         };
         run_row(&j, fn, lanes, C);
     }
@@ -109,7 +112,7 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
                 .wt = packed + offset[pw] + (size_t)(rows ? r_first + sh * q_lo : 0) * tw[pw].count * cpad,
                 .wt_row = (ptrdiff_t)sh * tw[pw].count * cpad, .cpad = cpad, .S = tw[pw].count, .SW = 1,
                 .pad = tw[pw].pad, .out = dx + (((size_t)n * H + ih) * W + pw) * C, .out_pixel = (ptrdiff_t)sw * C,
-                .out_w = tw[pw].outputs, .tile = tile, .stream = stream,
+                .out_w = tw[pw].outputs, .tile = tile, .cblock = DW_CHANNEL_BLOCK, .stream = stream,
             };
             run_row(&j, row_kernel(isa, tw[pw].count, 1), lanes, C);
         }

@@ -23,6 +23,7 @@ typedef struct dw_rowjob {
     ptrdiff_t out_pixel;
     int out_w;
     int tile;   /* output pixels per register tile (vector paths; clamped to what the ISA holds) */
+    int cblock; /* channels per block (a multiple of 16; 0 = all): pixel tiles run inside a block */
     bool stream; /* non-temporal stores: the output is too large to stay in cache for its reader */
 } dw_rowjob;
 /* Channels [c_begin, c_end); vector paths need both multiples of their lane count. */

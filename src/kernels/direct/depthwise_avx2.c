@@ -15,6 +15,7 @@
 #define DW_TILE_B 8
 #define DW_WTILE_3 4
 #define DW_WSETS_3 1
+#define DW_WVEC_3 1
 #define DW_WTILE_5 2
 
 #include "kernels/direct/depthwise_tiles.h"

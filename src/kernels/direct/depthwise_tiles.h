@@ -27,59 +27,78 @@ DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, in
 
 /* ---- forward-type rows ---- */
 
+/* T pixels from o0 (the first t of them when checked) x V channel vectors from c: V > 1 gives small tiles
+ * enough independent sums to hide the multiply-add latency. */
 DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
-                                 const bool checked) {
-    enum { MAX_T = 16 };
-    DW_VEC acc[MAX_T];
+                                 const int V, const bool checked) {
+    DW_VEC acc[4][16];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
-    for (int m = 0; m < T; m++) acc[m] = DW_ZERO();
+        for (int m = 0; m < T; m++) acc[v][m] = DW_ZERO();
     const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad;
     for (int r = 0; r < j->rows; r++) {
-        const float *in = j->in + r * j->in_row + c;
+        const float *in = j->in + r * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
         const float *wt = j->wt + r * j->wt_row + c;
-        DW_VEC w[5];
+        DW_VEC w[4][5];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
 #pragma GCC unroll 5
-        for (int s = 0; s < S; s++) w[s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad);
+            for (int s = 0; s < S; s++) w[v][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
 #pragma GCC unroll 40
         for (int k = 0; k < K; k++) {
             int i = i0 + k;
-            DW_VEC xv = !checked || (i >= 0 && i < j->in_w) ? DW_LOAD(in + (ptrdiff_t)i * j->in_pixel) : DW_ZERO();
-            DW_KEEP(xv);
+            bool inside = !checked || (i >= 0 && i < j->in_w);
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) {
+                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+                DW_KEEP(xv);
 #pragma GCC unroll 5
-            for (int s = 0; s < S; s++) {
-                int d = k - s;
-                if (d >= 0 && d % SW == 0 && d / SW < T) acc[d / SW] = DW_FMA(xv, w[s], acc[d / SW]);
+                for (int s = 0; s < S; s++) {
+                    int d = k - s;
+                    if (d >= 0 && d % SW == 0 && d / SW < T) acc[v][d / SW] = DW_FMA(xv, w[v][s], acc[v][d / SW]);
+                }
             }
         }
     }
     float *out = j->out + (ptrdiff_t)o0 * j->out_pixel + c;
-    if (j->stream && !checked) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+        if (j->stream && !checked) {
 #pragma GCC unroll 16
-        for (int m = 0; m < T; m++) DW_STREAM(out + m * j->out_pixel, acc[m]);
-    } else {
+            for (int m = 0; m < T; m++) DW_STREAM(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+        } else {
 #pragma GCC unroll 16
-        for (int m = 0; m < T; m++)
-            if (!checked || m < t) DW_STORE(out + m * j->out_pixel, acc[m]);
+            for (int m = 0; m < T; m++)
+                if (!checked || m < t) DW_STORE(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+        }
     }
 }
 
 DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_end, const int S, const int SW,
                                   const int T, const bool checked) {
-    for (int c = c_begin; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, checked);
+    const int V = T <= 2 ? 4 : T <= 4 ? 2 : 1;
+    int c = c_begin;
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, V, checked);
+    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, 1, checked);
 }
 
-/* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Pixel
- * tiles outside channel vectors, so each input row is read front to back. */
+/* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Within a
+ * block of channels, pixel tiles outside channel vectors, so input rows are read front to back. */
 DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T) {
-    int lo, hi, o = 0;
+    int lo, hi;
     DW_NAME(interior)(j->pad, S, SW, j->in_w, j->out_w, &lo, &hi);
-    for (; o < lo; o++) DW_NAME(row_tiles)(j, o, c_begin, c_end, S, SW, 1, true);
-    for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, c_begin, c_end, S, SW, T, false);
-    if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, c_begin, c_end, S, SW, 8, false), o += 8;
-    if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, c_begin, c_end, S, SW, 4, false), o += 4;
-    if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, c_begin, c_end, S, SW, 2, false), o += 2;
-    if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, c_begin, c_end, S, SW, 1, false), o += 1;
-    for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, c_begin, c_end, S, SW, 1, true);
+    const int block = j->cblock > 0 ? j->cblock : c_end - c_begin;
+    for (int cb = c_begin; cb < c_end; cb += block) {
+        int ce = c_end - cb < block ? c_end : cb + block, o = 0;
+        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
+        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, T, false);
+        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 8, false), o += 8;
+        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 4, false), o += 4;
+        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 2, false), o += 2;
+        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, false), o += 1;
+        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
+    }
 }
 
 #define DW_ROW(S, SW)                                                                                  \
@@ -107,66 +126,85 @@ dw_row_fn DW_NAME(dw_row)(int S, int SW) {
  * odd pixels) when R*S is small, so the multiply-adds never wait on each other. */
 
 DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
-                                  const int S, const int SW, const int T, const int SETS, const bool checked) {
-    DW_VEC g[16];
+                                  const int S, const int SW, const int T, const int SETS, const int V,
+                                  const bool checked) {
+    DW_VEC g[2][16];
     const float *grad = j->dy + (ptrdiff_t)oh * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c;
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
-    for (int m = 0; m < T; m++) g[m] = !checked || m < t ? DW_LOAD(grad + m * j->dy_pixel) : DW_ZERO();
+        for (int m = 0; m < T; m++)
+            g[v][m] = !checked || m < t ? DW_LOAD(grad + m * j->dy_pixel + v * DW_LANES) : DW_ZERO();
     const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad_w, ih0 = oh * j->SH - j->pad_h;
 #pragma GCC unroll 5
     for (int r = 0; r < R; r++) {
         int ih = ih0 + r;
         if (ih < 0 || ih >= j->H) continue;
-        const float *in = j->x + (ptrdiff_t)ih * j->x_row + c;
+        const float *in = j->x + (ptrdiff_t)ih * j->x_row + c + (ptrdiff_t)i0 * j->x_pixel;
 #pragma GCC unroll 40
         for (int k = 0; k < K; k++) {
             int i = i0 + k;
-            DW_VEC xv = !checked || (i >= 0 && i < j->W) ? DW_LOAD(in + (ptrdiff_t)i * j->x_pixel) : DW_ZERO();
-            DW_KEEP(xv);
+            bool inside = !checked || (i >= 0 && i < j->W);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++) {
+                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
+                DW_KEEP(xv);
 #pragma GCC unroll 5
-            for (int s = 0; s < S; s++) {
-                int d = k - s;
-                if (d >= 0 && d % SW == 0 && d / SW < T) {
-                    int a = ((d / SW) % SETS) * R * S + r * S + s;
-                    acc[a] = DW_FMA(xv, g[d / SW], acc[a]);
+                for (int s = 0; s < S; s++) {
+                    int d = k - s;
+                    if (d >= 0 && d % SW == 0 && d / SW < T) {
+                        int a = (v * SETS + (d / SW) % SETS) * R * S + r * S + s;
+                        acc[a] = DW_FMA(xv, g[v][d / SW], acc[a]);
+                    }
                 }
             }
         }
     }
 }
 
-/* Channel vectors outside rows and pixels: the R*S sums of one vector stay in registers over the whole
- * band (the band's rows of x and dy stay in L2 for the next vector). */
-DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
-                                  const int T, const int SETS) {
-    int lo, hi;
-    DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
-    for (int c = c_begin; c < c_end; c += DW_LANES) {
-        DW_VEC acc[2 * 25];
+/* The whole band for V channel vectors from c. */
+DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi, const int R, const int S,
+                                     const int SW, const int T, const int SETS, const int V) {
+    DW_VEC acc[2 * 25];
 #pragma GCC unroll 50
-        for (int a = 0; a < SETS * R * S; a++) acc[a] = DW_ZERO();
-        for (int oh = j->oh0; oh < j->oh1; oh++) {
-            int o = 0;
-            for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, true);
-            for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, false);
-            if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, false), o += 4;
-            if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, false), o += 2;
-            if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, false), o += 1;
-            for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, true);
-        }
+    for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
+    for (int oh = j->oh0; oh < j->oh1; oh++) {
+        int o = 0;
+        for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
+        for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, false);
+        if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, false), o += 4;
+        if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, false), o += 2;
+        if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, false), o += 1;
+        for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
+    }
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++)
 #pragma GCC unroll 25
         for (int a = 0; a < R * S; a++) {
-            float *dst = j->acc + (ptrdiff_t)a * j->cpad + c;
-            DW_VEC sum = SETS == 2 ? DW_ADD(acc[a], acc[R * S + a]) : acc[a];
+            float *dst = j->acc + (ptrdiff_t)a * j->cpad + c + v * DW_LANES;
+            DW_VEC sum = acc[v * SETS * R * S + a];
+            if (SETS == 2) sum = DW_ADD(sum, acc[(v * SETS + 1) * R * S + a]);
             DW_STORE(dst, DW_ADD(DW_LOAD(dst), sum));
         }
-    }
 }
 
-static void DW_NAME(band_3_1)(const dw_bandjob *j, int cb, int ce) { DW_NAME(band_body)(j, cb, ce, 3, 3, 1, DW_WTILE_3, DW_WSETS_3); }
-static void DW_NAME(band_3_2)(const dw_bandjob *j, int cb, int ce) { DW_NAME(band_body)(j, cb, ce, 3, 3, 2, DW_WTILE_3, DW_WSETS_3); }
-static void DW_NAME(band_5_1)(const dw_bandjob *j, int cb, int ce) { DW_NAME(band_body)(j, cb, ce, 5, 5, 1, DW_WTILE_5, 1); }
-static void DW_NAME(band_5_2)(const dw_bandjob *j, int cb, int ce) { DW_NAME(band_body)(j, cb, ce, 5, 5, 2, DW_WTILE_5, 1); }
+/* Channel vectors (V at a time) outside rows and pixels: their R*S sums stay in registers over the whole
+ * band, and the band's rows of x and dy stay in L2 for the next vectors. */
+DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
+                                  const int T, const int SETS, const int V) {
+    int lo, hi, c = c_begin;
+    DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V);
+    if (V > 1)
+        for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1);
+}
+
+#define DW_BAND(R, SW, T, SETS, V)                                                                     \
+    static void DW_NAME(band_##R##_##SW)(const dw_bandjob *j, int c_begin, int c_end) {                \
+        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V);                                   \
+    }
+DW_BAND(3, 1, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3) DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3)
+DW_BAND(5, 1, DW_WTILE_5, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1)
 
 dw_band_fn DW_NAME(dw_band)(int R, int S, int SW) {
     if (R == 3 && S == 3) return SW == 1 ? DW_NAME(band_3_1) : SW == 2 ? DW_NAME(band_3_2) : NULL;
