@@ -1,5 +1,6 @@
 /* Direct convolution kernels against the float64 reference (kernels/reference.h): every direction, standard and depthwise,
- * odd shapes, a sample of schedules from the search space, each instruction set forced. */
+ * odd shapes, a sample of schedules from the search space, each instruction set forced; depthwise in every kernel,
+ * stride and padding it supports. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -161,6 +162,33 @@ static void random_shapes_body(void) {
 
 static void random_shapes(void) { for_each_isa(random_shapes_body); }
 
+/* Depthwise: every kernel (3x3, 5x5), stride (1, 2) and padding (0-2) on odd sizes and channel counts off
+ * the vector width (3, 17, 33), plus shapes that reach the wide pixel tiles and their remainders (width 40),
+ * several 128-channel blocks with a partial one (160) and two vectors per tile (64). */
+static void depthwise_shapes_body(void) {
+    static const int kernels[] = {3, 5}, sizes_hw[] = {7, 13}, channels[] = {3, 17, 33};
+    unsigned long seed = 4000;
+    for (int k = 0; k < 2; k++)
+        for (int stride = 1; stride <= 2; stride++)
+            for (int pad = 0; pad <= 2; pad++)
+                for (int z = 0; z < 2; z++)
+                    for (int c = 0; c < 3; c++) {
+                        int hw = sizes_hw[z];
+                        plait_conv2d_desc d = {(z + c) % 2 ? 5 : 1, hw, c == 1 ? 13 : hw, channels[c], channels[c],
+                                               kernels[k], kernels[k], stride, stride, pad, pad, channels[c]};
+                        if (ref_out(d.in_w, d.kernel_w, stride, pad) < 1) continue;
+                        check_all_directions(&d, seed++);
+                    }
+    const plait_conv2d_desc wide[] = {
+        {2, 9, 40, 17, 17, 3, 3, 1, 1, 1, 1, 17},  {1, 11, 40, 33, 33, 3, 3, 2, 2, 1, 1, 33},
+        {1, 6, 40, 64, 64, 5, 5, 1, 1, 2, 2, 64},  {1, 7, 41, 64, 64, 5, 5, 2, 2, 2, 2, 64},
+        {2, 7, 7, 160, 160, 3, 3, 1, 1, 1, 1, 160}, {1, 9, 9, 160, 160, 3, 3, 2, 2, 1, 1, 160},
+    };
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_all_directions(&wide[i], seed++);
+}
+
+static void depthwise_shapes(void) { for_each_isa(depthwise_shapes_body); }
+
 /* Schedules sampled evenly from the space the search enumerates, on shapes whose blocks split channels,
  * rows and output channels unevenly. */
 static void sampled_schedules_body(void) {
@@ -224,6 +252,7 @@ static void two_threads(void) {
     fixed_shapes_body();
     winograd_body();
     sampled_schedules_body();
+    depthwise_shapes_body();
     plait_set_threads(1);
 }
 
@@ -293,6 +322,7 @@ static void tuning_file_round_trip(void) {
 int main(void) {
     testing_run("fixed_shapes", fixed_shapes);
     testing_run("random_shapes", random_shapes);
+    testing_run("depthwise_shapes", depthwise_shapes);
     testing_run("sampled_schedules", sampled_schedules);
     testing_run("winograd", winograd);
     testing_run("two_threads", two_threads);
