@@ -157,6 +157,18 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
                 .R = R, .S = S, .SH = d->stride_h, .SW = d->stride_w, .pad_h = d->pad_h, .pad_w = d->pad_w,
                 .oh0 = oh0, .oh1 = direct_min(OH, oh0 + band), .acc = mine, .cpad = cpad,
             };
+            if (item + 1 < (long)d->batch * bands) { /* the next band, most likely this thread's */
+                int n1 = (int)((item + 1) / bands), b0 = (int)((item + 1) % bands) * band;
+                int b1 = direct_min(OH, b0 + band);
+                int h0 = direct_max(0, b0 * d->stride_h - d->pad_h);
+                int h1 = direct_min(H, (b1 - 1) * d->stride_h - d->pad_h + R);
+                if (h1 > h0) {
+                    j.prefetch[0] = (const char *)(x + (((size_t)n1 * H + h0) * W) * C);
+                    j.prefetch_bytes[0] = (size_t)(h1 - h0) * W * C * sizeof(float);
+                }
+                j.prefetch[1] = (const char *)(dy + (((size_t)n1 * OH + b0) * OW) * C);
+                j.prefetch_bytes[1] = (size_t)(b1 - b0) * OW * C * sizeof(float);
+            }
             if (full > 0) fn(&j, 0, full);
             if (full < C) dw_band_generic(&j, full, C);
         }
