@@ -25,6 +25,10 @@ typedef struct dw_rowjob {
     int tile;   /* output pixels per register tile (vector paths; clamped to what the ISA holds) */
     int cblock; /* channels per block (a multiple of 16; 0 = all): pixel tiles run inside a block */
     bool stream; /* non-temporal stores: the output is too large to stay in cache for its reader */
+    /* Rows (same pixel layout as in) the next row job reads first, pulled into L2 tile by tile; NULL = none. */
+    const float *prefetch;
+    int prefetch_rows;
+    ptrdiff_t prefetch_row;
 } dw_rowjob;
 /* Channels [c_begin, c_end); vector paths need both multiples of their lane count. */
 typedef void (*dw_row_fn)(const dw_rowjob *j, int c_begin, int c_end);

@@ -78,6 +78,15 @@ DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const
 DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_end, const int S, const int SW,
                                   const int T, const bool checked) {
     const int V = T <= 2 ? 4 : T <= 4 ? 2 : 1;
+    if (j->prefetch) {
+        int p0 = o * SW - j->pad, p1 = (o + T) * SW - j->pad;
+        p0 = p0 < 0 ? 0 : p0;
+        p1 = p1 > j->in_w ? j->in_w : p1;
+        for (int r = 0; r < j->prefetch_rows; r++)
+            for (int i = p0; i < p1; i++)
+                for (int c = c_begin; c < c_end; c += 16)
+                    __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
+    }
     int c = c_begin;
     for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, V, checked);
     for (; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, 1, checked);
