@@ -49,21 +49,21 @@ static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir
     label(d, s);
     double error = 0;
     if (dir == PLAIT_CONV_FORWARD) {
-        out = malloc(z.y * sizeof(float));
+        out = plait_alloc(z.y * sizeof(float)); /* 64-byte aligned, as the non-temporal stores need */
         ref = malloc(z.y * sizeof(double));
         for (size_t i = 0; i < z.y; i++) out[i] = 1e30f; /* must be overwritten */
         plait_direct_forward(d, s, x, w, out, ws);
         plait_reference_conv2d_forward(d, x, w, ref);
         error = testing_max_rel_error(out, ref, z.y, 1.0);
     } else if (dir == PLAIT_CONV_BACKWARD_DATA) {
-        out = malloc(z.x * sizeof(float));
+        out = plait_alloc(z.x * sizeof(float));
         ref = malloc(z.x * sizeof(double));
         for (size_t i = 0; i < z.x; i++) out[i] = 1e30f;
         plait_direct_backward_data(d, s, y, w, out, ws);
         plait_reference_conv2d_backward_data(d, y, w, ref);
         error = testing_max_rel_error(out, ref, z.x, 1.0);
     } else {
-        out = malloc(z.w * sizeof(float));
+        out = plait_alloc(z.w * sizeof(float));
         ref = malloc(z.w * sizeof(double));
         testing_fill_uniform(out, z.w, seed + 3); /* accumulated into */
         plait_reference_conv2d_backward_weights(d, x, y, ref);
@@ -77,7 +77,7 @@ static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir
     free(x);
     free(y);
     free(w);
-    free(out);
+    plait_free(out);
     free(ref);
     plait_free(ws);
 }
@@ -187,7 +187,22 @@ static void depthwise_shapes_body(void) {
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_all_directions(&wide[i], seed++);
 }
 
-static void depthwise_shapes(void) { for_each_isa(depthwise_shapes_body); }
+/* Outputs of 8 MiB and more take non-temporal stores (and backward-data prefetches dy): stride 1 and 2. */
+static void depthwise_streaming_body(void) {
+    const plait_conv2d_desc large[] = {
+        {1, 64, 64, 512, 512, 3, 3, 1, 1, 1, 1, 512},
+        {2, 64, 63, 272, 272, 3, 3, 2, 2, 1, 1, 272},
+    };
+    for (size_t i = 0; i < sizeof large / sizeof large[0]; i++) check_all_directions(&large[i], 4900 + i);
+}
+
+static void depthwise_shapes(void) {
+    for_each_isa(depthwise_shapes_body);
+    for_each_isa(depthwise_streaming_body);
+    plait_set_threads(2);
+    depthwise_streaming_body();
+    plait_set_threads(1);
+}
 
 /* Schedules sampled evenly from the space the search enumerates, on shapes whose blocks split channels,
  * rows and output channels unevenly. */
