@@ -3,7 +3,7 @@
  * fraction of the FMA peak this run measures itself.
  *
  *   bench_conv [--threads T] [--set cifar18|cifar50|stem|mbv2|all] [--measure M] [--time S]
- *              [--directions fdw] [--tuning FILE] [--ablation]
+ *              [--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]
  *
  * GFLOP/s count 2 * every tap of every output (padding included, as papers count); "peak%" counts only
  * taps inside the image, which is the work a direct kernel really does. */
@@ -399,8 +399,9 @@ static void bench_shape(const shape *sh, const char *directions, int measure, pl
             t_default = fmin(t_default, best_time(run_plait, &r));
             r.schedule = &tuned.best;
             t_tuned = fmin(t_tuned, best_time(run_plait, &r));
+            /* im2col runs one GEMM per group, hundreds of times slower on depthwise layers: not worth the wait */
             r.im2col = true;
-            t_im2col = fmin(t_im2col, best_time(run_plait, &r));
+            if (d->groups == 1) t_im2col = fmin(t_im2col, best_time(run_plait, &r));
 #ifdef PLAIT_HAVE_DNNL
             char impl[64] = "-", impl2[64] = "-";
             double t_direct = dnnl_seconds(d, (plait_conv_direction)dir, dnnl_convolution_direct, impl, sizeof impl);
@@ -437,10 +438,12 @@ static void bench_shape(const shape *sh, const char *directions, int measure, pl
 }
 
 static bool ablation;
+static const char *only_shape; /* --only NAME: just that shape */
 
 static void bench_set(const shape *shapes, size_t count, const char *directions, int measure, plait_tuning *tuning,
                       double peak) {
     for (size_t i = 0; i < count; i++) {
+        if (only_shape && strcmp(only_shape, shapes[i].name) != 0) continue;
         if (ablation)
             ablation_shape(&shapes[i], measure);
         else
@@ -459,9 +462,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--directions") && i + 1 < argc) directions = argv[++i];
         else if (!strcmp(argv[i], "--tuning") && i + 1 < argc) tuning_path = argv[++i];
         else if (!strcmp(argv[i], "--ablation")) ablation = true;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only_shape = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--threads T] [--set cifar18|cifar50|stem|mbv2|all] [--measure M] [--time S] "
-                            "[--directions fdw] [--tuning FILE] [--ablation]\n", argv[0]);
+                            "[--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]\n", argv[0]);
             return 2;
         }
     }

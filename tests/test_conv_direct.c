@@ -1,5 +1,6 @@
 /* Direct convolution kernels against the float64 reference (kernels/reference.h): every direction, standard and depthwise,
- * odd shapes, a sample of schedules from the search space, each instruction set forced. */
+ * odd shapes, a sample of schedules from the search space, each instruction set forced; depthwise in every kernel,
+ * stride and padding it supports. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,21 +49,21 @@ static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir
     label(d, s);
     double error = 0;
     if (dir == PLAIT_CONV_FORWARD) {
-        out = malloc(z.y * sizeof(float));
+        out = plait_alloc(z.y * sizeof(float)); /* 64-byte aligned, as the non-temporal stores need */
         ref = malloc(z.y * sizeof(double));
         for (size_t i = 0; i < z.y; i++) out[i] = 1e30f; /* must be overwritten */
         plait_direct_forward(d, s, x, w, out, ws);
         plait_reference_conv2d_forward(d, x, w, ref);
         error = testing_max_rel_error(out, ref, z.y, 1.0);
     } else if (dir == PLAIT_CONV_BACKWARD_DATA) {
-        out = malloc(z.x * sizeof(float));
+        out = plait_alloc(z.x * sizeof(float));
         ref = malloc(z.x * sizeof(double));
         for (size_t i = 0; i < z.x; i++) out[i] = 1e30f;
         plait_direct_backward_data(d, s, y, w, out, ws);
         plait_reference_conv2d_backward_data(d, y, w, ref);
         error = testing_max_rel_error(out, ref, z.x, 1.0);
     } else {
-        out = malloc(z.w * sizeof(float));
+        out = plait_alloc(z.w * sizeof(float));
         ref = malloc(z.w * sizeof(double));
         testing_fill_uniform(out, z.w, seed + 3); /* accumulated into */
         plait_reference_conv2d_backward_weights(d, x, y, ref);
@@ -76,7 +77,7 @@ static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir
     free(x);
     free(y);
     free(w);
-    free(out);
+    plait_free(out);
     free(ref);
     plait_free(ws);
 }
@@ -161,6 +162,53 @@ static void random_shapes_body(void) {
 
 static void random_shapes(void) { for_each_isa(random_shapes_body); }
 
+/* Depthwise: every kernel (3x3, 5x5), stride (1, 2) and padding (0-2) on odd sizes and channel counts off
+ * the vector width (3, 17, 33), plus shapes that reach the wide pixel tiles and their remainders (width 40),
+ * several 128-channel blocks with a partial one (160) and two vectors per tile (64). */
+static void depthwise_shapes_body(void) {
+    static const int kernels[] = {3, 5}, sizes_hw[] = {7, 13}, channels[] = {3, 17, 33};
+    unsigned long seed = 4000;
+    for (int k = 0; k < 2; k++)
+        for (int stride = 1; stride <= 2; stride++)
+            for (int pad = 0; pad <= 2; pad++)
+                for (int z = 0; z < 2; z++)
+                    for (int c = 0; c < 3; c++) {
+                        int hw = sizes_hw[z];
+                        plait_conv2d_desc d = {(z + c) % 2 ? 5 : 1, hw, c == 1 ? 13 : hw, channels[c], channels[c],
+                                               kernels[k], kernels[k], stride, stride, pad, pad, channels[c]};
+                        if (ref_out(d.in_w, d.kernel_w, stride, pad) < 1) continue;
+                        check_all_directions(&d, seed++);
+                    }
+    const plait_conv2d_desc wide[] = {
+        {2, 9, 40, 17, 17, 3, 3, 1, 1, 1, 1, 17},  {1, 11, 40, 33, 33, 3, 3, 2, 2, 1, 1, 33},
+        {1, 6, 40, 64, 64, 5, 5, 1, 1, 2, 2, 64},  {1, 7, 41, 64, 64, 5, 5, 2, 2, 2, 2, 64},
+        {2, 7, 7, 160, 160, 3, 3, 1, 1, 1, 1, 160}, {1, 9, 9, 160, 160, 3, 3, 2, 2, 1, 1, 160},
+    };
+    for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_all_directions(&wide[i], seed++);
+}
+
+/* Outputs of 8 MiB and more take non-temporal stores (and backward-data prefetches dy), stride 1 and 2, on
+ * the vector paths (the portable one has no such stores); backward-weights has no output of that size. */
+static void depthwise_streaming(size_t first) {
+    const plait_conv2d_desc large[] = {
+        {1, 64, 64, 512, 512, 3, 3, 1, 1, 1, 1, 512},
+        {2, 64, 63, 272, 272, 3, 3, 2, 2, 1, 1, 272},
+    };
+    for (size_t i = first; i < sizeof large / sizeof large[0]; i++)
+        for (int dir = 0; dir < 2; dir++) check_direction(&large[i], (plait_conv_direction)dir, NULL, 4900 + i);
+}
+
+static void depthwise_shapes(void) {
+    for_each_isa(depthwise_shapes_body);
+    const plait_isa vector_isas[] = {PLAIT_ISA_AVX512, PLAIT_ISA_AVX2};
+    for (int i = 0; i < 2; i++)
+        if (plait_direct_set_isa(vector_isas[i]) == PLAIT_OK) depthwise_streaming(0);
+    plait_direct_set_isa(PLAIT_ISA_AUTO);
+    plait_set_threads(2);
+    depthwise_streaming(1);
+    plait_set_threads(1);
+}
+
 /* Schedules sampled evenly from the space the search enumerates, on shapes whose blocks split channels,
  * rows and output channels unevenly. */
 static void sampled_schedules_body(void) {
@@ -224,6 +272,7 @@ static void two_threads(void) {
     fixed_shapes_body();
     winograd_body();
     sampled_schedules_body();
+    depthwise_shapes_body();
     plait_set_threads(1);
 }
 
@@ -293,6 +342,7 @@ static void tuning_file_round_trip(void) {
 int main(void) {
     testing_run("fixed_shapes", fixed_shapes);
     testing_run("random_shapes", random_shapes);
+    testing_run("depthwise_shapes", depthwise_shapes);
     testing_run("sampled_schedules", sampled_schedules);
     testing_run("winograd", winograd);
     testing_run("two_threads", two_threads);

@@ -1,0 +1,65 @@
+/* Internals of the depthwise kernels (groups == channels, NHWC): the row and band jobs the level-1 driver
+ * (depthwise.c) hands to the per-ISA micro-kernels (depthwise_avx512.c, depthwise_avx2.c, generated from
+ * depthwise_tiles.h) and to the plain C path (depthwise_generic.c). See docs/kernels.md. */
+#ifndef PLAIT_KERNELS_DEPTHWISE_H
+#define PLAIT_KERNELS_DEPTHWISE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* One output row of a gather along W, summed over `rows` tap rows:
+ *   out[o*out_pixel + c] = sum over r < rows, s < S, 0 <= i < in_w with i = o*SW - pad + s of
+ *                          in[r*in_row + i*in_pixel + c] * wt[r*wt_row + s*cpad + c]
+ * for o < out_w. Forward rows are this with the layer's stride; backward-data rows are it once per column
+ * phase (SW = 1, the phase's flipped taps, out_pixel = stride_w * C). rows may be 0 (zeros are stored). */
+typedef struct dw_rowjob {
+    const float *in;
+    ptrdiff_t in_row, in_pixel;
+    int rows, in_w;
+    const float *wt;
+    ptrdiff_t wt_row;
+    int cpad, S, SW, pad;
+    float *out;
+    ptrdiff_t out_pixel;
+    int out_w;
+    int tile;   /* output pixels per register tile (vector paths; clamped to what the ISA holds) */
+    int cblock; /* channels per block (a multiple of 16; 0 = all): pixel tiles run inside a block */
+    bool stream; /* non-temporal stores: the output is too large to stay in cache for its reader */
+    /* Rows (same pixel layout as in) the next row job reads first, pulled into L2 tile by tile; NULL = none. */
+    const float *prefetch;
+    int prefetch_rows;
+    ptrdiff_t prefetch_row;
+} dw_rowjob;
+/* Channels [c_begin, c_end); vector paths need both multiples of their lane count. */
+typedef void (*dw_row_fn)(const dw_rowjob *j, int c_begin, int c_end);
+
+/* Backward-weights over output rows [oh0, oh1) of one image:
+ *   acc[(r*S + s)*cpad + c] += sum over oh, ow of x[ih*x_row + iw*x_pixel + c] * dy[oh*dy_row + ow*dy_pixel + c]
+ * with ih = oh*SH - pad_h + r, iw = ow*SW - pad_w + s inside [0, H) x [0, W). */
+typedef struct dw_bandjob {
+    const float *x;
+    ptrdiff_t x_row, x_pixel;
+    int H, W;
+    const float *dy;
+    ptrdiff_t dy_row, dy_pixel;
+    int OW;
+    int R, S, SH, SW, pad_h, pad_w;
+    int oh0, oh1;
+    float *acc;
+    int cpad;
+    /* Memory the thread reads next (the next band's rows of x and dy), pulled into L2 a slice per channel
+     * step: the strided per-vector sweeps would otherwise wait on it line by line. */
+    const char *prefetch[2];
+    size_t prefetch_bytes[2];
+} dw_bandjob;
+typedef void (*dw_band_fn)(const dw_bandjob *j, int c_begin, int c_end);
+
+/* NULL when the ISA has no specialization (S or SW out of range): the caller uses the generic path. */
+dw_row_fn dw_row_avx512(int S, int SW);
+dw_row_fn dw_row_avx2(int S, int SW);
+dw_band_fn dw_band_avx512(int R, int S, int SW);
+dw_band_fn dw_band_avx2(int R, int S, int SW);
+void dw_row_generic(const dw_rowjob *j, int c_begin, int c_end);
+void dw_band_generic(const dw_bandjob *j, int c_begin, int c_end);
+
+#endif

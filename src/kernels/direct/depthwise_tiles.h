@@ -1,0 +1,234 @@
+/* Depthwise micro-kernels, written once over a vector type and included by one file per instruction set,
+ * which defines first:
+ *   DW_VEC, DW_LANES, DW_LOAD(p), DW_STORE(p, v), DW_STREAM(p, v) (64-byte aligned), DW_FMA(a, b, c) = a*b + c,
+ *   DW_ZERO(), DW_ADD(a, b), DW_NAME(name) (appends the ISA), DW_TILE_A, DW_TILE_B (output pixels per
+ *   forward tile: the schedule picks one), DW_WTILE_3, DW_WTILE_5 (pixels per backward-weights tile).
+ * Every loop bound below is a compile-time constant after inlining, so the sums live in registers.
+ * Vectors run over channels (contiguous in NHWC); a tile is `T` output pixels along W x one channel vector:
+ * the input vectors of one tap row are loaded once and feed every pixel and tap that uses them
+ * ((T-1)*SW + S loads for T*S multiply-adds). Tiles whose taps reach outside the image ("checked") load
+ * zeros there; the others have no tests at all. */
+#include "kernels/direct/depthwise.h"
+
+#define DW_INLINE static inline __attribute__((always_inline))
+/* Pins a loaded vector in a register: otherwise GCC folds the load into every multiply-add that uses it,
+ * reading each input vector S times instead of once. */
+#define DW_KEEP(v) __asm__("" : "+v"(v))
+
+/* The output range whose taps all fall inside [0, in_w) along W. */
+DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, int *lo, int *hi) {
+    int first = (pad + SW - 1) / SW;
+    int last = in_w - S + pad >= 0 ? (in_w - S + pad) / SW + 1 : 0;
+    if (last > out_w) last = out_w;
+    if (first > last) first = last;
+    *lo = first;
+    *hi = last;
+}
+
+/* ---- forward-type rows ---- */
+
+/* T pixels from o0 (the first t of them when checked) x V channel vectors from c: V > 1 gives small tiles
+ * enough independent sums to hide the multiply-add latency. */
+DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
+                                 const int V, const bool checked) {
+    DW_VEC acc[4][16];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < T; m++) acc[v][m] = DW_ZERO();
+    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad;
+    for (int r = 0; r < j->rows; r++) {
+        const float *in = j->in + r * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
+        const float *wt = j->wt + r * j->wt_row + c;
+        DW_VEC w[4][5];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+#pragma GCC unroll 5
+            for (int s = 0; s < S; s++) w[v][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
+#pragma GCC unroll 40
+        for (int k = 0; k < K; k++) {
+            int i = i0 + k;
+            bool inside = !checked || (i >= 0 && i < j->in_w);
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) {
+                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+                DW_KEEP(xv);
+#pragma GCC unroll 5
+                for (int s = 0; s < S; s++) {
+                    int d = k - s;
+                    if (d >= 0 && d % SW == 0 && d / SW < T) acc[v][d / SW] = DW_FMA(xv, w[v][s], acc[v][d / SW]);
+                }
+            }
+        }
+    }
+    float *out = j->out + (ptrdiff_t)o0 * j->out_pixel + c;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+        if (j->stream && !checked) {
+#pragma GCC unroll 16
+            for (int m = 0; m < T; m++) DW_STREAM(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+        } else {
+#pragma GCC unroll 16
+            for (int m = 0; m < T; m++)
+                if (!checked || m < t) DW_STORE(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+        }
+    }
+}
+
+DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_end, const int S, const int SW,
+                                  const int T, const bool checked) {
+    const int V = T <= 2 ? 4 : T <= 4 ? 2 : 1;
+    if (j->prefetch) {
+        int p0 = o * SW - j->pad, p1 = (o + T) * SW - j->pad;
+        p0 = p0 < 0 ? 0 : p0;
+        p1 = p1 > j->in_w ? j->in_w : p1;
+        for (int r = 0; r < j->prefetch_rows; r++)
+            for (int i = p0; i < p1; i++)
+                for (int c = c_begin; c < c_end; c += 16)
+                    __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
+    }
+    int c = c_begin;
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, V, checked);
+    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, 1, checked);
+}
+
+/* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Within a
+ * block of channels, pixel tiles outside channel vectors, so input rows are read front to back. */
+DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T) {
+    int lo, hi;
+    DW_NAME(interior)(j->pad, S, SW, j->in_w, j->out_w, &lo, &hi);
+    const int block = j->cblock > 0 ? j->cblock : c_end - c_begin;
+    for (int cb = c_begin; cb < c_end; cb += block) {
+        int ce = c_end - cb < block ? c_end : cb + block, o = 0;
+        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
+        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, T, false);
+        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 8, false), o += 8;
+        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 4, false), o += 4;
+        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 2, false), o += 2;
+        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, false), o += 1;
+        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
+    }
+}
+
+#define DW_ROW(S, SW)                                                                                  \
+    static void DW_NAME(row_##S##_##SW)(const dw_rowjob *j, int c_begin, int c_end) {                  \
+        if (j->tile <= DW_TILE_A)                                                                      \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_A);                                    \
+        else                                                                                           \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_B);                                    \
+    }
+DW_ROW(1, 1) DW_ROW(2, 1) DW_ROW(3, 1) DW_ROW(4, 1) DW_ROW(5, 1)
+DW_ROW(1, 2) DW_ROW(2, 2) DW_ROW(3, 2) DW_ROW(4, 2) DW_ROW(5, 2)
+
+dw_row_fn DW_NAME(dw_row)(int S, int SW) {
+    static const dw_row_fn table[2][5] = {
+        {DW_NAME(row_1_1), DW_NAME(row_2_1), DW_NAME(row_3_1), DW_NAME(row_4_1), DW_NAME(row_5_1)},
+        {DW_NAME(row_1_2), DW_NAME(row_2_2), DW_NAME(row_3_2), DW_NAME(row_4_2), DW_NAME(row_5_2)},
+    };
+    return S >= 1 && S <= 5 && SW >= 1 && SW <= 2 ? table[SW - 1][S - 1] : NULL;
+}
+
+/* ---- backward-weights bands (band_body: channel vectors outside rows and pixels, so the R*S sums of one
+ * vector stay in registers over the whole band while the band's rows of x and dy stay in L2) ----
+ * A tile holds T gradient vectors dy[ow..ow+T) in registers; each input vector of a tap row is loaded once
+ * and multiplied into the R*S tap sums it meets. The sums are independent chains, kept twice (even and
+ * odd pixels) when R*S is small, so the multiply-adds never wait on each other. */
+
+DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
+                                  const int S, const int SW, const int T, const int SETS, const int V,
+                                  const bool checked) {
+    DW_VEC g[2][16];
+    const float *grad = j->dy + (ptrdiff_t)oh * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c;
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < T; m++)
+            g[v][m] = !checked || m < t ? DW_LOAD(grad + m * j->dy_pixel + v * DW_LANES) : DW_ZERO();
+    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad_w, ih0 = oh * j->SH - j->pad_h;
+#pragma GCC unroll 5
+    for (int r = 0; r < R; r++) {
+        int ih = ih0 + r;
+        if (ih < 0 || ih >= j->H) continue;
+        const float *in = j->x + (ptrdiff_t)ih * j->x_row + c + (ptrdiff_t)i0 * j->x_pixel;
+#pragma GCC unroll 40
+        for (int k = 0; k < K; k++) {
+            int i = i0 + k;
+            bool inside = !checked || (i >= 0 && i < j->W);
+#pragma GCC unroll 2
+            for (int v = 0; v < V; v++) {
+                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
+                DW_KEEP(xv);
+#pragma GCC unroll 5
+                for (int s = 0; s < S; s++) {
+                    int d = k - s;
+                    if (d >= 0 && d % SW == 0 && d / SW < T) {
+                        int a = (v * SETS + (d / SW) % SETS) * R * S + r * S + s;
+                        acc[a] = DW_FMA(xv, g[v][d / SW], acc[a]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The whole band for V channel vectors from c. */
+DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi, const int R, const int S,
+                                     const int SW, const int T, const int SETS, const int V) {
+    DW_VEC acc[2 * 25];
+#pragma GCC unroll 50
+    for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
+    for (int oh = j->oh0; oh < j->oh1; oh++) {
+        int o = 0;
+        for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
+        for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, false);
+        if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, false), o += 4;
+        if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, false), o += 2;
+        if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, false), o += 1;
+        for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
+    }
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 25
+        for (int a = 0; a < R * S; a++) {
+            float *dst = j->acc + (ptrdiff_t)a * j->cpad + c + v * DW_LANES;
+            DW_VEC sum = acc[v * SETS * R * S + a];
+            if (SETS == 2) sum = DW_ADD(sum, acc[(v * SETS + 1) * R * S + a]);
+            DW_STORE(dst, DW_ADD(DW_LOAD(dst), sum));
+        }
+}
+
+/* Channel vectors (V at a time) outside rows and pixels: their R*S sums stay in registers over the whole
+ * band, and the band's rows of x and dy stay in L2 for the next vectors. */
+DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
+                                  const int T, const int SETS, const int V) {
+    int lo, hi, c = c_begin;
+    DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
+    int steps = (c_end - c_begin) / (V * DW_LANES) + (V > 1 ? (c_end - c_begin) % (V * DW_LANES) / DW_LANES : 0);
+    size_t slice[2], done[2] = {0, 0};
+    for (int p = 0; p < 2; p++) slice[p] = steps > 0 ? (j->prefetch_bytes[p] / (size_t)steps + 63) / 64 * 64 : 0;
+    for (; c < c_end;) {
+        for (int p = 0; p < 2; p++)
+            for (size_t end = done[p] + slice[p]; done[p] < end && done[p] < j->prefetch_bytes[p]; done[p] += 64)
+                __builtin_prefetch(j->prefetch[p] + done[p], 0, 2);
+        if (c + V * DW_LANES <= c_end) {
+            DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V);
+            c += V * DW_LANES;
+        } else {
+            DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1);
+            c += DW_LANES;
+        }
+    }
+}
+
+#define DW_BAND(R, SW, T, SETS, V)                                                                     \
+    static void DW_NAME(band_##R##_##SW)(const dw_bandjob *j, int c_begin, int c_end) {                \
+        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V);                                   \
+    }
+DW_BAND(3, 1, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3) DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3)
+DW_BAND(5, 1, DW_WTILE_5, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1)
+
+dw_band_fn DW_NAME(dw_band)(int R, int S, int SW) {
+    if (R == 3 && S == 3) return SW == 1 ? DW_NAME(band_3_1) : SW == 2 ? DW_NAME(band_3_2) : NULL;
+    if (R == 5 && S == 5) return SW == 1 ? DW_NAME(band_5_1) : SW == 2 ? DW_NAME(band_5_2) : NULL;
+    return NULL;
+}
