@@ -28,8 +28,12 @@ typedef struct fused_rows {
     void (*add)(const float *a, const float *b, size_t begin, size_t end, float *y);
 } fused_rows;
 
-/* The widest table this CPU runs (AVX-512, AVX2, or baseline x86-64). */
+/* The widest table this CPU runs (AVX-512, AVX2, or baseline x86-64), unless one is forced. */
 const fused_rows *fused_rows_best(void);
+/* Every table, widest first, NULL-terminated; tests force each one the CPU runs (NULL: back to the
+ * widest). Not thread-safe: call between kernels. */
+extern const fused_rows *const fused_rows_tables[4];
+int fused_rows_force(const fused_rows *rows);
 
 /* [begin, end) of `count` items for thread `thread` of `threads`. */
 static inline void fused_split(size_t count, int thread, int threads, size_t *begin, size_t *end) {

@@ -27,7 +27,19 @@
 #undef ROWS_SUFFIX
 #undef ROWS_ISA_NAME
 
+const fused_rows *const fused_rows_tables[4] = {&rows_table_avx512, &rows_table_avx2, &rows_table_baseline, NULL};
+static const fused_rows *forced;
+
+int fused_rows_force(const fused_rows *rows) {
+    const plait_cpu *cpu = plait_cpu_features();
+    if ((rows == &rows_table_avx512 && !cpu->avx512f) || (rows == &rows_table_avx2 && !cpu->avx2))
+        return plait_fail("this CPU cannot run the %s row loops", rows->isa);
+    forced = rows;
+    return PLAIT_OK;
+}
+
 const fused_rows *fused_rows_best(void) {
+    if (forced) return forced;
     const plait_cpu *cpu = plait_cpu_features();
     return cpu->avx512f ? &rows_table_avx512 : cpu->avx2 ? &rows_table_avx2 : &rows_table_baseline;
 }
