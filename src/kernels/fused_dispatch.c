@@ -1,6 +1,9 @@
 /* The row loops of fused_rows.h compiled three times, for AVX-512, AVX2 and baseline x86-64; the
  * widest one the CPU has is chosen once. Memory-bound loops gain little from width, but the batch
  * statistics accumulate in double and do. */
+#include <stdint.h>
+#include <string.h>
+
 #include "kernels/fused.h"
 
 #pragma GCC push_options

@@ -11,12 +11,32 @@
 #define ROWS_CAT2(a, b) a##_##b
 #define ROWS_CAT(a, b) ROWS_CAT2(a, b)
 #define ROWS_FN(name) ROWS_CAT(name, ROWS_SUFFIX)
-#define ROWS_CHUNK 256
 
-/* Per-channel sums of (x - shift) and its square over rows [begin, end), added into sum and sumsq. */
+/* Per-channel sums of (x - shift) and its square over rows [begin, end), added into sum and sumsq.
+ * Four rows per trip keep the sums in registers; they are still added row after row, so the bits
+ * do not depend on the blocking. */
 static void ROWS_FN(bn_stats)(const float *restrict x, const float *restrict shift, size_t C, size_t begin, size_t end,
                               double *restrict sum, double *restrict sumsq) {
-    for (size_t i = begin; i < end; i++) {
+    size_t i = begin;
+    for (; i + 4 <= end; i += 4) {
+        const float *restrict r0 = x + i * C, *restrict r1 = r0 + C, *restrict r2 = r1 + C, *restrict r3 = r2 + C;
+        for (size_t c = 0; c < C; c++) {
+            double m = (double)shift[c];
+            double v0 = (double)r0[c] - m, v1 = (double)r1[c] - m, v2 = (double)r2[c] - m, v3 = (double)r3[c] - m;
+            double s = sum[c], q = sumsq[c];
+            s += v0;
+            s += v1;
+            s += v2;
+            s += v3;
+            q += v0 * v0;
+            q += v1 * v1;
+            q += v2 * v2;
+            q += v3 * v3;
+            sum[c] = s;
+            sumsq[c] = q;
+        }
+    }
+    for (; i < end; i++) {
         const float *restrict row = x + i * C;
         for (size_t c = 0; c < C; c++) {
             double v = (double)row[c] - (double)shift[c];
@@ -80,33 +100,69 @@ static void ROWS_FN(bn_affine)(const float *restrict x, const float *restrict sc
     }
 }
 
-/* Per-channel sums of g and g * (x - mean) where g = dy, or dy masked to where mask > 0. */
+/* dy where keep > 0, else +0: the ReLU's gradient. A select written with integer masking, because
+ * GCC 12 does not if-convert a float compare next to double arithmetic (same bits as the ternary). */
+static inline float ROWS_FN(masked)(float dy, float keep) {
+    uint32_t bits;
+    memcpy(&bits, &dy, sizeof bits);
+    bits &= keep > 0.0f ? 0xffffffffu : 0u;
+    float g;
+    memcpy(&g, &bits, sizeof g);
+    return g;
+}
+
+/* Per-channel sums of g and g * (x - mean) over rows [begin, end), g = dy or dy masked to where
+ * mask > 0; four rows per trip as in bn_stats, the same bits as row after row. */
 static void ROWS_FN(bn_backward_sums)(const float *restrict x, const float *restrict dy, const float *restrict mask,
                                       const float *restrict mean, size_t C, size_t begin, size_t end,
                                       double *restrict sum_dy, double *restrict sum_dy_xc) {
-    for (size_t i = begin; i < end; i++) {
-        const float *restrict in = x + i * C;
-        const float *restrict grad = dy + i * C;
+    size_t i = begin;
+    for (; i + 4 <= end; i += 4) {
+        const float *restrict x0 = x + i * C, *restrict x1 = x0 + C, *restrict x2 = x1 + C, *restrict x3 = x2 + C;
+        const float *restrict d0 = dy + i * C, *restrict d1 = d0 + C, *restrict d2 = d1 + C, *restrict d3 = d2 + C;
         if (mask) {
-            /* masked through a small buffer: GCC 12 does not if-convert the compare next to doubles */
-            const float *restrict keep = mask + i * C;
-            for (size_t c0 = 0; c0 < C; c0 += ROWS_CHUNK) {
-                size_t n = C - c0 < ROWS_CHUNK ? C - c0 : ROWS_CHUNK;
-                float g[ROWS_CHUNK];
-                for (size_t j = 0; j < n; j++) {
-                    float v = grad[c0 + j];
-                    g[j] = keep[c0 + j] > 0.0f ? v : 0.0f;
-                }
-                for (size_t j = 0; j < n; j++) {
-                    sum_dy[c0 + j] += g[j];
-                    sum_dy_xc[c0 + j] += (double)g[j] * ((double)in[c0 + j] - (double)mean[c0 + j]);
-                }
+            const float *restrict k0 = mask + i * C, *restrict k1 = k0 + C, *restrict k2 = k1 + C,
+                                  *restrict k3 = k2 + C;
+            for (size_t c = 0; c < C; c++) {
+                double m = (double)mean[c];
+                float g0 = ROWS_FN(masked)(d0[c], k0[c]), g1 = ROWS_FN(masked)(d1[c], k1[c]);
+                float g2 = ROWS_FN(masked)(d2[c], k2[c]), g3 = ROWS_FN(masked)(d3[c], k3[c]);
+                double s = sum_dy[c], t = sum_dy_xc[c];
+                s += g0;
+                s += g1;
+                s += g2;
+                s += g3;
+                t += (double)g0 * ((double)x0[c] - m);
+                t += (double)g1 * ((double)x1[c] - m);
+                t += (double)g2 * ((double)x2[c] - m);
+                t += (double)g3 * ((double)x3[c] - m);
+                sum_dy[c] = s;
+                sum_dy_xc[c] = t;
             }
         } else {
             for (size_t c = 0; c < C; c++) {
-                sum_dy[c] += grad[c];
-                sum_dy_xc[c] += (double)grad[c] * ((double)in[c] - (double)mean[c]);
+                double m = (double)mean[c];
+                double s = sum_dy[c], t = sum_dy_xc[c];
+                s += d0[c];
+                s += d1[c];
+                s += d2[c];
+                s += d3[c];
+                t += (double)d0[c] * ((double)x0[c] - m);
+                t += (double)d1[c] * ((double)x1[c] - m);
+                t += (double)d2[c] * ((double)x2[c] - m);
+                t += (double)d3[c] * ((double)x3[c] - m);
+                sum_dy[c] = s;
+                sum_dy_xc[c] = t;
             }
+        }
+    }
+    for (; i < end; i++) {
+        const float *restrict in = x + i * C, *restrict grad = dy + i * C;
+        const float *restrict keep = mask ? mask + i * C : NULL;
+        for (size_t c = 0; c < C; c++) {
+            float g = keep ? ROWS_FN(masked)(grad[c], keep[c]) : grad[c];
+            sum_dy[c] += g;
+            sum_dy_xc[c] += (double)g * ((double)in[c] - (double)mean[c]);
         }
     }
 }
@@ -200,6 +256,5 @@ static const fused_rows ROWS_FN(rows_table) = {
 };
 
 #undef ROWS_FN
-#undef ROWS_CHUNK
 #undef ROWS_CAT
 #undef ROWS_CAT2
