@@ -204,47 +204,84 @@ static void stem_with_maxpool_gradients(void) {
     plait_model_free(m);
 }
 
-/* Activations overwriting their inputs give the same outputs, input gradients and parameter gradients. */
-static void in_place_activations_change_nothing(void) {
-    plait_model *m = nn_model_new("tiny", (plait_shape){1, 6, 6, 4}, 3);
-    plait_rng rng;
-    plait_rng_seed(&rng, 17);
-    CHECK(nn_bottleneck(m, "layer1.0", 2, 2, &rng) == PLAIT_OK);
-    plait_unit *u = &m->units[0];
+/* Activations overwriting their inputs, with ReLU and the residual add fused into the batch
+ * normalizations (forward and backward), give the same bits as the separate passes: outputs in
+ * training and evaluation, input gradients and every parameter gradient, on each kind of unit. */
+static void check_fusion_changes_nothing(plait_model *m, int batch, unsigned long seed) {
+    plait_unit *u = &m->units[m->unit_count - 1];
+    plait_shape in = u->in_shape, out = u->out_shape;
+    in.n = out.n = batch;
     plait_tensor x = {0}, dy = {0};
-    plait_tensor_reserve(&x, (plait_shape){3, 6, 6, 4});
-    plait_tensor_reserve(&dy, (plait_shape){3, 3, 3, 8});
-    testing_fill_uniform(x.data, plait_shape_count(x.shape), 1);
-    testing_fill_uniform(dy.data, plait_shape_count(dy.shape), 2);
-    float *outputs[2], *input_gradients[2], *weight_gradients[2];
+    plait_tensor_reserve(&x, in);
+    plait_tensor_reserve(&dy, out);
+    testing_fill_uniform(x.data, plait_shape_count(in), seed);
+    testing_fill_uniform(dy.data, plait_shape_count(out), seed + 1);
+    plait_param **params;
+    int count;
+    CHECK(plait_model_params(m, 0, m->unit_count, &params, &count) == PLAIT_OK);
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += params[i]->count;
+    size_t out_count = plait_shape_count(out), in_count = plait_shape_count(in);
+    float *outputs[2], *eval_outputs[2], *input_gradients[2], *gradients[2];
     for (int mode = 0; mode < 2; mode++) {
         nn_in_place_activations = mode == 1;
         plait_unit_state *s = plait_unit_state_create();
-        plait_model_zero_grad(m, 0, 1);
+        plait_model_zero_grad(m, 0, m->unit_count);
         const plait_tensor *y, *dx;
+        CHECK(plait_unit_forward(u, s, &x, false, &y) == PLAIT_OK);
+        eval_outputs[mode] = malloc(out_count * sizeof(float));
+        memcpy(eval_outputs[mode], y->data, out_count * sizeof(float));
         CHECK(plait_unit_forward(u, s, &x, true, &y) == PLAIT_OK);
-        outputs[mode] = malloc(plait_shape_count(y->shape) * sizeof(float));
-        memcpy(outputs[mode], y->data, plait_shape_count(y->shape) * sizeof(float));
+        outputs[mode] = malloc(out_count * sizeof(float));
+        memcpy(outputs[mode], y->data, out_count * sizeof(float));
         CHECK(plait_unit_backward(u, s, &dy, &dx) == PLAIT_OK);
-        input_gradients[mode] = malloc(plait_shape_count(x.shape) * sizeof(float));
-        memcpy(input_gradients[mode], dx->data, plait_shape_count(x.shape) * sizeof(float));
-        plait_param *w = &u->main[0].params[0];
-        weight_gradients[mode] = malloc(w->count * sizeof(float));
-        memcpy(weight_gradients[mode], w->grad, w->count * sizeof(float));
+        input_gradients[mode] = malloc(in_count * sizeof(float));
+        memcpy(input_gradients[mode], dx->data, in_count * sizeof(float));
+        gradients[mode] = malloc(total * sizeof(float));
+        size_t at = 0;
+        for (int i = 0; i < count; i++) {
+            memcpy(gradients[mode] + at, params[i]->grad, params[i]->count * sizeof(float));
+            at += params[i]->count;
+        }
         plait_unit_state_free(s);
     }
     nn_in_place_activations = true;
-    CHECK(memcmp(outputs[0], outputs[1], plait_shape_count(dy.shape) * sizeof(float)) == 0);
-    CHECK(memcmp(input_gradients[0], input_gradients[1], plait_shape_count(x.shape) * sizeof(float)) == 0);
-    CHECK(memcmp(weight_gradients[0], weight_gradients[1], u->main[0].params[0].count * sizeof(float)) == 0);
+    CHECKF(memcmp(outputs[0], outputs[1], out_count * sizeof(float)) == 0, "%s: outputs differ", u->name);
+    CHECKF(memcmp(eval_outputs[0], eval_outputs[1], out_count * sizeof(float)) == 0, "%s: eval outputs differ",
+           u->name);
+    CHECKF(memcmp(input_gradients[0], input_gradients[1], in_count * sizeof(float)) == 0, "%s: dx differs", u->name);
+    CHECKF(memcmp(gradients[0], gradients[1], total * sizeof(float)) == 0, "%s: parameter gradients differ",
+           u->name);
+    double magnitude = 0;
+    for (size_t i = 0; i < in_count; i++) magnitude += fabs(input_gradients[1][i]);
+    CHECKF(magnitude > 0, "%s: dx is all zero, the comparison proves nothing", u->name);
     for (int mode = 0; mode < 2; mode++) {
         free(outputs[mode]);
+        free(eval_outputs[mode]);
         free(input_gradients[mode]);
-        free(weight_gradients[mode]);
+        free(gradients[mode]);
     }
+    free(params);
     plait_tensor_free(&x);
     plait_tensor_free(&dy);
-    plait_model_free(m);
+}
+
+static void in_place_activations_and_fusion_change_nothing(void) {
+    for (int kind = 0; kind < 5; kind++) {
+        plait_shape input = kind == 3 ? (plait_shape){1, 12, 12, 3} : (plait_shape){1, 6, 6, 4};
+        plait_model *m = nn_model_new("tiny", input, 3);
+        plait_rng rng;
+        plait_rng_seed(&rng, 17 + (uint64_t)kind);
+        int rc = kind == 0   ? nn_bottleneck(m, "layer1.0", 2, 2, &rng)          /* projection shortcut */
+                 : kind == 1 ? nn_basic_block(m, "layer1.0", 4, 1, &rng)         /* identity shortcut */
+                 : kind == 2 ? nn_basic_block(m, "layer2.0", 8, 2, &rng)         /* projection, basic */
+                 : kind == 3 ? nn_resnet_stem(m, 5, true, &rng)                  /* BN, ReLU, max pool */
+                             : nn_inverted_residual(m, "features.4", 4, 1, 2, &rng); /* ReLU6, add, no ReLU */
+        CHECK(rc == PLAIT_OK);
+        perturb_batchnorm(m, 500 + (unsigned long)kind);
+        check_fusion_changes_nothing(m, 3, 40 + (unsigned long)kind);
+        plait_model_free(m);
+    }
 }
 
 static void head_gradients(void) {
@@ -332,7 +369,7 @@ int main(void) {
     testing_run("inverted_residual_gradients", inverted_residual_gradients);
     testing_run("stem_with_maxpool_gradients", stem_with_maxpool_gradients);
     testing_run("head_gradients", head_gradients);
-    testing_run("in_place_activations_change_nothing", in_place_activations_change_nothing);
+    testing_run("in_place_activations_and_fusion_change_nothing", in_place_activations_and_fusion_change_nothing);
     testing_run("model_gradients_chain_through_units", model_gradients_chain_through_units);
     return testing_finish();
 }

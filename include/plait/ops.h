@@ -66,11 +66,30 @@ void plait_batchnorm_backward(size_t rows, int channels, const float *x, const f
                               const float *saved_mean, const float *saved_invstd, float *dx, float *dgamma,
                               float *dbeta);
 
+/* Fused with what follows a batch normalization in a ResNet, saving whole passes over memory:
+ * y = bn(x), then y += residual when residual is not NULL, then y = max(y, 0) when relu. Identical
+ * bits to the unfused composition (batchnorm, plait_add, plait_relu_forward). y may alias residual,
+ * not x. */
+void plait_batchnorm_forward_train_fused(size_t rows, int channels, const float *x, const float *gamma,
+                                         const float *beta, float eps, const float *residual, bool relu, float *y,
+                                         float *saved_mean, float *saved_invstd);
+void plait_batchnorm_forward_eval_fused(size_t rows, int channels, const float *x, const float *gamma,
+                                        const float *beta, const float *running_mean, const float *running_var,
+                                        float eps, const float *residual, bool relu, float *y);
+/* Backward of batch normalization whose output went through a ReLU: the gradient at the normalized
+ * output is dy where relu_output > 0 and 0 elsewhere (relu_output NULL: dy itself), as
+ * plait_relu_backward then plait_batchnorm_backward, with identical bits. dx may alias dy. */
+void plait_batchnorm_backward_fused(size_t rows, int channels, const float *x, const float *dy,
+                                    const float *relu_output, const float *gamma, const float *saved_mean,
+                                    const float *saved_invstd, float *dx, float *dgamma, float *dbeta);
+
 /* ---- element-wise -------------------------------------------------------------------------- */
 
 void plait_relu_forward(size_t count, const float *x, float *y);
 /* Uses the output y (y > 0 exactly where x > 0), so x need not be kept. dx may alias dy. */
 void plait_relu_backward(size_t count, const float *y, const float *dy, float *dx);
+/* dx += (y > 0 ? dy : 0): the gradient through a ReLU added into an identity shortcut's gradient. */
+void plait_relu_backward_add(size_t count, const float *y, const float *dy, float *dx);
 void plait_relu6_forward(size_t count, const float *x, float *y);
 void plait_relu6_backward(size_t count, const float *y, const float *dy, float *dx);
 /* y = a + b; y may alias a or b. */

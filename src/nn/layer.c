@@ -232,7 +232,9 @@ static void batchnorm_accumulate(plait_layer *l, const nn_layer_state *s, size_t
     l->bn_stat_rows += (double)rows;
 }
 
-int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training, plait_workspace *ws) {
+/* Forward of one layer; a batch normalization also adds `residual` (may be NULL) and applies ReLU. */
+static int layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training, plait_workspace *ws,
+                         const float *residual, bool relu) {
     plait_shape in = x->shape;
     if (in.h != l->in_shape.h || in.w != l->in_shape.w || in.c != l->in_shape.c || in.n < 1)
         return plait_fail("%s: expected input %dx%dx%d, got %dx%dx%dx%d", l->name, l->in_shape.h, l->in_shape.w,
@@ -244,6 +246,7 @@ int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, b
     s->out = &s->y;
     s->x = x->data;
     s->x_shape = in;
+    s->fused = false;
     size_t rows = (size_t)n * (size_t)in.h * (size_t)in.w;
     switch (l->kind) {
     case PLAIT_LAYER_CONV2D: {
@@ -253,12 +256,14 @@ int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, b
     case PLAIT_LAYER_BATCHNORM:
         if (training) {
             if (batchnorm_state_ensure(s, in.c) != PLAIT_OK) return PLAIT_ERROR;
-            plait_batchnorm_forward_train(rows, in.c, x->data, l->params[0].value, l->params[1].value, l->bn_eps,
-                                          s->y.data, s->saved_mean, s->saved_invstd);
+            plait_batchnorm_forward_train_fused(rows, in.c, x->data, l->params[0].value, l->params[1].value,
+                                                l->bn_eps, residual, relu, s->y.data, s->saved_mean,
+                                                s->saved_invstd);
             batchnorm_accumulate(l, s, rows);
         } else {
-            plait_batchnorm_forward_eval(rows, in.c, x->data, l->params[0].value, l->params[1].value,
-                                         l->buffers[0].value, l->buffers[1].value, l->bn_eps, s->y.data);
+            plait_batchnorm_forward_eval_fused(rows, in.c, x->data, l->params[0].value, l->params[1].value,
+                                               l->buffers[0].value, l->buffers[1].value, l->bn_eps, residual, relu,
+                                               s->y.data);
         }
         break;
     case PLAIT_LAYER_RELU:
@@ -290,6 +295,25 @@ int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, b
     return PLAIT_OK;
 }
 
+int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training, plait_workspace *ws) {
+    return layer_forward(l, s, x, training, ws, NULL, false);
+}
+
+int nn_batchnorm_forward_fused(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training,
+                               const float *residual, bool relu, plait_workspace *ws) {
+    if (l->kind != PLAIT_LAYER_BATCHNORM) return plait_fail("%s: only batch normalization fuses", l->name);
+    return layer_forward(l, s, x, training, ws, residual, relu);
+}
+
+int nn_layer_forward_fused_away(plait_layer *l, nn_layer_state *s, plait_tensor *x) {
+    if (l->kind != PLAIT_LAYER_RELU) return plait_fail("%s: only ReLU fuses into batch normalization", l->name);
+    s->x = x->data;
+    s->x_shape = x->shape;
+    s->out = x;
+    s->fused = true;
+    return PLAIT_OK;
+}
+
 bool nn_in_place_activations = true;
 
 bool nn_layer_is_activation(const plait_layer *l) {
@@ -305,6 +329,7 @@ int nn_layer_forward_in_place(plait_layer *l, nn_layer_state *s, plait_tensor *x
     s->x = x->data;
     s->x_shape = in;
     s->out = x;
+    s->fused = false;
     if (l->kind == PLAIT_LAYER_RELU) plait_relu_forward(plait_shape_count(in), x->data, x->data);
     else plait_relu6_forward(plait_shape_count(in), x->data, x->data);
     return PLAIT_OK;
@@ -315,7 +340,14 @@ bool nn_layer_can_skip_dx(const plait_layer *l) {
 }
 
 int nn_layer_backward(plait_layer *l, nn_layer_state *s, const float *dy, float *dx, plait_workspace *ws) {
+    return nn_layer_backward_masked(l, s, dy, NULL, dx, ws);
+}
+
+int nn_layer_backward_masked(plait_layer *l, nn_layer_state *s, const float *dy, const float *relu_output, float *dx,
+                             plait_workspace *ws) {
     plait_shape in = s->x_shape;
+    if (relu_output && l->kind != PLAIT_LAYER_BATCHNORM)
+        return plait_fail("%s: only batch normalization takes a ReLU mask", l->name);
     int n = in.n;
     size_t rows = (size_t)n * (size_t)in.h * (size_t)in.w;
     if (!dx && !nn_layer_can_skip_dx(l)) return plait_fail("%s: backward needs an input gradient buffer", l->name);
@@ -325,8 +357,8 @@ int nn_layer_backward(plait_layer *l, nn_layer_state *s, const float *dy, float 
         break;
     }
     case PLAIT_LAYER_BATCHNORM:
-        plait_batchnorm_backward(rows, in.c, s->x, dy, l->params[0].value, s->saved_mean, s->saved_invstd, dx,
-                                 l->params[0].grad, l->params[1].grad);
+        plait_batchnorm_backward_fused(rows, in.c, s->x, dy, relu_output, l->params[0].value, s->saved_mean,
+                                       s->saved_invstd, dx, l->params[0].grad, l->params[1].grad);
         break;
     case PLAIT_LAYER_RELU:
         plait_relu_backward(plait_shape_count(in), s->out->data, dy, dx);

@@ -62,19 +62,36 @@ static int layer_states_ensure(nn_layer_state **states, int *capacity, int count
     return PLAIT_OK;
 }
 
+/* The path's layers in order. With fusion on, a batch normalization followed by a ReLU runs as one
+ * pass, and `residual` (may be NULL) and `relu` apply to the path's output: fused into the last
+ * layer when it is a batch normalization, else as separate passes. */
 static int path_forward(plait_layer *layers, nn_layer_state *states, int count, const plait_tensor *x, bool training,
-                        plait_workspace *ws, plait_tensor **y) {
+                        plait_workspace *ws, const float *residual, bool relu, plait_tensor **y) {
+    const bool fuse = nn_in_place_activations;
     const plait_tensor *current = x;
     for (int i = 0; i < count; i++) {
-        /* an activation may overwrite its input when that is the previous layer's own output */
-        bool in_place = nn_in_place_activations && i > 0 && nn_layer_is_activation(&layers[i]) &&
-                        !nn_layer_is_activation(&layers[i - 1]);
-        int rc = in_place ? nn_layer_forward_in_place(&layers[i], &states[i], states[i - 1].out)
+        bool last = i == count - 1;
+        int rc;
+        if (fuse && i > 0 && layers[i].kind == PLAIT_LAYER_RELU && layers[i - 1].kind == PLAIT_LAYER_BATCHNORM) {
+            rc = nn_layer_forward_fused_away(&layers[i], &states[i], states[i - 1].out);
+        } else if (fuse && layers[i].kind == PLAIT_LAYER_BATCHNORM) {
+            bool relu_next = !last && layers[i + 1].kind == PLAIT_LAYER_RELU;
+            rc = nn_batchnorm_forward_fused(&layers[i], &states[i], current, training, last ? residual : NULL,
+                                            last ? relu : relu_next, ws);
+            if (last) residual = NULL, relu = false; /* done */
+        } else {
+            /* an activation may overwrite its input when that is the previous layer's own output */
+            bool in_place = nn_in_place_activations && i > 0 && nn_layer_is_activation(&layers[i]) &&
+                            !nn_layer_is_activation(&layers[i - 1]);
+            rc = in_place ? nn_layer_forward_in_place(&layers[i], &states[i], states[i - 1].out)
                           : nn_layer_forward(&layers[i], &states[i], current, training, ws);
+        }
         if (rc != PLAIT_OK) return PLAIT_ERROR;
         current = states[i].out;
     }
     *y = states[count - 1].out;
+    if (residual) plait_add(plait_shape_count((*y)->shape), (*y)->data, residual, (*y)->data);
+    if (relu) plait_relu_forward(plait_shape_count((*y)->shape), (*y)->data, (*y)->data);
     return PLAIT_OK;
 }
 
@@ -86,22 +103,29 @@ int plait_unit_forward(plait_unit *u, plait_unit_state *s, const plait_tensor *x
         layer_states_ensure(&s->shortcut, &s->shortcut_capacity, u->shortcut_count) != PLAIT_OK)
         return PLAIT_ERROR;
     plait_tensor *main_out, *shortcut_out = NULL;
-    if (path_forward(u->main, s->main, u->main_count, x, training, u->workspace, &main_out) != PLAIT_OK)
-        return PLAIT_ERROR;
-    if (u->residual) {
-        if (u->shortcut_count > 0 &&
-            path_forward(u->shortcut, s->shortcut, u->shortcut_count, x, training, u->workspace, &shortcut_out) !=
-                PLAIT_OK)
+    if (nn_in_place_activations) {
+        /* fused: the shortcut first, so the main path's last pass adds it and applies the ReLU */
+        if (u->residual && u->shortcut_count > 0 &&
+            path_forward(u->shortcut, s->shortcut, u->shortcut_count, x, training, u->workspace, NULL, false,
+                         &shortcut_out) != PLAIT_OK)
             return PLAIT_ERROR;
-        /* the last main layer (batchnorm) does not need its output for backward, so add in place */
-        plait_add(plait_shape_count(main_out->shape), main_out->data, shortcut_out ? shortcut_out->data : x->data,
-                  main_out->data);
-    }
-    if (u->post_relu) {
-        /* in place too: nothing needs the sum, and ReLU's backward needs only its output */
-        if (nn_in_place_activations) {
-            plait_relu_forward(plait_shape_count(main_out->shape), main_out->data, main_out->data);
-        } else {
+        const float *residual = !u->residual ? NULL : shortcut_out ? shortcut_out->data : x->data;
+        if (path_forward(u->main, s->main, u->main_count, x, training, u->workspace, residual, u->post_relu,
+                         &main_out) != PLAIT_OK)
+            return PLAIT_ERROR;
+    } else {
+        if (path_forward(u->main, s->main, u->main_count, x, training, u->workspace, NULL, false, &main_out) !=
+            PLAIT_OK)
+            return PLAIT_ERROR;
+        if (u->residual) {
+            if (u->shortcut_count > 0 && path_forward(u->shortcut, s->shortcut, u->shortcut_count, x, training,
+                                                      u->workspace, NULL, false, &shortcut_out) != PLAIT_OK)
+                return PLAIT_ERROR;
+            /* the last main layer (batchnorm) does not need its output for backward, so add in place */
+            plait_add(plait_shape_count(main_out->shape), main_out->data,
+                      shortcut_out ? shortcut_out->data : x->data, main_out->data);
+        }
+        if (u->post_relu) {
             if (plait_tensor_reserve(&s->post_relu, main_out->shape) != PLAIT_OK) return PLAIT_ERROR;
             plait_relu_forward(plait_shape_count(main_out->shape), main_out->data, s->post_relu.data);
             main_out = &s->post_relu;
@@ -114,21 +138,33 @@ int plait_unit_forward(plait_unit *u, plait_unit_state *s, const plait_tensor *x
     return PLAIT_OK;
 }
 
-/* Backward through a path from dy; the first layer writes into dx (NULL: skip when the layer can). */
+/* Backward through a path from dy, masked to where relu_output > 0 when that is not NULL (the last
+ * layer is then a batch normalization); the first layer writes into dx (NULL: skip when it can). A
+ * ReLU fused into the batch normalization before it passes its output on as that layer's mask. */
 static int path_backward(plait_unit_state *s, plait_layer *layers, nn_layer_state *states, int count,
-                         const float *dy, float *dx, plait_workspace *ws) {
-    const float *current = dy;
+                         const float *dy, const float *relu_output, float *dx, plait_workspace *ws) {
+    const float *current = dy, *mask = relu_output;
     for (int i = count - 1; i >= 0; i--) {
+        if (states[i].fused) {
+            mask = states[i].out->data;
+            continue;
+        }
         float *destination = dx;
         if (i > 0 || (!dx && !nn_layer_can_skip_dx(&layers[i]))) {
             plait_tensor *t = s->scratch[0].data == current ? &s->scratch[1] : &s->scratch[0];
             if (plait_tensor_reserve(t, states[i].x_shape) != PLAIT_OK) return PLAIT_ERROR;
             destination = t->data;
         }
-        if (nn_layer_backward(&layers[i], &states[i], current, destination, ws) != PLAIT_OK) return PLAIT_ERROR;
+        if (nn_layer_backward_masked(&layers[i], &states[i], current, mask, destination, ws) != PLAIT_OK)
+            return PLAIT_ERROR;
         current = destination;
+        mask = NULL;
     }
     return PLAIT_OK;
+}
+
+static bool ends_in_batchnorm(const plait_layer *layers, int count) {
+    return count > 0 && layers[count - 1].kind == PLAIT_LAYER_BATCHNORM;
 }
 
 int plait_unit_backward(plait_unit *u, plait_unit_state *s, const plait_tensor *dy, const plait_tensor **dx) {
@@ -139,11 +175,18 @@ int plait_unit_backward(plait_unit *u, plait_unit_state *s, const plait_tensor *
         return plait_fail("%s: output gradient is %dx%dx%dx%d, expected %dx%dx%dx%d", u->name, dy->shape.n,
                           dy->shape.h, dy->shape.w, dy->shape.c, out.n, out.h, out.w, out.c);
     size_t out_count = plait_shape_count(out), in_count = plait_shape_count(s->x_shape);
-    const float *gradient = dy->data;
+    const float *gradient = dy->data, *mask = NULL;
     if (u->post_relu) {
-        if (plait_tensor_reserve(&s->dsum, out) != PLAIT_OK) return PLAIT_ERROR;
-        plait_relu_backward(out_count, s->result->data, gradient, s->dsum.data);
-        gradient = s->dsum.data;
+        /* fused: each path's last batch normalization applies the ReLU's gradient as it reads dy */
+        bool fuse = nn_in_place_activations && ends_in_batchnorm(u->main, u->main_count) &&
+                    (!u->residual || u->shortcut_count == 0 || ends_in_batchnorm(u->shortcut, u->shortcut_count));
+        if (fuse) {
+            mask = s->result->data;
+        } else {
+            if (plait_tensor_reserve(&s->dsum, out) != PLAIT_OK) return PLAIT_ERROR;
+            plait_relu_backward(out_count, s->result->data, gradient, s->dsum.data);
+            gradient = s->dsum.data;
+        }
     }
     float *input_gradient = NULL, *shortcut_gradient = NULL;
     if (dx) {
@@ -155,15 +198,19 @@ int plait_unit_backward(plait_unit *u, plait_unit_state *s, const plait_tensor *
             if (plait_tensor_reserve(&s->dx_shortcut, s->x_shape) != PLAIT_OK) return PLAIT_ERROR;
             shortcut_gradient = s->dx_shortcut.data;
         }
-        if (path_backward(s, u->shortcut, s->shortcut, u->shortcut_count, gradient, shortcut_gradient,
+        if (path_backward(s, u->shortcut, s->shortcut, u->shortcut_count, gradient, mask, shortcut_gradient,
                           u->workspace) != PLAIT_OK)
             return PLAIT_ERROR;
     }
-    if (path_backward(s, u->main, s->main, u->main_count, gradient, input_gradient, u->workspace) != PLAIT_OK)
+    if (path_backward(s, u->main, s->main, u->main_count, gradient, mask, input_gradient, u->workspace) != PLAIT_OK)
         return PLAIT_ERROR;
     if (dx) {
-        if (u->residual)
-            plait_add(in_count, s->dx.data, u->shortcut_count > 0 ? shortcut_gradient : gradient, s->dx.data);
+        if (u->residual && u->shortcut_count > 0)
+            plait_add(in_count, s->dx.data, shortcut_gradient, s->dx.data);
+        else if (u->residual && mask)
+            plait_relu_backward_add(in_count, mask, gradient, s->dx.data);
+        else if (u->residual)
+            plait_add(in_count, s->dx.data, gradient, s->dx.data);
         *dx = &s->dx;
     }
     return PLAIT_OK;
