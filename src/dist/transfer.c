@@ -9,43 +9,63 @@
 
 static const char *kind_names[PLAIT_DIST_KINDS] = {"activation", "gradient", "labels"};
 
-/* Open MPI moves a large message only while one of the two processes is inside an MPI call, so a
- * send would otherwise wait for the executor's next test or wait, after its computation. While
- * transfers are pending, a progress thread calls MPI_Iprobe every few tens of microseconds (which
- * drives Open MPI's progress engine) so that transfers overlap computation. */
+/* Open MPI moves a large message over TCP only while one of the two processes is inside an MPI call,
+ * so a send would otherwise wait for the executor's next test or wait, after its computation. While
+ * transfers are pending, a progress thread calls MPI_Iprobe (which drives Open MPI's progress engine)
+ * so that transfers overlap computation. Its pause starts short when a transfer starts and doubles up
+ * to a cap while none starts: a message is moved within a few polls, and a receive posted far ahead
+ * does not wake the thread thousands of times a second, which on a machine whose cores all compute
+ * takes each wake-up from another rank's computation. */
 static struct {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_t thread;
     bool started, stop;
     int pending;
-    long pause_nanoseconds;
+    unsigned long starts; /* transfers started so far: a new one resets the pause */
+    long pause_nanoseconds, max_pause_nanoseconds;
 } progress = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static void *progress_main(void *unused) {
     (void)unused;
-    struct timespec pause = {0, progress.pause_nanoseconds};
+    unsigned long seen = 0;
+    long pause = progress.pause_nanoseconds;
     for (;;) {
         pthread_mutex_lock(&progress.lock);
         while (!progress.stop && progress.pending == 0) pthread_cond_wait(&progress.wake, &progress.lock);
         bool stop = progress.stop;
+        if (progress.starts != seen) {
+            seen = progress.starts;
+            pause = progress.pause_nanoseconds;
+        }
         pthread_mutex_unlock(&progress.lock);
         if (stop) return NULL;
         int flag = 0;
         MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, dist_state.transfer_comm, &flag, MPI_STATUS_IGNORE);
-        nanosleep(&pause, NULL);
+        struct timespec sleep_for = {pause / 1000000000L, pause % 1000000000L};
+        nanosleep(&sleep_for, NULL);
+        pause = pause * 2 < progress.max_pause_nanoseconds ? pause * 2 : progress.max_pause_nanoseconds;
     }
 }
 
-/* PLAIT_DIST_PROGRESS_US sets the pause between progress calls (default 50); 0 turns the thread off. */
+static long env_microseconds(const char *name, long fallback) {
+    const char *text = getenv(name);
+    return text && *text ? strtol(text, NULL, 10) : fallback;
+}
+
+/* PLAIT_DIST_PROGRESS_US sets the first pause after a transfer starts (default 50; 0 turns the thread
+ * off), PLAIT_DIST_PROGRESS_MAX_US the longest (default 1000). */
 static void transfer_started(void) {
     pthread_mutex_lock(&progress.lock);
     progress.pending++;
+    progress.starts++;
     if (!progress.started) {
-        const char *text = getenv("PLAIT_DIST_PROGRESS_US");
-        long microseconds = text && *text ? strtol(text, NULL, 10) : 50;
-        if (microseconds > 0 && microseconds < 1000000) {
+        long microseconds = env_microseconds("PLAIT_DIST_PROGRESS_US", 50);
+        long longest = env_microseconds("PLAIT_DIST_PROGRESS_MAX_US", 1000);
+        if (longest < microseconds) longest = microseconds;
+        if (microseconds > 0 && longest < 1000000) {
             progress.pause_nanoseconds = microseconds * 1000;
+            progress.max_pause_nanoseconds = longest * 1000;
             progress.stop = false;
             progress.started = pthread_create(&progress.thread, NULL, progress_main, NULL) == 0;
         }
