@@ -91,6 +91,23 @@ static void make_plan(const bench_options *b, plait_model *m, plait_plan *plan, 
     if (pipe_train_plan_profiled(&c, m, plan, profile) != PLAIT_OK) die("plan");
 }
 
+/* The profile's forward and backward seconds of rank r's stage for all of its micro-batches. */
+static void rank_predicted_compute(const plait_plan *plan, const plait_profile *profile, int rank, double *forward,
+                                   double *backward) {
+    double micro = (double)plan->batch_size / plan->micro_batches;
+    for (int s = 0; s < plan->stage_count; s++) {
+        const plait_stage *st = &plan->stages[s];
+        for (int j = 0; j < st->replica_count; j++) {
+            if (st->ranks[j] != rank) continue;
+            int own = plan->micro_batches / st->replica_count;
+            for (int u = st->first_unit; u < st->last_unit; u++) {
+                *forward += profile->units[u].forward_seconds * micro * own;
+                *backward += profile->units[u].backward_seconds * micro * own;
+            }
+        }
+    }
+}
+
 static void print_stages(const plait_plan *plan, const plait_model *m) {
     printf("\"stages\":[");
     for (int s = 0; s < plan->stage_count; s++) {
@@ -159,8 +176,10 @@ int main(int argc, char **argv) {
         die("trainer");
     plait_step_options o = {.microbatches = plan.micro_batches, .lr = 0.01f, .momentum = 0.9f,
                             .weight_decay = 5e-4f, .nesterov = true};
-    /* Per rank, summed over the timed steps: receive wait, exposed and total all-reduce seconds. */
-    double waits[3] = {0, 0, 0};
+    /* Per rank, summed over the timed steps: receive wait, exposed and total all-reduce seconds,
+     * forward and backward compute seconds. */
+    enum { STATS = 5 };
+    double waits[STATS] = {0};
     float loss = 0;
     for (int s = 0; s < b.warmup + b.steps; s++) {
         int correct;
@@ -178,12 +197,14 @@ int main(int argc, char **argv) {
             waits[0] += stats.receive_wait;
             waits[1] += stats.allreduce_exposed;
             waits[2] += stats.allreduce_communication;
+            waits[3] += stats.forward_compute;
+            waits[4] += stats.backward_compute;
         }
     }
-    double *all_waits = calloc(3 * (size_t)world, sizeof(double));
+    double *all_waits = calloc(STATS * (size_t)world, sizeof(double));
     if (!all_waits) die("out of memory");
     if (plait_dist_uses_mpi() && world > 1)
-        MPI_Gather(waits, 3, MPI_DOUBLE, all_waits, 3, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+        MPI_Gather(waits, STATS, MPI_DOUBLE, all_waits, STATS, MPI_DOUBLE, 0, MPI_COMM_WORLD);
     else
         memcpy(all_waits, waits, sizeof waits);
 
@@ -195,7 +216,7 @@ int main(int argc, char **argv) {
                                     : 0.5 * (step_seconds[b.steps / 2 - 1] + step_seconds[b.steps / 2]);
         double exposed = 0;
         for (int r = 0; r < world; r++)
-            if (all_waits[3 * r + 1] > exposed) exposed = all_waits[3 * r + 1];
+            if (all_waits[STATS * r + 1] > exposed) exposed = all_waits[STATS * r + 1];
         exposed /= b.steps;
         printf("{\"model\":\"%s\",\"config\":\"%s\",\"schedule\":\"%s\",\"ranks\":%d,\"threads\":%d,"
                "\"batch\":%d,\"micro_batches\":%d,\"micro_batch_size\":%d,",
@@ -207,9 +228,18 @@ int main(int argc, char **argv) {
                b.warmup, b.steps, median, total / b.steps, step_seconds[0], step_seconds[b.steps - 1],
                plan.batch_size / median);
         printf("\"exposed_allreduce_seconds\":%.5f,\"receive_wait_seconds\":[", exposed);
-        for (int r = 0; r < world; r++) printf("%s%.5f", r ? "," : "", all_waits[3 * r] / b.steps);
+        for (int r = 0; r < world; r++) printf("%s%.5f", r ? "," : "", all_waits[STATS * r] / b.steps);
         printf("],\"allreduce_seconds\":[");
-        for (int r = 0; r < world; r++) printf("%s%.5f", r ? "," : "", all_waits[3 * r + 2] / b.steps);
+        for (int r = 0; r < world; r++) printf("%s%.5f", r ? "," : "", all_waits[STATS * r + 2] / b.steps);
+        printf("],\"compute_seconds\":[");
+        for (int r = 0; r < world; r++)
+            printf("%s[%.5f,%.5f]", r ? "," : "", all_waits[STATS * r + 3] / b.steps, all_waits[STATS * r + 4] / b.steps);
+        printf("],\"predicted_compute_seconds\":[");
+        for (int r = 0; r < world; r++) {
+            double f = 0, bw = 0;
+            rank_predicted_compute(&plan, &profile, r, &f, &bw);
+            printf("%s[%.5f,%.5f]", r ? "," : "", f, bw);
+        }
         printf("],\"predicted_seconds\":%.5f,\"predicted_pipeline_seconds\":%.5f,"
                "\"predicted_allreduce_seconds\":%.5f,\"predicted_over_measured\":%.4f,"
                "\"profile\":\"%s\",\"profile_micro_batch\":%d,\"plan_seconds\":%.2f,\"loss\":%.4f}\n",

@@ -24,6 +24,7 @@ typedef struct plait_executor_stats {
     double allreduce_hidden;        /* of it, before the optimizer step started waiting */
     double allreduce_exposed;       /* optimizer step blocked on buckets */
     double receive_wait;            /* compute lane blocked on receives */
+    double forward_compute, backward_compute; /* this rank's forward and backward passes, all micro-batches */
     /* Over the world's replicated ranks (the same on every rank): mean hidden and exposed seconds. */
     double mean_allreduce_hidden, mean_allreduce_exposed;
 } plait_executor_stats;

@@ -287,7 +287,9 @@ static int run_forward(plait_executor *e, micro_slot *s, const plait_step_option
         totals->loss_sum += loss;
         totals->correct += right;
     }
-    record(e, 0, "forward", s->micro_batch, start, plait_now());
+    double end = plait_now();
+    e->stats.forward_compute += end - start;
+    record(e, 0, "forward", s->micro_batch, start, end);
     return PLAIT_OK;
 }
 
@@ -306,7 +308,9 @@ static int run_backward(plait_executor *e, micro_slot *s, bool final) {
                 if (plait_grad_sync_mark_ready(e->sync, e->param_count - 1 - p) != PLAIT_OK) return PLAIT_ERROR;
     }
     s->input_grad = e->stage > 0 ? grad : NULL;
-    record(e, 0, "backward", s->micro_batch, start, plait_now());
+    double end = plait_now();
+    e->stats.backward_compute += end - start;
+    record(e, 0, "backward", s->micro_batch, start, end);
     return PLAIT_OK;
 }
 
