@@ -180,6 +180,7 @@ static void large_transfer_overlaps_computation(void) {
 
 int main(int argc, char **argv) {
     setenv("OMPI_MCA_btl", "self,tcp", 0); /* transfers as between machines */
+    setenv("PLAIT_DIST_PROGRESS_US", "50", 0); /* the progress thread, as ranks on several nodes run it */
     if (plait_dist_init(&argc, &argv) != PLAIT_OK) {
         fprintf(stderr, "%s\n", plait_last_error());
         return 1;

@@ -54,13 +54,15 @@ static long env_microseconds(const char *name, long fallback) {
 }
 
 /* PLAIT_DIST_PROGRESS_US sets the first pause after a transfer starts (default 50; 0 turns the thread
- * off), PLAIT_DIST_PROGRESS_MAX_US the longest (default 1000). */
+ * off), PLAIT_DIST_PROGRESS_MAX_US the longest (default 1000). Without PLAIT_DIST_PROGRESS_US the thread
+ * runs only when the ranks span several nodes: over shared memory the receiver copies a large message
+ * itself when it waits, and the thread's wake-ups only take time from computation. */
 static void transfer_started(void) {
     pthread_mutex_lock(&progress.lock);
     progress.pending++;
     progress.starts++;
     if (!progress.started) {
-        long microseconds = env_microseconds("PLAIT_DIST_PROGRESS_US", 50);
+        long microseconds = env_microseconds("PLAIT_DIST_PROGRESS_US", dist_state.one_node ? 0 : 50);
         long longest = env_microseconds("PLAIT_DIST_PROGRESS_MAX_US", 1000);
         if (longest < microseconds) longest = microseconds;
         if (microseconds > 0 && longest < 1000000) {

@@ -75,6 +75,13 @@ int plait_dist_init(int *argc, char ***argv) {
         PLAIT_OK)
         return PLAIT_ERROR;
     MPI_Comm_set_errhandler(dist_state.transfer_comm, MPI_ERRORS_RETURN);
+    MPI_Comm node = MPI_COMM_NULL;
+    int node_size = 0;
+    if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
+        MPI_Comm_size(node, &node_size);
+        MPI_Comm_free(&node);
+    }
+    dist_state.one_node = node_size == dist_state.size;
     if (dist_heartbeat_start() != PLAIT_OK) return PLAIT_ERROR;
     dist_state.initialized = true;
     return PLAIT_OK;
