@@ -9,6 +9,7 @@
  * gathers along W, one per column phase of the stride (phase_along), with that phase's taps flipped:
  * [phase][R][taps of the phase][Cpad]. */
 #include <omp.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "kernels/direct/depthwise.h"
@@ -141,14 +142,36 @@ static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
     return direct_max(1, direct_min(band, OH));
 }
 
+/* Per-thread tap sums of backward-weights, kept between calls; a call that finds them in use (another caller
+ * at the same time) allocates its own. */
+static struct {
+    atomic_flag busy;
+    float *data;
+    size_t floats;
+} weights_scratch = {ATOMIC_FLAG_INIT, NULL, 0};
+
 void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw) {
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     const int threads = plait_threads(), taps = R * S;
-    const size_t size = (size_t)taps * cpad;
-    /* Per-thread partial sums, allocated per call because the thread count may change between calls. */
-    float *partial = plait_alloc(size * (size_t)threads * sizeof(float));
-    if (!partial) return;
+    const size_t size = (size_t)taps * cpad, need = size * (size_t)threads;
+    /* per-thread partial sums: the shared ones when free (they grow on demand, the thread count may change),
+     * else this call's own */
+    bool shared = !atomic_flag_test_and_set(&weights_scratch.busy);
+    float *partial = shared ? weights_scratch.data : NULL;
+    if (!shared || weights_scratch.floats < need) {
+        if (shared) {
+            plait_free(weights_scratch.data);
+            weights_scratch.data = NULL;
+            weights_scratch.floats = 0;
+        }
+        partial = plait_alloc(need * sizeof(float));
+        if (!partial) {
+            if (shared) atomic_flag_clear(&weights_scratch.busy);
+            return;
+        }
+        if (shared) weights_scratch.data = partial, weights_scratch.floats = need;
+    }
     const plait_isa isa = direct_isa_resolved();
     const dw_band_fn fn = band_kernel(isa, R, S, d->stride_w);
     const int lanes = lanes_of(isa), full = fn ? C / lanes * lanes : 0;
@@ -166,18 +189,6 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
                 .R = R, .S = S, .SH = d->stride_h, .SW = d->stride_w, .pad_h = d->pad_h, .pad_w = d->pad_w,
                 .oh0 = oh0, .oh1 = direct_min(OH, oh0 + band), .acc = mine, .cpad = cpad,
             };
-            if (item + 1 < (long)d->batch * bands) { /* the next band, most likely this thread's */
-                int n1 = (int)((item + 1) / bands), b0 = (int)((item + 1) % bands) * band;
-                int b1 = direct_min(OH, b0 + band);
-                int h0 = direct_max(0, b0 * d->stride_h - d->pad_h);
-                int h1 = direct_min(H, (b1 - 1) * d->stride_h - d->pad_h + R);
-                if (h1 > h0) {
-                    j.prefetch[0] = (const char *)(x + (((size_t)n1 * H + h0) * W) * C);
-                    j.prefetch_bytes[0] = (size_t)(h1 - h0) * W * C * sizeof(float);
-                }
-                j.prefetch[1] = (const char *)(dy + (((size_t)n1 * OH + b0) * OW) * C);
-                j.prefetch_bytes[1] = (size_t)(b1 - b0) * OW * C * sizeof(float);
-            }
             if (full > 0) fn(&j, 0, full);
             if (full < C) dw_band_generic(&j, full, C);
         }
@@ -188,5 +199,8 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
             for (int i = 0; i < threads; i++) sum += partial[(size_t)i * size + (size_t)t * cpad + c];
             dw[(size_t)c * taps + t] += sum;
         }
-    plait_free(partial);
+    if (shared)
+        atomic_flag_clear(&weights_scratch.busy);
+    else
+        plait_free(partial);
 }

@@ -47,10 +47,6 @@ typedef struct dw_bandjob {
     int oh0, oh1;
     float *acc;
     int cpad;
-    /* Memory the thread reads next (the next band's rows of x and dy), pulled into L2 a slice per channel
-     * step: the strided per-vector sweeps would otherwise wait on it line by line. */
-    const char *prefetch[2];
-    size_t prefetch_bytes[2];
 } dw_bandjob;
 typedef void (*dw_band_fn)(const dw_bandjob *j, int c_begin, int c_end);
 

@@ -203,21 +203,8 @@ DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, c
                                   const int T, const int SETS, const int V) {
     int lo, hi, c = c_begin;
     DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
-    int steps = (c_end - c_begin) / (V * DW_LANES) + (V > 1 ? (c_end - c_begin) % (V * DW_LANES) / DW_LANES : 0);
-    size_t slice[2], done[2] = {0, 0};
-    for (int p = 0; p < 2; p++) slice[p] = steps > 0 ? (j->prefetch_bytes[p] / (size_t)steps + 63) / 64 * 64 : 0;
-    for (; c < c_end;) {
-        for (int p = 0; p < 2; p++)
-            for (size_t end = done[p] + slice[p]; done[p] < end && done[p] < j->prefetch_bytes[p]; done[p] += 64)
-                __builtin_prefetch(j->prefetch[p] + done[p], 0, 2);
-        if (c + V * DW_LANES <= c_end) {
-            DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V);
-            c += V * DW_LANES;
-        } else {
-            DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1);
-            c += DW_LANES;
-        }
-    }
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V);
+    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1);
 }
 
 #define DW_BAND(R, SW, T, SETS, V)                                                                     \
