@@ -2,7 +2,8 @@
  * which defines first:
  *   DW_VEC, DW_LANES, DW_LOAD(p), DW_STORE(p, v), DW_STREAM(p, v) (64-byte aligned), DW_FMA(a, b, c) = a*b + c,
  *   DW_ZERO(), DW_ADD(a, b), DW_NAME(name) (appends the ISA), DW_TILE_A, DW_TILE_B (output pixels per
- *   forward tile: the schedule picks one), DW_WTILE_3, DW_WTILE_5 (pixels per backward-weights tile).
+ *   forward tile: the schedule picks one), DW_WTILE_3, DW_WTILE_5 (pixels per backward-weights tile), DW_WSETS_3,
+ *   DW_WVEC_3, DW_WROWS_3 (copies of the 3x3 tap sums, channel vectors and output rows per tile).
  * Every loop bound below is a compile-time constant after inlining, so the sums live in registers.
  * Vectors run over channels (contiguous in NHWC); a tile is `T` output pixels along W x one channel vector:
  * the input vectors of one tap row are loaded once and feed every pixel and tap that uses them
@@ -130,24 +131,28 @@ dw_row_fn DW_NAME(dw_row)(int S, int SW) {
 
 /* ---- backward-weights bands (band_body: channel vectors outside rows and pixels, so the R*S sums of one
  * vector stay in registers over the whole band while the band's rows of x and dy stay in L2) ----
- * A tile holds T gradient vectors dy[ow..ow+T) in registers; each input vector of a tap row is loaded once
- * and multiplied into the R*S tap sums it meets. The sums are independent chains, kept twice (even and
- * odd pixels) when R*S is small, so the multiply-adds never wait on each other. */
+ * A tile holds the gradient vectors of T pixels dy[ow..ow+T) on M output rows in registers; each input
+ * vector of the (M-1)*SW + R rows they reach is loaded once and multiplied into every tap sum it meets (M
+ * rows cut the loads of x by up to R/M per output row: x is read at a stride of C floats, one cache line a
+ * pixel). The sums are independent chains, kept twice (alternating pixels) when there are few of them, so
+ * the multiply-adds never wait on each other. M > 1 needs the same stride along H and W (SW). */
 
 DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
-                                  const int S, const int SW, const int T, const int SETS, const int V,
+                                  const int S, const int SW, const int T, const int SETS, const int V, const int M,
                                   const bool checked) {
-    DW_VEC g[2][16];
-    const float *grad = j->dy + (ptrdiff_t)oh * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c;
+    DW_VEC g[2][3][8];
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
-#pragma GCC unroll 16
-        for (int m = 0; m < T; m++)
-            g[v][m] = !checked || m < t ? DW_LOAD(grad + m * j->dy_pixel + v * DW_LANES) : DW_ZERO();
-    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad_w, ih0 = oh * j->SH - j->pad_h;
-#pragma GCC unroll 5
-    for (int r = 0; r < R; r++) {
-        int ih = ih0 + r;
+#pragma GCC unroll 3
+        for (int m = 0; m < M; m++) {
+            const float *grad = j->dy + (ptrdiff_t)(oh + m) * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c + v * DW_LANES;
+#pragma GCC unroll 8
+            for (int p = 0; p < T; p++) g[v][m][p] = !checked || p < t ? DW_LOAD(grad + p * j->dy_pixel) : DW_ZERO();
+        }
+    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad_w, SH = M > 1 ? SW : j->SH, ih0 = oh * SH - j->pad_h;
+#pragma GCC unroll 9
+    for (int q = 0; q < (M - 1) * SW + R; q++) {
+        int ih = ih0 + q;
         if (ih < 0 || ih >= j->H) continue;
         const float *in = j->x + (ptrdiff_t)ih * j->x_row + c + (ptrdiff_t)i0 * j->x_pixel;
 #pragma GCC unroll 40
@@ -158,12 +163,17 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
             for (int v = 0; v < V; v++) {
                 DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
                 DW_KEEP(xv);
+#pragma GCC unroll 3
+                for (int m = 0; m < M; m++) {
+                    int r = q - m * SW;
+                    if (r < 0 || r >= R) continue;
 #pragma GCC unroll 5
-                for (int s = 0; s < S; s++) {
-                    int d = k - s;
-                    if (d >= 0 && d % SW == 0 && d / SW < T) {
-                        int a = (v * SETS + (d / SW) % SETS) * R * S + r * S + s;
-                        acc[a] = DW_FMA(xv, g[v][d / SW], acc[a]);
+                    for (int s = 0; s < S; s++) {
+                        int d = k - s;
+                        if (d >= 0 && d % SW == 0 && d / SW < T) {
+                            int a = (v * SETS + (d / SW + m) % SETS) * R * S + r * S + s;
+                            acc[a] = DW_FMA(xv, g[v][m][d / SW], acc[a]);
+                        }
                     }
                 }
             }
@@ -171,21 +181,28 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
     }
 }
 
-/* The whole band for V channel vectors from c. */
+/* One band row (M rows from oh) of tiles: borders one pixel at a time, the interior in tiles of T, 4, 2, 1. */
+DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int hi, DW_VEC *acc, const int R,
+                                 const int S, const int SW, const int T, const int SETS, const int V, const int M) {
+    int o = 0;
+    for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
+    for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, false);
+    if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, M, false), o += 4;
+    if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, M, false), o += 2;
+    if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, false), o += 1;
+    for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
+}
+
+/* The whole band for V channel vectors from c, M output rows at a time while the strides match. */
 DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi, const int R, const int S,
-                                     const int SW, const int T, const int SETS, const int V) {
+                                     const int SW, const int T, const int SETS, const int V, const int M) {
     DW_VEC acc[2 * 25];
 #pragma GCC unroll 50
     for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
-    for (int oh = j->oh0; oh < j->oh1; oh++) {
-        int o = 0;
-        for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
-        for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, false);
-        if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, false), o += 4;
-        if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, false), o += 2;
-        if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, false), o += 1;
-        for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
-    }
+    int oh = j->oh0;
+    if (M > 1 && j->SH == SW)
+        for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
+    for (; oh < j->oh1; oh++) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 25
@@ -200,19 +217,20 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi,
 /* Channel vectors (V at a time) outside rows and pixels: their R*S sums stay in registers over the whole
  * band, and the band's rows of x and dy stay in L2 for the next vectors. */
 DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
-                                  const int T, const int SETS, const int V) {
+                                  const int T, const int SETS, const int V, const int M) {
     int lo, hi, c = c_begin;
     DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V);
-    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1);
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V, M);
+    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1, M);
 }
 
-#define DW_BAND(R, SW, T, SETS, V)                                                                     \
+#define DW_BAND(R, SW, T, SETS, V, M)                                                                  \
     static void DW_NAME(band_##R##_##SW)(const dw_bandjob *j, int c_begin, int c_end) {                \
-        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V);                                   \
+        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V, M);                                \
     }
-DW_BAND(3, 1, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3) DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3)
-DW_BAND(5, 1, DW_WTILE_5, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1)
+DW_BAND(3, 1, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3, DW_WROWS_3)
+DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3, DW_WROWS_3)
+DW_BAND(5, 1, DW_WTILE_5, 1, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1, 1)
 
 dw_band_fn DW_NAME(dw_band)(int R, int S, int SW) {
     if (R == 3 && S == 3) return SW == 1 ? DW_NAME(band_3_1) : SW == 2 ? DW_NAME(band_3_2) : NULL;
