@@ -28,57 +28,83 @@ DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, in
 
 /* ---- forward-type rows ---- */
 
-/* T pixels from o0 (the first t of them when checked) x V channel vectors from c: V > 1 gives small tiles
- * enough independent sums to hide the multiply-add latency. */
-DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
-                                 const int V, const bool checked) {
-    DW_VEC acc[4][16];
-#pragma GCC unroll 4
-    for (int v = 0; v < V; v++)
-#pragma GCC unroll 16
-        for (int m = 0; m < T; m++) acc[v][m] = DW_ZERO();
-    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad;
-    for (int r = 0; r < j->rows; r++) {
-        const float *in = j->in + r * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
-        const float *wt = j->wt + r * j->wt_row + c;
-        DW_VEC w[4][5];
+/* Input row q of a tile (relative to j->in) into the sums of its output rows m < M with FIRST <= m <= LAST,
+ * which meet it through tap row r = q - m*SW. */
+DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int q, int i0, int c, const int S,
+                                  const int SW, const int T, const int V, const int M, const int FIRST,
+                                  const int LAST, const bool checked) {
+    const float *in = j->in + q * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
+    DW_VEC w[4][2][5];
+#pragma GCC unroll 2
+    for (int m = FIRST; m <= LAST && m < M; m++) {
+        const float *wt = j->wt + (q - m * SW) * j->wt_row + c;
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++)
 #pragma GCC unroll 5
-            for (int s = 0; s < S; s++) w[v][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
+            for (int s = 0; s < S; s++) w[v][m][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
+    }
+    const int K = (T - 1) * SW + S;
 #pragma GCC unroll 40
-        for (int k = 0; k < K; k++) {
-            int i = i0 + k;
-            bool inside = !checked || (i >= 0 && i < j->in_w);
+    for (int k = 0; k < K; k++) {
+        int i = i0 + k;
+        bool inside = !checked || (i >= 0 && i < j->in_w);
 #pragma GCC unroll 4
-            for (int v = 0; v < V; v++) {
-                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
-                DW_KEEP(xv);
+        for (int v = 0; v < V; v++) {
+            DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+            DW_KEEP(xv);
+#pragma GCC unroll 2
+            for (int m = FIRST; m <= LAST && m < M; m++)
 #pragma GCC unroll 5
                 for (int s = 0; s < S; s++) {
                     int d = k - s;
-                    if (d >= 0 && d % SW == 0 && d / SW < T) acc[v][d / SW] = DW_FMA(xv, w[v][s], acc[v][d / SW]);
+                    if (d >= 0 && d % SW == 0 && d / SW < T)
+                        acc[v][m][d / SW] = DW_FMA(xv, w[v][m][s], acc[v][m][d / SW]);
                 }
-            }
         }
     }
-    float *out = j->out + (ptrdiff_t)o0 * j->out_pixel + c;
+}
+
+/* T pixels from o0 (the first t of them when checked) on M output rows x V channel vectors from c: V > 1
+ * gives small tiles enough independent sums to hide the multiply-add latency; M = 2 reads the input rows
+ * the two output rows share once (the rows are SW input rows apart, all j->rows tap rows inside). */
+DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
+                                 const int V, const int M, const bool checked) {
+    DW_VEC acc[4][2][16];
 #pragma GCC unroll 4
-    for (int v = 0; v < V; v++) {
-        if (j->stream && !checked) {
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 2
+        for (int m = 0; m < M; m++)
 #pragma GCC unroll 16
-            for (int m = 0; m < T; m++) DW_STREAM(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
-        } else {
+            for (int p = 0; p < T; p++) acc[v][m][p] = DW_ZERO();
+    const int i0 = o0 * SW - j->pad, rows = j->rows;
+    if (M == 1) {
+        for (int q = 0; q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 0, checked);
+    } else {
+        int q = 0;
+        for (; q < SW && q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 0, checked);
+        for (; q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 1, checked);
+        for (; q < rows + SW; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 1, 1, checked);
+    }
+#pragma GCC unroll 2
+    for (int m = 0; m < M; m++) {
+        float *out = j->out + m * j->out_row + (ptrdiff_t)o0 * j->out_pixel + c;
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+            if (j->stream && !checked) {
 #pragma GCC unroll 16
-            for (int m = 0; m < T; m++)
-                if (!checked || m < t) DW_STORE(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+                for (int p = 0; p < T; p++) DW_STREAM(out + p * j->out_pixel + v * DW_LANES, acc[v][m][p]);
+            } else {
+#pragma GCC unroll 16
+                for (int p = 0; p < T; p++)
+                    if (!checked || p < t) DW_STORE(out + p * j->out_pixel + v * DW_LANES, acc[v][m][p]);
+            }
         }
     }
 }
 
 DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_end, const int S, const int SW,
-                                  const int T, const bool checked) {
-    const int V = T <= 2 ? 4 : T <= 4 ? 2 : 1;
+                                  const int T, const int M, const bool checked) {
+    const int V = M == 2 ? (T <= 2 && DW_LANES == 16 ? 2 : 1) : T <= 2 ? 4 : T <= 4 ? 2 : 1;
     if (j->prefetch) {
         int p0 = o * SW - j->pad, p1 = (o + T) * SW - j->pad;
         p0 = p0 < 0 ? 0 : p0;
@@ -89,34 +115,37 @@ DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_
                     __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
     }
     int c = c_begin;
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, V, checked);
-    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, 1, checked);
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, V, M, checked);
+    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, 1, M, checked);
 }
 
 /* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Within a
  * block of channels, pixel tiles outside channel vectors, so input rows are read front to back. */
-DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T) {
+DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T,
+                                 const int M) {
     int lo, hi;
     DW_NAME(interior)(j->pad, S, SW, j->in_w, j->out_w, &lo, &hi);
     const int block = j->cblock > 0 ? j->cblock : c_end - c_begin;
     for (int cb = c_begin; cb < c_end; cb += block) {
         int ce = c_end - cb < block ? c_end : cb + block, o = 0;
-        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
-        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, T, false);
-        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 8, false), o += 8;
-        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 4, false), o += 4;
-        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 2, false), o += 2;
-        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, false), o += 1;
-        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
+        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, M, true);
+        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, T, M, false);
+        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 8, M, false), o += 8;
+        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 4, M, false), o += 4;
+        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 2, M, false), o += 2;
+        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, M, false), o += 1;
+        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, M, true);
     }
 }
 
 #define DW_ROW(S, SW)                                                                                  \
     static void DW_NAME(row_##S##_##SW)(const dw_rowjob *j, int c_begin, int c_end) {                  \
-        if (j->tile <= DW_TILE_A)                                                                      \
-            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_A);                                    \
+        if (j->out_rows == 2)                                                                          \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_2, 2);                                 \
+        else if (j->tile <= DW_TILE_A)                                                                 \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_A, 1);                                 \
         else                                                                                           \
-            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_B);                                    \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_B, 1);                                 \
     }
 DW_ROW(1, 1) DW_ROW(2, 1) DW_ROW(3, 1) DW_ROW(4, 1) DW_ROW(5, 1)
 DW_ROW(1, 2) DW_ROW(2, 2) DW_ROW(3, 2) DW_ROW(4, 2) DW_ROW(5, 2)
