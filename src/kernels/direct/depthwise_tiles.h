@@ -34,9 +34,10 @@ DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int 
                                   const int SW, const int T, const int V, const int M, const int FIRST,
                                   const int LAST, const bool checked) {
     const float *in = j->in + q * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
+    const int end = LAST < M ? LAST + 1 : M;
     DW_VEC w[4][2][5];
 #pragma GCC unroll 2
-    for (int m = FIRST; m <= LAST && m < M; m++) {
+    for (int m = FIRST; m < end; m++) {
         const float *wt = j->wt + (q - m * SW) * j->wt_row + c;
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++)
@@ -53,7 +54,7 @@ DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int 
             DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
             DW_KEEP(xv);
 #pragma GCC unroll 2
-            for (int m = FIRST; m <= LAST && m < M; m++)
+            for (int m = FIRST; m < end; m++)
 #pragma GCC unroll 5
                 for (int s = 0; s < S; s++) {
                     int d = k - s;
