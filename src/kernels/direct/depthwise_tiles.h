@@ -28,6 +28,54 @@ DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, in
 
 /* ---- forward-type rows ---- */
 
+/* T pixels from o0 (the first t of them when checked) of one output row x V channel vectors from c: V > 1
+ * gives small tiles enough independent sums to hide the multiply-add latency. */
+DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
+                                 const int V, const bool checked) {
+    DW_VEC acc[4][16];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < T; m++) acc[v][m] = DW_ZERO();
+    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad;
+    for (int r = 0; r < j->rows; r++) {
+        const float *in = j->in + r * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
+        const float *wt = j->wt + r * j->wt_row + c;
+        DW_VEC w[4][5];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+#pragma GCC unroll 5
+            for (int s = 0; s < S; s++) w[v][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
+#pragma GCC unroll 40
+        for (int k = 0; k < K; k++) {
+            int i = i0 + k;
+            bool inside = !checked || (i >= 0 && i < j->in_w);
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) {
+                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+                DW_KEEP(xv);
+#pragma GCC unroll 5
+                for (int s = 0; s < S; s++) {
+                    int d = k - s;
+                    if (d >= 0 && d % SW == 0 && d / SW < T) acc[v][d / SW] = DW_FMA(xv, w[v][s], acc[v][d / SW]);
+                }
+            }
+        }
+    }
+    float *out = j->out + (ptrdiff_t)o0 * j->out_pixel + c;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++) {
+        if (j->stream && !checked) {
+#pragma GCC unroll 16
+            for (int m = 0; m < T; m++) DW_STREAM(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+        } else {
+#pragma GCC unroll 16
+            for (int m = 0; m < T; m++)
+                if (!checked || m < t) DW_STORE(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+        }
+    }
+}
+
 /* Input row q of a tile (relative to j->in) into the sums of its output rows m < M with FIRST <= m <= LAST,
  * which meet it through tap row r = q - m*SW. */
 DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int q, int i0, int c, const int S,
@@ -65,11 +113,11 @@ DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int 
     }
 }
 
-/* T pixels from o0 (the first t of them when checked) on M output rows x V channel vectors from c: V > 1
- * gives small tiles enough independent sums to hide the multiply-add latency; M = 2 reads the input rows
- * the two output rows share once (the rows are SW input rows apart, all j->rows tap rows inside). */
-DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
-                                 const int V, const int M, const bool checked) {
+/* The same on two output rows (SW input rows apart, all j->rows tap rows inside for both): the input rows
+ * they share are read once. */
+DW_INLINE void DW_NAME(row_tile2)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
+                                  const int V, const bool checked) {
+    const int M = 2;
     DW_VEC acc[4][2][16];
 #pragma GCC unroll 4
     for (int v = 0; v < V; v++)
@@ -78,14 +126,10 @@ DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const
 #pragma GCC unroll 16
             for (int p = 0; p < T; p++) acc[v][m][p] = DW_ZERO();
     const int i0 = o0 * SW - j->pad, rows = j->rows;
-    if (M == 1) {
-        for (int q = 0; q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 0, checked);
-    } else {
-        int q = 0;
-        for (; q < SW && q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 0, checked);
-        for (; q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 1, checked);
-        for (; q < rows + SW; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 1, 1, checked);
-    }
+    int q = 0;
+    for (; q < SW && q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 0, checked);
+    for (; q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 1, checked);
+    for (; q < rows + SW; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 1, 1, checked);
 #pragma GCC unroll 2
     for (int m = 0; m < M; m++) {
         float *out = j->out + m * j->out_row + (ptrdiff_t)o0 * j->out_pixel + c;
@@ -116,8 +160,13 @@ DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_
                     __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
     }
     int c = c_begin;
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, V, M, checked);
-    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, 1, M, checked);
+    if (M == 2) {
+        for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile2)(j, o, T, c, S, SW, T, V, checked);
+        for (; c < c_end; c += DW_LANES) DW_NAME(row_tile2)(j, o, T, c, S, SW, T, 1, checked);
+        return;
+    }
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile1)(j, o, T, c, S, SW, T, V, checked);
+    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile1)(j, o, T, c, S, SW, T, 1, checked);
 }
 
 /* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Within a
