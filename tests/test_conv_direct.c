@@ -164,7 +164,8 @@ static void random_shapes(void) { for_each_isa(random_shapes_body); }
 
 /* Depthwise: every kernel (3x3, 5x5), stride (1, 2) and padding (0-2) on odd sizes and channel counts off
  * the vector width (3, 17, 33), plus shapes that reach the wide pixel tiles and their remainders (width 40),
- * several 128-channel blocks with a partial one (160) and two vectors per tile (64). */
+ * several 128-channel blocks with a partial one (160), two vectors per tile (64), and odd row counts, so
+ * forward row pairs and two-row backward-weights tiles leave a single row. */
 static void depthwise_shapes_body(void) {
     static const int kernels[] = {3, 5}, sizes_hw[] = {7, 13}, channels[] = {3, 17, 33};
     unsigned long seed = 4000;
@@ -183,6 +184,11 @@ static void depthwise_shapes_body(void) {
         {2, 9, 40, 17, 17, 3, 3, 1, 1, 1, 1, 17},  {1, 11, 40, 33, 33, 3, 3, 2, 2, 1, 1, 33},
         {1, 6, 40, 64, 64, 5, 5, 1, 1, 2, 2, 64},  {1, 7, 41, 64, 64, 5, 5, 2, 2, 2, 2, 64},
         {2, 7, 7, 160, 160, 3, 3, 1, 1, 1, 1, 160}, {1, 9, 9, 160, 160, 3, 3, 2, 2, 1, 1, 160},
+        /* strides that differ along H and W (no row pairs, one-row backward-weights tiles), 24 channels (a
+         * whole AVX2 vector past the last AVX-512 one), an even 5x5 layer, 96 channels on paired rows */
+        {1, 9, 11, 33, 33, 3, 3, 1, 2, 1, 1, 33},  {2, 11, 9, 48, 48, 3, 3, 2, 1, 1, 1, 48},
+        {2, 8, 8, 24, 24, 3, 3, 1, 1, 0, 0, 24},   {1, 10, 12, 48, 48, 5, 5, 1, 1, 2, 2, 48},
+        {2, 12, 12, 96, 96, 3, 3, 1, 1, 1, 1, 96},
     };
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_all_directions(&wide[i], seed++);
 }

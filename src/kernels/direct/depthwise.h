@@ -22,6 +22,10 @@ typedef struct dw_rowjob {
     float *out;
     ptrdiff_t out_pixel;
     int out_w;
+    /* 1, or 2: also the output row out + out_row, whose input rows start SW rows of in further down (SW the
+     * row stride; all `rows` tap rows inside for both) */
+    int out_rows;
+    ptrdiff_t out_row;
     int tile;   /* output pixels per register tile (vector paths; clamped to what the ISA holds) */
     int cblock; /* channels per block (a multiple of 16; 0 = all): pixel tiles run inside a block */
     bool stream; /* non-temporal stores: the output is too large to stay in cache for its reader */
@@ -47,10 +51,6 @@ typedef struct dw_bandjob {
     int oh0, oh1;
     float *acc;
     int cpad;
-    /* Memory the thread reads next (the next band's rows of x and dy), pulled into L2 a slice per channel
-     * step: the strided per-vector sweeps would otherwise wait on it line by line. */
-    const char *prefetch[2];
-    size_t prefetch_bytes[2];
 } dw_bandjob;
 typedef void (*dw_band_fn)(const dw_bandjob *j, int c_begin, int c_end);
 

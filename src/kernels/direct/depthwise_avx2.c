@@ -13,8 +13,10 @@
 #define DW_NAME(name) name##_avx2
 #define DW_TILE_A 4
 #define DW_TILE_B 8
-#define DW_WTILE_3 4
+#define DW_TILE_2 4
+#define DW_WTILE_3 2
 #define DW_WSETS_3 1
+#define DW_WROWS_3 2
 #define DW_WVEC_3 1
 #define DW_WTILE_5 2
 

@@ -4,6 +4,15 @@
 #include "kernels/direct/depthwise.h"
 
 void dw_row_generic(const dw_rowjob *j, int c_begin, int c_end) {
+    if (j->out_rows == 2) {
+        dw_rowjob one = *j;
+        one.out_rows = 1;
+        dw_row_generic(&one, c_begin, c_end);
+        one.in += j->SW * j->in_row;
+        one.out += j->out_row;
+        dw_row_generic(&one, c_begin, c_end);
+        return;
+    }
     for (int o = 0; o < j->out_w; o++) {
         float *restrict out = j->out + (ptrdiff_t)o * j->out_pixel;
         for (int c = c_begin; c < c_end; c++) out[c] = 0.0f;

@@ -2,7 +2,8 @@
  * which defines first:
  *   DW_VEC, DW_LANES, DW_LOAD(p), DW_STORE(p, v), DW_STREAM(p, v) (64-byte aligned), DW_FMA(a, b, c) = a*b + c,
  *   DW_ZERO(), DW_ADD(a, b), DW_NAME(name) (appends the ISA), DW_TILE_A, DW_TILE_B (output pixels per
- *   forward tile: the schedule picks one), DW_WTILE_3, DW_WTILE_5 (pixels per backward-weights tile).
+ *   forward tile: the schedule picks one), DW_WTILE_3, DW_WTILE_5 (pixels per backward-weights tile), DW_WSETS_3,
+ *   DW_WVEC_3, DW_WROWS_3 (copies of the 3x3 tap sums, channel vectors and output rows per tile).
  * Every loop bound below is a compile-time constant after inlining, so the sums live in registers.
  * Vectors run over channels (contiguous in NHWC); a tile is `T` output pixels along W x one channel vector:
  * the input vectors of one tap row are loaded once and feed every pixel and tap that uses them
@@ -27,9 +28,9 @@ DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, in
 
 /* ---- forward-type rows ---- */
 
-/* T pixels from o0 (the first t of them when checked) x V channel vectors from c: V > 1 gives small tiles
- * enough independent sums to hide the multiply-add latency. */
-DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
+/* T pixels from o0 (the first t of them when checked) of one output row x V channel vectors from c: V > 1
+ * gives small tiles enough independent sums to hide the multiply-add latency. */
+DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
                                  const int V, const bool checked) {
     DW_VEC acc[4][16];
 #pragma GCC unroll 4
@@ -75,9 +76,80 @@ DW_INLINE void DW_NAME(row_tile)(const dw_rowjob *j, int o0, int t, int c, const
     }
 }
 
+/* Input row q of a tile (relative to j->in) into the sums of its output rows m < M with FIRST <= m <= LAST,
+ * which meet it through tap row r = q - m*SW. */
+DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int q, int i0, int c, const int S,
+                                  const int SW, const int T, const int V, const int M, const int FIRST,
+                                  const int LAST, const bool checked) {
+    const float *in = j->in + q * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
+    const int end = LAST < M ? LAST + 1 : M;
+    DW_VEC w[4][2][5];
+#pragma GCC unroll 2
+    for (int m = FIRST; m < end; m++) {
+        const float *wt = j->wt + (q - m * SW) * j->wt_row + c;
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+#pragma GCC unroll 5
+            for (int s = 0; s < S; s++) w[v][m][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
+    }
+    const int K = (T - 1) * SW + S;
+#pragma GCC unroll 40
+    for (int k = 0; k < K; k++) {
+        int i = i0 + k;
+        bool inside = !checked || (i >= 0 && i < j->in_w);
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+            DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+            DW_KEEP(xv);
+#pragma GCC unroll 2
+            for (int m = FIRST; m < end; m++)
+#pragma GCC unroll 5
+                for (int s = 0; s < S; s++) {
+                    int d = k - s;
+                    if (d >= 0 && d % SW == 0 && d / SW < T)
+                        acc[v][m][d / SW] = DW_FMA(xv, w[v][m][s], acc[v][m][d / SW]);
+                }
+        }
+    }
+}
+
+/* The same on two output rows (SW input rows apart, all j->rows tap rows inside for both): the input rows
+ * they share are read once. */
+DW_INLINE void DW_NAME(row_tile2)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
+                                  const int V, const bool checked) {
+    const int M = 2;
+    DW_VEC acc[4][2][16];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 2
+        for (int m = 0; m < M; m++)
+#pragma GCC unroll 16
+            for (int p = 0; p < T; p++) acc[v][m][p] = DW_ZERO();
+    const int i0 = o0 * SW - j->pad, rows = j->rows;
+    int q = 0;
+    for (; q < SW && q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 0, checked);
+    for (; q < rows; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 0, 1, checked);
+    for (; q < rows + SW; q++) DW_NAME(row_input)(j, acc, q, i0, c, S, SW, T, V, M, 1, 1, checked);
+#pragma GCC unroll 2
+    for (int m = 0; m < M; m++) {
+        float *out = j->out + m * j->out_row + (ptrdiff_t)o0 * j->out_pixel + c;
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++) {
+            if (j->stream && !checked) {
+#pragma GCC unroll 16
+                for (int p = 0; p < T; p++) DW_STREAM(out + p * j->out_pixel + v * DW_LANES, acc[v][m][p]);
+            } else {
+#pragma GCC unroll 16
+                for (int p = 0; p < T; p++)
+                    if (!checked || p < t) DW_STORE(out + p * j->out_pixel + v * DW_LANES, acc[v][m][p]);
+            }
+        }
+    }
+}
+
 DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_end, const int S, const int SW,
-                                  const int T, const bool checked) {
-    const int V = T <= 2 ? 4 : T <= 4 ? 2 : 1;
+                                  const int T, const int M, const bool checked) {
+    const int V = M == 2 ? (T <= 2 && DW_LANES == 16 ? 2 : 1) : T <= 2 ? 4 : T <= 4 ? 2 : 1;
     if (j->prefetch) {
         int p0 = o * SW - j->pad, p1 = (o + T) * SW - j->pad;
         p0 = p0 < 0 ? 0 : p0;
@@ -88,34 +160,42 @@ DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_
                     __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
     }
     int c = c_begin;
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, V, checked);
-    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile)(j, o, T, c, S, SW, T, 1, checked);
+    if (M == 2) {
+        for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile2)(j, o, T, c, S, SW, T, V, checked);
+        for (; c < c_end; c += DW_LANES) DW_NAME(row_tile2)(j, o, T, c, S, SW, T, 1, checked);
+        return;
+    }
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile1)(j, o, T, c, S, SW, T, V, checked);
+    for (; c < c_end; c += DW_LANES) DW_NAME(row_tile1)(j, o, T, c, S, SW, T, 1, checked);
 }
 
 /* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Within a
  * block of channels, pixel tiles outside channel vectors, so input rows are read front to back. */
-DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T) {
+DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T,
+                                 const int M) {
     int lo, hi;
     DW_NAME(interior)(j->pad, S, SW, j->in_w, j->out_w, &lo, &hi);
     const int block = j->cblock > 0 ? j->cblock : c_end - c_begin;
     for (int cb = c_begin; cb < c_end; cb += block) {
         int ce = c_end - cb < block ? c_end : cb + block, o = 0;
-        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
-        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, T, false);
-        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 8, false), o += 8;
-        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 4, false), o += 4;
-        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 2, false), o += 2;
-        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, false), o += 1;
-        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, true);
+        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, M, true);
+        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, T, M, false);
+        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 8, M, false), o += 8;
+        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 4, M, false), o += 4;
+        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 2, M, false), o += 2;
+        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, M, false), o += 1;
+        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, cb, ce, S, SW, 1, M, true);
     }
 }
 
 #define DW_ROW(S, SW)                                                                                  \
     static void DW_NAME(row_##S##_##SW)(const dw_rowjob *j, int c_begin, int c_end) {                  \
-        if (j->tile <= DW_TILE_A)                                                                      \
-            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_A);                                    \
+        if (j->out_rows == 2)                                                                          \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_2, 2);                                 \
+        else if (j->tile <= DW_TILE_A)                                                                 \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_A, 1);                                 \
         else                                                                                           \
-            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_B);                                    \
+            DW_NAME(row_body)(j, c_begin, c_end, S, SW, DW_TILE_B, 1);                                 \
     }
 DW_ROW(1, 1) DW_ROW(2, 1) DW_ROW(3, 1) DW_ROW(4, 1) DW_ROW(5, 1)
 DW_ROW(1, 2) DW_ROW(2, 2) DW_ROW(3, 2) DW_ROW(4, 2) DW_ROW(5, 2)
@@ -130,24 +210,28 @@ dw_row_fn DW_NAME(dw_row)(int S, int SW) {
 
 /* ---- backward-weights bands (band_body: channel vectors outside rows and pixels, so the R*S sums of one
  * vector stay in registers over the whole band while the band's rows of x and dy stay in L2) ----
- * A tile holds T gradient vectors dy[ow..ow+T) in registers; each input vector of a tap row is loaded once
- * and multiplied into the R*S tap sums it meets. The sums are independent chains, kept twice (even and
- * odd pixels) when R*S is small, so the multiply-adds never wait on each other. */
+ * A tile holds the gradient vectors of T pixels dy[ow..ow+T) on M output rows in registers; each input
+ * vector of the (M-1)*SW + R rows they reach is loaded once and multiplied into every tap sum it meets (M
+ * rows cut the loads of x by up to R/M per output row: x is read at a stride of C floats, one cache line a
+ * pixel). The sums are independent chains, kept twice (alternating pixels) when there are few of them, so
+ * the multiply-adds never wait on each other. M > 1 needs the same stride along H and W (SW). */
 
 DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
-                                  const int S, const int SW, const int T, const int SETS, const int V,
+                                  const int S, const int SW, const int T, const int SETS, const int V, const int M,
                                   const bool checked) {
-    DW_VEC g[2][16];
-    const float *grad = j->dy + (ptrdiff_t)oh * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c;
+    DW_VEC g[2][3][8];
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
-#pragma GCC unroll 16
-        for (int m = 0; m < T; m++)
-            g[v][m] = !checked || m < t ? DW_LOAD(grad + m * j->dy_pixel + v * DW_LANES) : DW_ZERO();
-    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad_w, ih0 = oh * j->SH - j->pad_h;
-#pragma GCC unroll 5
-    for (int r = 0; r < R; r++) {
-        int ih = ih0 + r;
+#pragma GCC unroll 3
+        for (int m = 0; m < M; m++) {
+            const float *grad = j->dy + (ptrdiff_t)(oh + m) * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c + v * DW_LANES;
+#pragma GCC unroll 8
+            for (int p = 0; p < T; p++) g[v][m][p] = !checked || p < t ? DW_LOAD(grad + p * j->dy_pixel) : DW_ZERO();
+        }
+    const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad_w, SH = M > 1 ? SW : j->SH, ih0 = oh * SH - j->pad_h;
+#pragma GCC unroll 9
+    for (int q = 0; q < (M - 1) * SW + R; q++) {
+        int ih = ih0 + q;
         if (ih < 0 || ih >= j->H) continue;
         const float *in = j->x + (ptrdiff_t)ih * j->x_row + c + (ptrdiff_t)i0 * j->x_pixel;
 #pragma GCC unroll 40
@@ -158,12 +242,17 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
             for (int v = 0; v < V; v++) {
                 DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
                 DW_KEEP(xv);
+#pragma GCC unroll 3
+                for (int m = 0; m < M; m++) {
+                    int r = q - m * SW;
+                    if (r < 0 || r >= R) continue;
 #pragma GCC unroll 5
-                for (int s = 0; s < S; s++) {
-                    int d = k - s;
-                    if (d >= 0 && d % SW == 0 && d / SW < T) {
-                        int a = (v * SETS + (d / SW) % SETS) * R * S + r * S + s;
-                        acc[a] = DW_FMA(xv, g[v][d / SW], acc[a]);
+                    for (int s = 0; s < S; s++) {
+                        int d = k - s;
+                        if (d >= 0 && d % SW == 0 && d / SW < T) {
+                            int a = (v * SETS + (d / SW + m) % SETS) * R * S + r * S + s;
+                            acc[a] = DW_FMA(xv, g[v][m][d / SW], acc[a]);
+                        }
                     }
                 }
             }
@@ -171,21 +260,28 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
     }
 }
 
-/* The whole band for V channel vectors from c. */
+/* One band row (M rows from oh) of tiles: borders one pixel at a time, the interior in tiles of T, 4, 2, 1. */
+DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int hi, DW_VEC *acc, const int R,
+                                 const int S, const int SW, const int T, const int SETS, const int V, const int M) {
+    int o = 0;
+    for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
+    for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, false);
+    if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, M, false), o += 4;
+    if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, M, false), o += 2;
+    if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, false), o += 1;
+    for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
+}
+
+/* The whole band for V channel vectors from c, M output rows at a time while the strides match. */
 DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi, const int R, const int S,
-                                     const int SW, const int T, const int SETS, const int V) {
+                                     const int SW, const int T, const int SETS, const int V, const int M) {
     DW_VEC acc[2 * 25];
 #pragma GCC unroll 50
     for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
-    for (int oh = j->oh0; oh < j->oh1; oh++) {
-        int o = 0;
-        for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
-        for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, false);
-        if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, false), o += 4;
-        if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, false), o += 2;
-        if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, false), o += 1;
-        for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, true);
-    }
+    int oh = j->oh0;
+    if (M > 1 && j->SH == SW)
+        for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
+    for (; oh < j->oh1; oh++) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 25
@@ -200,32 +296,20 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi,
 /* Channel vectors (V at a time) outside rows and pixels: their R*S sums stay in registers over the whole
  * band, and the band's rows of x and dy stay in L2 for the next vectors. */
 DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
-                                  const int T, const int SETS, const int V) {
+                                  const int T, const int SETS, const int V, const int M) {
     int lo, hi, c = c_begin;
     DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
-    int steps = (c_end - c_begin) / (V * DW_LANES) + (V > 1 ? (c_end - c_begin) % (V * DW_LANES) / DW_LANES : 0);
-    size_t slice[2], done[2] = {0, 0};
-    for (int p = 0; p < 2; p++) slice[p] = steps > 0 ? (j->prefetch_bytes[p] / (size_t)steps + 63) / 64 * 64 : 0;
-    for (; c < c_end;) {
-        for (int p = 0; p < 2; p++)
-            for (size_t end = done[p] + slice[p]; done[p] < end && done[p] < j->prefetch_bytes[p]; done[p] += 64)
-                __builtin_prefetch(j->prefetch[p] + done[p], 0, 2);
-        if (c + V * DW_LANES <= c_end) {
-            DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V);
-            c += V * DW_LANES;
-        } else {
-            DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1);
-            c += DW_LANES;
-        }
-    }
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V, M);
+    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1, M);
 }
 
-#define DW_BAND(R, SW, T, SETS, V)                                                                     \
+#define DW_BAND(R, SW, T, SETS, V, M)                                                                  \
     static void DW_NAME(band_##R##_##SW)(const dw_bandjob *j, int c_begin, int c_end) {                \
-        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V);                                   \
+        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V, M);                                \
     }
-DW_BAND(3, 1, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3) DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3)
-DW_BAND(5, 1, DW_WTILE_5, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1)
+DW_BAND(3, 1, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3, DW_WROWS_3)
+DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3, DW_WROWS_3)
+DW_BAND(5, 1, DW_WTILE_5, 1, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1, 1)
 
 dw_band_fn DW_NAME(dw_band)(int R, int S, int SW) {
     if (R == 3 && S == 3) return SW == 1 ? DW_NAME(band_3_1) : SW == 2 ? DW_NAME(band_3_2) : NULL;
