@@ -23,8 +23,7 @@ static void depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
 
 static void depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw,
                                        void *workspace) {
-    (void)workspace;
-    direct_depthwise_backward_weights(d, x, dy, dw);
+    direct_depthwise_backward_weights(d, x, dy, dw, workspace);
 }
 
 const plait_conv2d_kernel plait_conv2d_depthwise_direct = {

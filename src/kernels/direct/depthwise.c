@@ -9,7 +9,6 @@
  * gathers along W, one per column phase of the stride (phase_along), with that phase's taps flipped:
  * [phase][R][taps of the phase][Cpad]. */
 #include <omp.h>
-#include <stdatomic.h>
 #include <string.h>
 
 #include "kernels/direct/depthwise.h"
@@ -17,8 +16,12 @@
 
 static int cpad_of(int c) { return direct_ceil_div(c, DIRECT_LANES) * DIRECT_LANES; }
 
+/* Threads whose backward-weights tap sums the workspace holds; with more, a call allocates its own. */
+#define DW_WEIGHTS_MAX_THREADS 16
+
+/* The packed taps of forward and backward-data, or backward-weights' per-thread tap sums. */
 size_t direct_depthwise_workspace_floats(const plait_conv2d_desc *d) {
-    return (size_t)d->kernel_h * d->kernel_w * (size_t)cpad_of(d->in_channels);
+    return (size_t)d->kernel_h * d->kernel_w * (size_t)cpad_of(d->in_channels) * DW_WEIGHTS_MAX_THREADS;
 }
 
 static int lanes_of(plait_isa isa) { return isa == PLAIT_ISA_AVX512 ? 16 : isa == PLAIT_ISA_AVX2 ? 8 : 0; }
@@ -155,36 +158,16 @@ static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
     return direct_max(1, direct_min(band, OH));
 }
 
-/* Per-thread tap sums of backward-weights, kept between calls; a call that finds them in use (another caller
- * at the same time) allocates its own. */
-static struct {
-    atomic_flag busy;
-    float *data;
-    size_t floats;
-} weights_scratch = {ATOMIC_FLAG_INIT, NULL, 0};
-
-void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw) {
+void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw,
+                                      void *workspace) {
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     const int threads = plait_threads(), taps = R * S;
-    const size_t size = (size_t)taps * cpad, need = size * (size_t)threads;
-    /* per-thread partial sums: the shared ones when free (they grow on demand, the thread count may change),
-     * else this call's own */
-    bool shared = !atomic_flag_test_and_set(&weights_scratch.busy);
-    float *partial = shared ? weights_scratch.data : NULL;
-    if (!shared || weights_scratch.floats < need) {
-        if (shared) {
-            plait_free(weights_scratch.data);
-            weights_scratch.data = NULL;
-            weights_scratch.floats = 0;
-        }
-        partial = plait_alloc(need * sizeof(float));
-        if (!partial) {
-            if (shared) atomic_flag_clear(&weights_scratch.busy);
-            return;
-        }
-        if (shared) weights_scratch.data = partial, weights_scratch.floats = need;
-    }
+    const size_t size = (size_t)taps * cpad;
+    /* per-thread partial sums in the workspace, unless the thread count outgrew it */
+    bool own = threads > DW_WEIGHTS_MAX_THREADS;
+    float *partial = own ? plait_alloc(size * (size_t)threads * sizeof(float)) : workspace;
+    if (!partial) return;
     const plait_isa isa = direct_isa_resolved();
     const dw_band_fn fn = band_kernel(isa, R, S, d->stride_w);
     const int lanes = lanes_of(isa), full = fn ? C / lanes * lanes : 0;
@@ -212,8 +195,5 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
             for (int i = 0; i < threads; i++) sum += partial[(size_t)i * size + (size_t)t * cpad + c];
             dw[(size_t)c * taps + t] += sum;
         }
-    if (shared)
-        atomic_flag_clear(&weights_scratch.busy);
-    else
-        plait_free(partial);
+    if (own) plait_free(partial);
 }

@@ -124,6 +124,7 @@ size_t direct_depthwise_workspace_floats(const plait_conv2d_desc *d);
 void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *workspace);
 void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, float *dx,
                                     void *workspace);
-void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw);
+void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw,
+                                      void *workspace);
 
 #endif
