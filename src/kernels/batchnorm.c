@@ -12,9 +12,6 @@
 #include "kernels/fused.h"
 #include "plait/ops.h"
 
-/* Element passes below this size run on one thread: waking the others costs more. */
-#define PARALLEL_MIN 32768
-
 /* Scratch for per-thread partial sums and per-channel coefficients; a few kilobytes, so failure means
  * the process is lost anyway. */
 static void *scratch_alloc(size_t count, size_t size) {
@@ -24,10 +21,6 @@ static void *scratch_alloc(size_t count, size_t size) {
         abort();
     }
     return p;
-}
-
-static int pass_threads(size_t rows, size_t C) {
-    return rows * C > PARALLEL_MIN ? plait_threads() : 1;
 }
 
 void plait_batchnorm_forward_train_fused(size_t rows, int channels, const float *x, const float *gamma,
@@ -66,7 +59,7 @@ void plait_batchnorm_forward_train_fused(size_t rows, int channels, const float 
         mean_low[c] = (float)(mean - (double)mean_high[c]);
     }
     free(partial);
-#pragma omp parallel num_threads(pass_threads(rows, C))
+#pragma omp parallel num_threads(fused_pass_threads(rows * C))
     {
         size_t begin, end;
         fused_split(rows, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
@@ -93,7 +86,7 @@ void plait_batchnorm_forward_eval_fused(size_t rows, int channels, const float *
         scale[c] = (float)((double)gamma[c] / sqrt((double)running_var[c] + (double)eps));
         shift[c] = beta[c] - running_mean[c] * scale[c];
     }
-#pragma omp parallel num_threads(pass_threads(rows, C))
+#pragma omp parallel num_threads(fused_pass_threads(rows * C))
     {
         size_t begin, end;
         fused_split(rows, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);
@@ -141,7 +134,7 @@ void plait_batchnorm_backward_fused(size_t rows, int channels, const float *x, c
         slope[c] = (float)(invstd * invstd * sum_dy_xc / (double)rows);
     }
     free(partial);
-#pragma omp parallel num_threads(pass_threads(rows, C))
+#pragma omp parallel num_threads(fused_pass_threads(rows * C))
     {
         size_t begin, end;
         fused_split(rows, omp_get_thread_num(), omp_get_num_threads(), &begin, &end);

@@ -5,12 +5,10 @@
 #include "kernels/fused.h"
 #include "plait/ops.h"
 
-#define PARALLEL_MIN 32768
-
 #define ELEMENTWISE(count, call)                                                                       \
     do {                                                                                               \
         const fused_rows *k = fused_rows_best();                                                       \
-        _Pragma("omp parallel num_threads((count) > PARALLEL_MIN ? plait_threads() : 1)")             \
+        _Pragma("omp parallel num_threads(fused_pass_threads(count))")                                \
         {                                                                                              \
             size_t begin, end;                                                                         \
             fused_split((count), omp_get_thread_num(), omp_get_num_threads(), &begin, &end);           \

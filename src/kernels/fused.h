@@ -35,6 +35,10 @@ const fused_rows *fused_rows_best(void);
 extern const fused_rows *const fused_rows_tables[4];
 int fused_rows_force(const fused_rows *rows);
 
+/* Threads for a memory-bound pass over `elements` floats: below 32768 one, since waking the others
+ * costs more than the pass. */
+static inline int fused_pass_threads(size_t elements) { return elements > 32768 ? plait_threads() : 1; }
+
 /* [begin, end) of `count` items for thread `thread` of `threads`. */
 static inline void fused_split(size_t count, int thread, int threads, size_t *begin, size_t *end) {
     *begin = count * (size_t)thread / (size_t)threads;
