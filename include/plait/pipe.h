@@ -60,7 +60,8 @@ int plait_executor_gather_model(plait_executor *e);
  * after one warm-up) and records output, parameter and kept-activation bytes per sample. */
 int plait_profile_measure(plait_model *m, int micro_batch, int iterations, plait_profile *profile);
 
-/* Collective: rank 0 measures, every rank receives the same profile. */
+/* Collective: every rank measures at once (so the profile carries what ranks sharing a machine cost
+ * each other); every rank receives the same profile, the ranks' mean times and rank 0's bytes. */
 int plait_profile_measure_shared(plait_model *m, int micro_batch, int iterations, plait_profile *profile);
 
 /* The profile at `micro_batch` samples from profiles measured at two sizes (small_micro_batch <
