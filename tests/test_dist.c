@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "plait/dist.h"
+#include "plait/plan.h"
 #include "testing.h"
 
 static void world_without_mpirun(void) {
@@ -91,7 +92,7 @@ static void buckets_and_no_op_sync(void) {
     plait_grad_sync_config config = {.bucket_bytes = 40, .streams = 3};
     CHECK(plait_grad_sync_create(MPI_COMM_NULL, N, grads, counts, &config, &sync) == PLAIT_OK);
     if (!sync) return;
-    int expected[N] = {0, 0, 0, 1, 2, 3, 3}, planned[N];
+    int expected[N] = {0, 1, 1, 1, 2, 3, 3}, planned[N]; /* filled from the last-ready parameter */
     CHECK(plait_grad_bucket_plan(N, counts, 40, planned) == 4);
     CHECK(memcmp(planned, expected, sizeof expected) == 0);
     CHECK(plait_grad_bucket_plan(N, counts, 4, planned) == N); /* a parameter per bucket */
@@ -122,12 +123,36 @@ static void buckets_and_no_op_sync(void) {
     CHECK(strstr(plait_last_error(), "1 to 64 streams") != NULL);
 }
 
+/* The last buckets to become ready taper (1, 2, 4 MiB, then the cap) so that little is left to
+ * reduce after backward; the planner's byte count agrees with the parameter plan. */
+static void tail_buckets_taper(void) {
+    enum { N = 16 };
+    size_t counts[N], half_mib = (size_t)1 << 17;
+    for (int p = 0; p < N; p++) counts[p] = half_mib;
+    int planned[N];
+    CHECK(plait_grad_bucket_plan(N, counts, (size_t)4 << 20, planned) == 4);
+    int sizes[4] = {0};
+    for (int p = 0; p < N; p++) {
+        CHECK(p == 0 || planned[p] >= planned[p - 1]);
+        sizes[planned[p]]++;
+    }
+    CHECKF(sizes[0] == 2 && sizes[1] == 8 && sizes[2] == 4 && sizes[3] == 2, "%d %d %d %d", sizes[0], sizes[1],
+           sizes[2], sizes[3]);
+    CHECK(plait_grad_bucket_limit(0, (size_t)4 << 20) == (size_t)1 << 20);
+    CHECK(plait_grad_bucket_limit(3, (size_t)4 << 20) == (size_t)4 << 20);
+    CHECK(plait_grad_bucket_limit(5, 100) == 100); /* a cap under the tail size: every bucket at the cap */
+    CHECK(plait_stage_bucket_count(8.0 * (1 << 20), 4.0 * (1 << 20)) == 4);
+    CHECK(plait_stage_bucket_count(0.5 * (1 << 20), 4.0 * (1 << 20)) == 1);
+    CHECK(plait_stage_bucket_count(1000, 400) == 3);
+}
+
 int main(void) {
     testing_run("world_without_mpirun", world_without_mpirun);
     testing_run("timeout_from_environment", timeout_from_environment);
     testing_run("single_stage_groups", single_stage_groups);
     testing_run("layout_checks", layout_checks);
     testing_run("buckets_and_no_op_sync", buckets_and_no_op_sync);
+    testing_run("tail_buckets_taper", tail_buckets_taper);
     plait_dist_finalize();
     return testing_finish();
 }

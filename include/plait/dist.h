@@ -129,7 +129,10 @@ int plait_dist_wait(plait_dist_transfer *t);
 /* ---- Gradient synchronization ------------------------------------------------------------------------ */
 
 /* Parameters are given in order of readiness (reverse model order); buckets are consecutive runs of
- * them of at most bucket_bytes (a larger parameter is a bucket alone). Bucket b goes to stream
+ * them of at most bucket_bytes (a larger parameter is a bucket alone), except that the last buckets to
+ * become ready taper: the last holds at most PLAIT_GRAD_TAIL_BYTES, each one before it at most twice
+ * the next. The first layers have few parameters but much of backward's time; a full bucket ending
+ * with them would be all-reduced after backward, exposed. Bucket b goes to stream
  * b mod streams; each stream is a thread with its own duplicate of the replica communicator that
  * all-reduces its buckets in bucket order, each as soon as it is ready. */
 typedef struct plait_grad_sync plait_grad_sync;
@@ -150,6 +153,9 @@ typedef struct plait_grad_sync_times {
 /* The bucket of each parameter (bucket_of[params]) under the rule above; returns the bucket count.
  * Pure, for planners and simulators that must bucket exactly as plait_grad_sync does. */
 int plait_grad_bucket_plan(int params, const size_t *counts, size_t bucket_bytes, int *bucket_of);
+#define PLAIT_GRAD_TAIL_BYTES ((size_t)1 << 20)
+/* The byte limit of the bucket `from_last` places before the last one to become ready. */
+size_t plait_grad_bucket_limit(int from_last, size_t bucket_bytes);
 
 /* Collective over replica_comm (every replica calls it with the same parameter counts, in the same
  * order relative to other collectives). With MPI_COMM_NULL or one replica, synchronization is a no-op. */

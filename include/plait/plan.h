@@ -141,8 +141,8 @@ const char *plait_op_name(plait_op op);
 int plait_schedule_post_point(const plait_rank_schedule *rank, int index);
 
 /* Gradient buckets of a stage: the stage's parameter bytes in reverse unit order (the order
- * backward produces them) cut into chunks of bucket_bytes; the last chunk may be smaller.
- * Returns the bucket count; bytes of bucket b is min(bucket_bytes, total - b*bucket_bytes). */
+ * backward produces them) cut as plait_grad_sync cuts them (dist.h): chunks of bucket_bytes, the
+ * last ones tapering down to PLAIT_GRAD_TAIL_BYTES, the first holding what is left. Returns the count. */
 int plait_stage_bucket_count(double stage_parameter_bytes, double bucket_bytes);
 
 /* ---- Cost model (analytic; the partitioner's objective). ---- */

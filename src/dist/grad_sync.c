@@ -131,21 +131,31 @@ static int compare_spans(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* A bucket reduces in place when its gradients, sorted by address, follow each other without gaps. */
+size_t plait_grad_bucket_limit(int from_last, size_t bucket_bytes) {
+    size_t limit = bucket_bytes < PLAIT_GRAD_TAIL_BYTES ? bucket_bytes : PLAIT_GRAD_TAIL_BYTES;
+    for (int k = 0; k < from_last && limit < bucket_bytes; k++) limit *= 2;
+    return limit < bucket_bytes ? limit : bucket_bytes;
+}
+
+/* Filled from the last parameter to become ready, so the tail's small limits land at the end of backward. */
 int plait_grad_bucket_plan(int params, const size_t *counts, size_t bucket_bytes, int *bucket_of) {
-    size_t limit = bucket_bytes / sizeof(float), floats = 0;
-    int buckets = 0;
-    for (int p = 0; p < params; p++) {
-        if (buckets == 0 || floats + counts[p] > limit) {
-            buckets++;
+    size_t floats = 0, limit = plait_grad_bucket_limit(0, bucket_bytes) / sizeof(float);
+    int from_last = -1;
+    for (int p = params - 1; p >= 0; p--) {
+        if (from_last < 0 || floats + counts[p] > limit) {
+            from_last++;
             floats = 0;
+            limit = plait_grad_bucket_limit(from_last, bucket_bytes) / sizeof(float);
         }
         floats += counts[p];
-        bucket_of[p] = buckets - 1;
+        bucket_of[p] = from_last;
     }
+    int buckets = from_last + 1;
+    for (int p = 0; p < params; p++) bucket_of[p] = buckets - 1 - bucket_of[p];
     return buckets;
 }
 
+/* A bucket reduces in place when its gradients, sorted by address, follow each other without gaps. */
 static int plan_buckets(plait_grad_sync *sync, size_t bucket_bytes) {
     sync->buckets = calloc((size_t)sync->params + 1, sizeof(bucket));
     span *spans = malloc(((size_t)sync->params + 1) * sizeof(span));

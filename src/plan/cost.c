@@ -6,14 +6,23 @@
 #include <string.h>
 
 #include "plait/core.h"
+#include "plait/dist.h"
 
 double p2p_seconds(const plait_hardware *hardware, double bytes) {
     return hardware->p2p.latency + bytes / hardware->p2p.bandwidth;
 }
 
+/* The continuous form of plait_grad_bucket_plan: bucket limits from the last-ready one backwards,
+ * the first-ready bucket holding what is left. */
+static double bucket_limit(int from_last, double bucket_bytes) {
+    return (double)plait_grad_bucket_limit(from_last, bucket_bytes < 1 ? 1 : (size_t)bucket_bytes);
+}
+
 int plait_stage_bucket_count(double stage_parameter_bytes, double bucket_bytes) {
     if (stage_parameter_bytes <= 0 || bucket_bytes <= 0) return 0;
-    return (int)ceil(stage_parameter_bytes / bucket_bytes);
+    int count = 0;
+    for (double covered = 0; covered < stage_parameter_bytes; count++) covered += bucket_limit(count, bucket_bytes);
+    return count;
 }
 
 int stage_bucket_ready(const plait_profile *profile, int first, int last, double micro_batch_size, double speed,
@@ -21,11 +30,15 @@ int stage_bucket_ready(const plait_profile *profile, int first, int last, double
     double total = 0;
     for (int u = last - 1; u >= first; u--) total += profile->units[u].parameter_bytes;
     int count = plait_stage_bucket_count(total, bucket_bytes);
+    double tail = 0;
+    for (int k = 0; k < count - 1; k++) tail += bucket_limit(k, bucket_bytes);
     int unit = last - 1;
     double produced = profile->units[unit].parameter_bytes;
     double time = profile->units[unit].backward_seconds * micro_batch_size / speed;
+    double begin = 0;
     for (int b = 0; b < count; b++) {
-        double end = b == count - 1 ? total : (b + 1) * bucket_bytes;
+        double end = b == 0 ? total - tail : begin + bucket_limit(count - 1 - b, bucket_bytes);
+        if (b == count - 1) end = total;
         /* the bucket is ready when backward has produced its last byte */
         while (produced < end && unit > first) {
             unit--;
@@ -33,7 +46,8 @@ int stage_bucket_ready(const plait_profile *profile, int first, int last, double
             time += profile->units[unit].backward_seconds * micro_batch_size / speed;
         }
         if (ready) ready[b] = time;
-        if (bytes) bytes[b] = end - b * bucket_bytes;
+        if (bytes) bytes[b] = end - begin;
+        begin = end;
     }
     return count;
 }
