@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dist/dist_internal.h"
 #include "plait/dist.h"
 #include "testing.h"
 
@@ -37,6 +38,16 @@ static int victim(const char *scenario) {
         plait_grad_sync_wait_all(sync, NULL);
         plait_grad_sync_free(sync);
         if (rank == 0 && strcmp(scenario, "slow-in-all-reduce") == 0) usleep(2500000); /* and late to finish */
+    } else if (strcmp(scenario, "frozen-in-blocking-call") == 0) {
+        if (rank == 1) {
+            usleep(300000);
+            raise(SIGSTOP);
+        }
+        static const int peers[2] = {0, 1};
+        int watch = dist_watch_begin(peers, 2, plait_dist_timeout(), "in a watched blocking receive");
+        float value;
+        MPI_Recv(&value, 1, MPI_FLOAT, 1, 77, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        dist_watch_end(watch);
     } else { /* die-in-receive */
         float buffer[16];
         plait_dist_transfer t = {0};
@@ -121,6 +132,17 @@ static void watchdog_catches_frozen_peer(void) {
            "%s", o.output);
 }
 
+/* A thread blocked inside MPI cannot poll; the heartbeat thread watches it for it (the gradient
+ * streams' blocking all-reduce). */
+static void watchdog_catches_frozen_peer_in_blocking_call(void) {
+    outcome o = launch("frozen-in-blocking-call", "-x PLAIT_DIST_TIMEOUT=3");
+    CHECK(o.exit_status != 0 && o.exit_status != -1);
+    CHECKF(o.seconds > 2.9 && o.seconds < 15, "took %.1f s", o.seconds);
+    CHECKF(strstr(o.output, "plait: error: rank 0: no message from rank 1 for 3 s while in a watched blocking "
+                            "receive (did it die?)") != NULL,
+           "%s", o.output);
+}
+
 /* A slow peer keeps beating: waiting for it longer than the deadline is fine, in an all-reduce (rank 0
  * waits for rank 1) and in plait_dist_finalize (rank 1 waits for rank 0). */
 static void watchdog_spares_slow_peer(void) {
@@ -141,6 +163,7 @@ int main(int argc, char **argv) {
     testing_run("death_in_receive_ends_job", death_in_receive_ends_job);
     testing_run("watchdog_catches_death_mpirun_ignores", watchdog_catches_death_mpirun_ignores);
     testing_run("watchdog_catches_frozen_peer", watchdog_catches_frozen_peer);
+    testing_run("watchdog_catches_frozen_peer_in_blocking_call", watchdog_catches_frozen_peer_in_blocking_call);
     testing_run("watchdog_spares_slow_peer", watchdog_spares_slow_peer);
     return testing_finish();
 }

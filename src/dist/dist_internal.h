@@ -26,6 +26,14 @@ int dist_check(int mpi_code, const char *what);
 int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const int *peers,
                       int peer_count, const char *context);
 
+/* For a thread about to block inside MPI (where it cannot watch its peers itself): the heartbeat
+ * thread applies dist_wait_request's rule to it until dist_watch_end. Returns a slot (-1: none free,
+ * the call goes unwatched; mpirun still ends the job if a peer process exits). */
+int dist_watch_begin(const int *peers, int peer_count, double timeout, const char *context);
+void dist_watch_end(int slot);
+/* Called by the heartbeat thread: aborts the job when a watched thread's peer has gone silent. */
+void dist_watch_check(void);
+
 /* Heartbeats between all ranks (collective start and stop, at init and finalize). */
 int dist_heartbeat_start(void);
 void dist_heartbeat_stop(void);

@@ -50,6 +50,10 @@ struct plait_grad_sync {
 /* MPI counts are int: very large buckets go in pieces. */
 #define REDUCE_PIECE ((size_t)1 << 30)
 
+/* Each piece: a non-blocking barrier waited for with naps (a replica that is behind costs this core
+ * nothing while it catches up), then the blocking all-reduce, whose tuned algorithms moved 20 MiB
+ * 2-3x faster than MPI_Iallreduce driven by MPI_Test between naps (2 ranks, one node). The blocking
+ * call spins only while the data moves; the heartbeat thread watches it for silent peers. */
 static int reduce_range(plait_grad_sync *sync, stream *st, int index, float *data, size_t floats) {
     for (size_t offset = 0; offset < floats; offset += REDUCE_PIECE) {
         size_t n = floats - offset < REDUCE_PIECE ? floats - offset : REDUCE_PIECE;
@@ -57,12 +61,14 @@ static int reduce_range(plait_grad_sync *sync, stream *st, int index, float *dat
         char context[128];
         snprintf(context, sizeof context, "all-reducing gradient bucket %d (%zu floats) on stream %d", index, floats,
                  st->index);
-        if (dist_check(MPI_Iallreduce(MPI_IN_PLACE, data + offset, (int)n, MPI_FLOAT, MPI_SUM, st->comm, &request),
-                       context) != PLAIT_OK)
-            return PLAIT_ERROR;
+        if (dist_check(MPI_Ibarrier(st->comm, &request), context) != PLAIT_OK) return PLAIT_ERROR;
         if (dist_wait_request(&request, MPI_STATUS_IGNORE, plait_dist_timeout(), sync->peers, sync->replicas,
                               context) != PLAIT_OK)
             return PLAIT_ERROR;
+        int watch = dist_watch_begin(sync->peers, sync->replicas, plait_dist_timeout(), context);
+        int code = MPI_Allreduce(MPI_IN_PLACE, data + offset, (int)n, MPI_FLOAT, MPI_SUM, st->comm);
+        dist_watch_end(watch);
+        if (dist_check(code, context) != PLAIT_OK) return PLAIT_ERROR;
     }
     return PLAIT_OK;
 }

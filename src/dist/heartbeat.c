@@ -50,6 +50,7 @@ static void *beat_main(void *unused) {
             }
             next_send = now + beat_interval();
         }
+        dist_watch_check();
         nanosleep(&pause, NULL);
     }
     return NULL;

@@ -1,5 +1,6 @@
 /* The MPI world: init with or without a launcher, errors as plait_fail lines, abort, watched waits. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,61 @@ int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, 
         }
         dist_poll_pause(polls);
     }
+}
+
+#define WATCH_SLOTS 64
+
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        bool used;
+        double start, timeout;
+        const int *peers;
+        int peer_count;
+        char context[160];
+    } slots[WATCH_SLOTS];
+} watches = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+int dist_watch_begin(const int *peers, int peer_count, double timeout, const char *context) {
+    if (timeout <= 0) return -1;
+    pthread_mutex_lock(&watches.lock);
+    int slot = -1;
+    for (int i = 0; i < WATCH_SLOTS && slot < 0; i++)
+        if (!watches.slots[i].used) slot = i;
+    if (slot >= 0) {
+        watches.slots[slot].used = true;
+        watches.slots[slot].start = plait_now();
+        watches.slots[slot].timeout = timeout;
+        watches.slots[slot].peers = peers;
+        watches.slots[slot].peer_count = peer_count;
+        snprintf(watches.slots[slot].context, sizeof watches.slots[slot].context, "%s", context);
+    }
+    pthread_mutex_unlock(&watches.lock);
+    return slot;
+}
+
+void dist_watch_end(int slot) {
+    if (slot < 0) return;
+    pthread_mutex_lock(&watches.lock);
+    watches.slots[slot].used = false;
+    pthread_mutex_unlock(&watches.lock);
+}
+
+void dist_watch_check(void) {
+    char message[512] = "";
+    double now = plait_now();
+    pthread_mutex_lock(&watches.lock);
+    for (int i = 0; i < WATCH_SLOTS && !message[0]; i++) {
+        if (!watches.slots[i].used) continue;
+        double silence;
+        int silent = most_silent_peer(watches.slots[i].peers, watches.slots[i].peer_count, watches.slots[i].start,
+                                      now, &silence);
+        if (silent >= 0 && silence > watches.slots[i].timeout)
+            snprintf(message, sizeof message, "no message from rank %d for %g s while %s (did it die?)", silent,
+                     watches.slots[i].timeout, watches.slots[i].context);
+    }
+    pthread_mutex_unlock(&watches.lock);
+    if (message[0]) plait_dist_abort(message);
 }
 
 int plait_dist_barrier(double timeout_seconds) {
