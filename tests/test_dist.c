@@ -38,6 +38,16 @@ static void timeout_from_environment(void) {
     plait_dist_set_timeout(20);
     CHECK(plait_dist_init(NULL, NULL) == PLAIT_OK);
     CHECK(plait_dist_timeout() == 20);
+    plait_dist_finalize();
+    setenv("PLAIT_ALLREDUCE", "fast", 1);
+    CHECK(plait_dist_init(NULL, NULL) == PLAIT_ERROR);
+    CHECKF(strstr(plait_last_error(), "PLAIT_ALLREDUCE must be 'blocking' or 'polled', not 'fast'") != NULL, "%s",
+           plait_last_error());
+    setenv("PLAIT_ALLREDUCE", "polled", 1);
+    CHECK(plait_dist_init(NULL, NULL) == PLAIT_OK);
+    plait_dist_finalize();
+    unsetenv("PLAIT_ALLREDUCE");
+    CHECK(plait_dist_init(NULL, NULL) == PLAIT_OK);
 }
 
 static void single_stage_groups(void) {

@@ -11,6 +11,7 @@ typedef struct dist_world {
     int rank, size;
     MPI_Comm transfer_comm; /* a duplicate of MPI_COMM_WORLD for point-to-point transfers */
     int tag_ub;
+    bool allreduce_polled;  /* PLAIT_ALLREDUCE=polled: gradient buckets use MPI_Iallreduce polled */
     bool one_node;          /* every rank shares this node's memory (MPI_COMM_TYPE_SHARED spans the world) */
 } dist_world;
 

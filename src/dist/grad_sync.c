@@ -39,6 +39,7 @@ struct plait_grad_sync {
     bool active; /* more than one replica */
     int replicas;
     bool sum;
+    bool polled; /* MPI_Iallreduce polled instead of barrier + blocking all-reduce */
     int *peers; /* world ranks of the replicas, for the watchdog */
     pthread_mutex_t lock;
     pthread_cond_t all_done;
@@ -50,10 +51,11 @@ struct plait_grad_sync {
 /* MPI counts are int: very large buckets go in pieces. */
 #define REDUCE_PIECE ((size_t)1 << 30)
 
-/* Each piece: a non-blocking barrier waited for with naps (a replica that is behind costs this core
- * nothing while it catches up), then the blocking all-reduce, whose tuned algorithms moved 20 MiB
- * 2-3x faster than MPI_Iallreduce driven by MPI_Test between naps (2 ranks, one node). The blocking
- * call spins only while the data moves; the heartbeat thread watches it for silent peers. */
+/* Blocking (default): each piece waits for the replicas with a non-blocking barrier polled between
+ * naps (a replica that is behind costs this core nothing while it catches up), then runs the
+ * blocking all-reduce, whose tuned algorithms moved 20 MiB 2-3x faster than MPI_Iallreduce driven by
+ * MPI_Test between naps (2 ranks, one node); it spins only while the data moves, and the heartbeat
+ * thread watches it for silent peers. Polled (PLAIT_ALLREDUCE=polled): MPI_Iallreduce polled. */
 static int reduce_range(plait_grad_sync *sync, stream *st, int index, float *data, size_t floats) {
     for (size_t offset = 0; offset < floats; offset += REDUCE_PIECE) {
         size_t n = floats - offset < REDUCE_PIECE ? floats - offset : REDUCE_PIECE;
@@ -61,12 +63,16 @@ static int reduce_range(plait_grad_sync *sync, stream *st, int index, float *dat
         char context[128];
         snprintf(context, sizeof context, "all-reducing gradient bucket %d (%zu floats) on stream %d", index, floats,
                  st->index);
-        if (dist_check(MPI_Ibarrier(st->comm, &request), context) != PLAIT_OK) return PLAIT_ERROR;
+        int code = sync->polled ? MPI_Iallreduce(MPI_IN_PLACE, data + offset, (int)n, MPI_FLOAT, MPI_SUM, st->comm,
+                                                 &request)
+                                : MPI_Ibarrier(st->comm, &request);
+        if (dist_check(code, context) != PLAIT_OK) return PLAIT_ERROR;
         if (dist_wait_request(&request, MPI_STATUS_IGNORE, plait_dist_timeout(), sync->peers, sync->replicas,
                               context) != PLAIT_OK)
             return PLAIT_ERROR;
+        if (sync->polled) continue;
         int watch = dist_watch_begin(sync->peers, sync->replicas, plait_dist_timeout(), context);
-        int code = MPI_Allreduce(MPI_IN_PLACE, data + offset, (int)n, MPI_FLOAT, MPI_SUM, st->comm);
+        code = MPI_Allreduce(MPI_IN_PLACE, data + offset, (int)n, MPI_FLOAT, MPI_SUM, st->comm);
         dist_watch_end(watch);
         if (dist_check(code, context) != PLAIT_OK) return PLAIT_ERROR;
     }
@@ -247,6 +253,7 @@ int plait_grad_sync_create(MPI_Comm replica_comm, int params, float *const *grad
     if (!sync) return plait_fail("out of memory creating gradient sync");
     sync->params = params;
     sync->sum = config->sum;
+    sync->polled = dist_state.allreduce_polled;
     sync->replicas = 1;
     if (dist_state.uses_mpi && replica_comm != MPI_COMM_NULL) MPI_Comm_size(replica_comm, &sync->replicas);
     sync->active = sync->replicas > 1;

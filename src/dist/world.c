@@ -31,6 +31,15 @@ static int read_timeout_from_environment(void) {
     return PLAIT_OK;
 }
 
+static int read_allreduce_mode_from_environment(void) {
+    const char *mode = getenv("PLAIT_ALLREDUCE");
+    if (!mode || !*mode || strcmp(mode, "blocking") == 0) return PLAIT_OK;
+    if (strcmp(mode, "polled") != 0)
+        return plait_fail("PLAIT_ALLREDUCE must be 'blocking' or 'polled', not '%s'", mode);
+    dist_state.allreduce_polled = true;
+    return PLAIT_OK;
+}
+
 int dist_check(int mpi_code, const char *what) {
     if (mpi_code == MPI_SUCCESS) return PLAIT_OK;
     char text[MPI_MAX_ERROR_STRING];
@@ -41,7 +50,8 @@ int dist_check(int mpi_code, const char *what) {
 
 int plait_dist_init(int *argc, char ***argv) {
     if (dist_state.initialized) return PLAIT_OK;
-    if (read_timeout_from_environment() != PLAIT_OK) return PLAIT_ERROR;
+    if (read_timeout_from_environment() != PLAIT_OK || read_allreduce_mode_from_environment() != PLAIT_OK)
+        return PLAIT_ERROR;
     int already = 0;
     MPI_Initialized(&already);
     if (!already && !launched_by_mpi()) {
