@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.io as tio
 
+from torch_train import BasicBlock  # the same block as the throughput peer
+
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 
@@ -35,23 +37,6 @@ def load_split(root):
     return torch.stack(images), torch.tensor(labels)
 
 
-class Block(nn.Module):
-    def __init__(self, cin, cout, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + identity)
-
-
 class ResNet20(nn.Module):
     def __init__(self, classes=10):
         super().__init__()
@@ -59,7 +44,7 @@ class ResNet20(nn.Module):
         self.bn1 = nn.BatchNorm2d(16)
         layers, cin = [], 16
         for width, stride in ((16, 1), (32, 2), (64, 2)):
-            layers += [Block(cin, width, stride), Block(width, width, 1), Block(width, width, 1)]
+            layers += [BasicBlock(cin, width, stride), BasicBlock(width, width, 1), BasicBlock(width, width, 1)]
             cin = width
         self.layers = nn.Sequential(*layers)
         self.fc = nn.Linear(64, classes)
