@@ -151,6 +151,17 @@ static int most_silent_peer(const int *peers, int peer_count, double wait_start,
     return worst;
 }
 
+/* The watchdog's rule, for polled waits and watched blocking calls alike: writes the abort message and
+ * returns true when a peer has been silent for more than `timeout` seconds of a wait begun at `start`. */
+static bool peer_silent_too_long(const int *peers, int peer_count, double start, double timeout, const char *context,
+                                 char *message, size_t size) {
+    double silence;
+    int silent = most_silent_peer(peers, peer_count, start, plait_now(), &silence);
+    if (silent < 0 || silence <= timeout) return false;
+    snprintf(message, size, "no message from rank %d for %g s while %s (did it die?)", silent, timeout, context);
+    return true;
+}
+
 int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, const int *peers,
                       int peer_count, const char *context) {
     double start = plait_now();
@@ -163,16 +174,10 @@ int dist_wait_request(MPI_Request *request, MPI_Status *status, double timeout, 
             return dist_check(code, what);
         }
         if (done) return PLAIT_OK;
-        if (timeout > 0 && (polls & 15) == 15) {
-            double silence;
-            int silent = most_silent_peer(peers, peer_count, start, plait_now(), &silence);
-            if (silent >= 0 && silence > timeout) {
-                char message[512];
-                snprintf(message, sizeof message, "no message from rank %d for %g s while %s (did it die?)", silent,
-                         timeout, context);
-                plait_dist_abort(message);
-            }
-        }
+        char message[512];
+        if (timeout > 0 && (polls & 15) == 15 &&
+            peer_silent_too_long(peers, peer_count, start, timeout, context, message, sizeof message))
+            plait_dist_abort(message);
         dist_poll_pause(polls);
     }
 }
@@ -216,20 +221,15 @@ void dist_watch_end(int slot) {
 }
 
 void dist_watch_check(void) {
-    char message[512] = "";
-    double now = plait_now();
+    char message[512];
+    bool abort_job = false;
     pthread_mutex_lock(&watches.lock);
-    for (int i = 0; i < WATCH_SLOTS && !message[0]; i++) {
-        if (!watches.slots[i].used) continue;
-        double silence;
-        int silent = most_silent_peer(watches.slots[i].peers, watches.slots[i].peer_count, watches.slots[i].start,
-                                      now, &silence);
-        if (silent >= 0 && silence > watches.slots[i].timeout)
-            snprintf(message, sizeof message, "no message from rank %d for %g s while %s (did it die?)", silent,
-                     watches.slots[i].timeout, watches.slots[i].context);
-    }
+    for (int i = 0; i < WATCH_SLOTS && !abort_job; i++)
+        abort_job = watches.slots[i].used &&
+                    peer_silent_too_long(watches.slots[i].peers, watches.slots[i].peer_count, watches.slots[i].start,
+                                         watches.slots[i].timeout, watches.slots[i].context, message, sizeof message);
     pthread_mutex_unlock(&watches.lock);
-    if (message[0]) plait_dist_abort(message);
+    if (abort_job) plait_dist_abort(message);
 }
 
 int plait_dist_barrier(double timeout_seconds) {
