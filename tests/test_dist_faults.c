@@ -110,37 +110,35 @@ static void death_in_receive_ends_job(void) {
     CHECK(strstr(o.output, "the wait returned") == NULL);
 }
 
+/* The watchdog ended the job: non-zero, after the 3 s deadline but well within 15 s, with `message`. */
+static void expect_watchdog_abort(const char *scenario, const char *options, const char *message) {
+    outcome o = launch(scenario, options);
+    CHECK(o.exit_status != 0 && o.exit_status != -1);
+    CHECKF(o.seconds > 2.9 && o.seconds < 15, "took %.1f s", o.seconds);
+    CHECKF(strstr(o.output, message) != NULL, "%s", o.output);
+}
+
 /* Without mpirun's help (abort on non-zero status switched off, as other launchers may behave), the
  * survivor would wait forever; the watchdog ends it after the deadline. */
 static void watchdog_catches_death_mpirun_ignores(void) {
-    outcome o = launch("die-in-receive", "--mca orte_abort_on_non_zero_status 0 -x PLAIT_DIST_TIMEOUT=3");
-    CHECK(o.exit_status != 0 && o.exit_status != -1);
-    CHECKF(o.seconds > 2.9 && o.seconds < 15, "took %.1f s", o.seconds);
-    CHECKF(strstr(o.output, "plait: error: rank 0: no message from rank 1 for 3 s while receiving the activation of "
-                            "micro-batch 5 (did it die?)") != NULL,
-           "%s", o.output);
+    expect_watchdog_abort("die-in-receive", "--mca orte_abort_on_non_zero_status 0 -x PLAIT_DIST_TIMEOUT=3",
+                          "plait: error: rank 0: no message from rank 1 for 3 s while receiving the activation of "
+                          "micro-batch 5 (did it die?)");
 }
 
 /* A frozen peer (stopped: alive to mpirun, but it sends nothing, heartbeats included) is caught the
  * same way, here inside a stream thread's all-reduce. */
 static void watchdog_catches_frozen_peer(void) {
-    outcome o = launch("frozen-in-all-reduce", "-x PLAIT_DIST_TIMEOUT=3");
-    CHECK(o.exit_status != 0 && o.exit_status != -1);
-    CHECKF(o.seconds > 2.9 && o.seconds < 15, "took %.1f s", o.seconds);
-    CHECKF(strstr(o.output, "plait: error: rank 0: no message from rank 1 for 3 s while all-reducing gradient "
-                            "bucket 0") != NULL,
-           "%s", o.output);
+    expect_watchdog_abort("frozen-in-all-reduce", "-x PLAIT_DIST_TIMEOUT=3",
+                          "plait: error: rank 0: no message from rank 1 for 3 s while all-reducing gradient bucket 0");
 }
 
 /* A thread blocked inside MPI cannot poll; the heartbeat thread watches it for it (the gradient
  * streams' blocking all-reduce). */
 static void watchdog_catches_frozen_peer_in_blocking_call(void) {
-    outcome o = launch("frozen-in-blocking-call", "-x PLAIT_DIST_TIMEOUT=3");
-    CHECK(o.exit_status != 0 && o.exit_status != -1);
-    CHECKF(o.seconds > 2.9 && o.seconds < 15, "took %.1f s", o.seconds);
-    CHECKF(strstr(o.output, "plait: error: rank 0: no message from rank 1 for 3 s while in a watched blocking "
-                            "receive (did it die?)") != NULL,
-           "%s", o.output);
+    expect_watchdog_abort("frozen-in-blocking-call", "-x PLAIT_DIST_TIMEOUT=3",
+                          "plait: error: rank 0: no message from rank 1 for 3 s while in a watched blocking receive "
+                          "(did it die?)");
 }
 
 /* A slow peer keeps beating: waiting for it longer than the deadline is fine, in an all-reduce (rank 0
