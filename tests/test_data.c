@@ -861,6 +861,51 @@ static void loader_flip_mirrors_and_crop_shifts(void) {
     plait_dataset_free(&d);
 }
 
+/* Cutout alone: every output is the source with one square (clipped at the border, never smaller than
+ * half its side each way) set to 0, the normalized mean; centers cover the image; bad sizes refused. */
+static void loader_cutout_cuts_one_square(void) {
+    const int h = 7, w = 9, ch = 3, side = 4;
+    plait_dataset d = synthetic(300, h, w, ch, 4, false);
+    plait_loader_config c = loader_config(50, false, 0, false, 9);
+    c.augment.cutout = side;
+    epoch_batches e;
+    run_epoch(&d, &c, 0, 0, &e);
+    int bad = 0, corner_cut = 0, center_cut = 0;
+    for (int b = 0; b < e.batches; b++)
+        for (int k = 0; k < e.samples[b]; k++) {
+            const uint8_t *src = d.pixels + (size_t)(50 * b + k) * (size_t)(h * w * ch);
+            const float *out = e.images[b] + (size_t)k * (size_t)(h * w * ch);
+            int y0 = h, y1 = -1, x0 = w, x1 = -1, cut = 0;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++) {
+                    int zeros = 0;
+                    for (int q = 0; q < ch; q++) {
+                        float v = out[(y * w + x) * ch + q];
+                        float plain = (src[(y * w + x) * ch + q] / 255.0f - d.mean[q]) / d.std[q];
+                        zeros += v == 0.0f;
+                        bad += v != 0.0f && fabsf(v - plain) > 1e-5f;
+                    }
+                    bad += zeros != 0 && zeros != ch;
+                    if (zeros == ch) {
+                        cut++;
+                        y0 = y < y0 ? y : y0, y1 = y > y1 ? y : y1, x0 = x < x0 ? x : x0, x1 = x > x1 ? x : x1;
+                    }
+                }
+            int rows = y1 - y0 + 1, cols = x1 - x0 + 1;
+            bad += cut != rows * cols || rows < side / 2 || rows > side || cols < side / 2 || cols > side;
+            corner_cut += y0 == 0 && x0 == 0;
+            center_cut += rows == side && cols == side;
+        }
+    CHECKF(bad == 0, "%d samples or values are not one clean square", bad);
+    CHECK(corner_cut > 0 && center_cut > 0);
+    epoch_free(&e);
+    plait_loader *l;
+    c.augment.cutout = 8;
+    CHECK(plait_loader_create(&d, &c, &l) == PLAIT_ERROR);
+    CHECK(error_mentions("cutout 8", "[0, 7]"));
+    plait_dataset_free(&d);
+}
+
 static void loader_stops_cleanly(void) {
     plait_dataset d = synthetic(300, 8, 8, 3, 10, false);
     plait_loader_config c = loader_config(4, true, 2, true, 1);
@@ -907,6 +952,7 @@ int main(void) {
     testing_run("loader_resumes_mid_epoch", loader_resumes_mid_epoch);
     testing_run("loader_shards_partition_each_batch", loader_shards_partition_each_batch);
     testing_run("loader_flip_mirrors_and_crop_shifts", loader_flip_mirrors_and_crop_shifts);
+    testing_run("loader_cutout_cuts_one_square", loader_cutout_cuts_one_square);
     testing_run("loader_stops_cleanly", loader_stops_cleanly);
     return testing_finish();
 }

@@ -67,6 +67,8 @@ int plait_dataset_open(const char *name, const char *path, int image_size, uint6
 typedef struct plait_augment {
     int crop_padding; /* random crop of the original size after zero padding; 0 = none */
     bool flip;        /* random horizontal flip */
+    int cutout;       /* side of a square, centered anywhere in the image, set to the data set's mean
+                       * after normalization (DeVries & Taylor's Cutout); 0 = none */
 } plait_augment;
 
 /* Batches of a data set, one epoch at a time. Order and augmentation depend only on (seed, epoch,

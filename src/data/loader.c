@@ -44,7 +44,8 @@ static int shard_sample_count(const plait_loader *l, int batch) {
     return first < end ? (end - first + l->config.shards - 1) / l->config.shards : 0;
 }
 
-/* Random crop after zero padding, then horizontal flip (torchvision's order), then normalization. */
+/* Random crop after zero padding, then horizontal flip (torchvision's order), then normalization, then
+ * cutout (its square may reach past the border, so that corners are cut as often as the middle). */
 static void prepare_sample(const plait_loader *l, int index, float *out) {
     const plait_dataset *d = l->data;
     int height = d->height, width = d->width, channels = d->channels;
@@ -68,6 +69,16 @@ static void prepare_sample(const plait_loader *l, int index, float *out) {
             const uint8_t *pixel = image + ((size_t)source_y * (size_t)width + (size_t)source_x) * (size_t)channels;
             for (int c = 0; c < channels; c++) row[x * channels + c] = l->normalized[c][inside ? pixel[c] : 0];
         }
+    }
+    int side = l->config.augment.cutout;
+    if (side > 0) {
+        int top = (int)plait_rng_below(&rng, (uint32_t)height) - side / 2;
+        int left = (int)plait_rng_below(&rng, (uint32_t)width) - side / 2;
+        for (int y = top > 0 ? top : 0; y < top + side && y < height; y++)
+            for (int x = left > 0 ? left : 0; x < left + side && x < width; x++) {
+                float *cut = out + ((size_t)y * (size_t)width + (size_t)x) * (size_t)channels;
+                for (int c = 0; c < channels; c++) cut[c] = 0;
+            }
     }
 }
 
@@ -126,6 +137,9 @@ int plait_loader_create(const plait_dataset *d, const plait_loader_config *confi
         return plait_fail("loader: batch size %d does not divide into %d shards", c->batch_size, c->shards);
     if (c->augment.crop_padding < 0 || c->augment.crop_padding > d->height || c->augment.crop_padding > d->width)
         return plait_fail("loader: crop padding %d must be in [0, %d]", c->augment.crop_padding,
+                          d->height < d->width ? d->height : d->width);
+    if (c->augment.cutout < 0 || c->augment.cutout > d->height || c->augment.cutout > d->width)
+        return plait_fail("loader: cutout %d must be in [0, %d]", c->augment.cutout,
                           d->height < d->width ? d->height : d->width);
     for (int ch = 0; ch < d->channels; ch++)
         if (!(d->std[ch] > 0.0f))

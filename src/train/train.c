@@ -90,6 +90,7 @@ static int validate_config(const plait_train_config *c) {
     if (c->threads < 1) return plait_fail("--threads must be at least 1 (got %d)", c->threads);
     if (c->resume && !c->checkpoint_dir) return plait_fail("--resume needs --checkpoint-dir");
     if (c->label_smoothing < 0 || c->label_smoothing >= 1) return plait_fail("--label-smoothing must be in [0, 1)");
+    if (c->cutout < 0) return plait_fail("--cutout must be at least 0 (got %d)", c->cutout);
     return PLAIT_OK;
 }
 
@@ -221,7 +222,8 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                               .shuffle = c->shuffle,
                               .drop_last = true,
                               .augment = {.crop_padding = c->augment ? (train.height >= 64 ? 0 : 4) : 0,
-                                          .flip = c->augment},
+                                          .flip = c->augment,
+                                          .cutout = c->cutout},
                               .seed = c->seed,
                               .shards = 1};
     if (plait_loader_create(&train, &lc, &loader) != PLAIT_OK) goto done;
