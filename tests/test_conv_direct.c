@@ -252,7 +252,9 @@ static void winograd_body(void) {
     const plait_conv2d_desc cases[] = {
         {2, 13, 13, 17, 33, 3, 3, 1, 1, 1, 1, 1}, {1, 7, 9, 3, 16, 3, 3, 1, 1, 0, 0, 1},
         {5, 7, 7, 33, 17, 3, 3, 1, 1, 2, 2, 1},   {1, 8, 8, 64, 64, 3, 3, 1, 1, 1, 1, 1},
+        {2, 16, 16, 16, 32, 3, 3, 1, 1, 1, 1, 1}, {3, 13, 11, 5, 16, 3, 3, 1, 1, 1, 1, 1},
     };
+    /* backward-weights lengthens chunks to at least C*K/(C+K) tiles: the last case still runs 8 of them */
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
             plait_conv_schedule s = plait_conv_default_schedule(&cases[i], (plait_conv_direction)dir);

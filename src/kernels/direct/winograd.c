@@ -90,25 +90,51 @@ bool direct_winograd_supports(const plait_conv2d_desc *d) {
            d->pad_h <= 2 && d->pad_w <= 2;
 }
 
-/* Tiles per chunk: a thread's transformed inputs and products stay within about 2 MiB. */
+/* Tiles per chunk: a thread's transformed inputs and products stay within about 8 MiB. Every chunk streams
+ * all of U (36 x C x K floats, 37 MiB at 512 channels), so on small images with many channels fewer, larger
+ * chunks matter more than keeping a chunk in L2 (measured: 2 MiB chunks of 14 tiles ran the 4x4 layers of
+ * ResNet-18 at 0.6x oneDNN). */
 static int chunk_cap(int in_c, int out_c) {
-    int cap = (2 << 20) / (36 * 4 * (kpad_of(in_c) + kpad_of(out_c)));
+    int cap = (8 << 20) / (36 * 4 * (kpad_of(in_c) + kpad_of(out_c)));
     return direct_max(4, direct_min(DIRECT_WINOGRAD_MAX_CHUNK, cap));
 }
 
-static int chunk_of(const plait_conv_schedule *s, int in_c, int out_c) {
+/* The schedule's chunk, else the cap; never more than an even share of the tiles per thread. */
+static int chunk_of(const plait_conv_schedule *s, int in_c, int out_c, long tiles) {
     int cap = chunk_cap(in_c, out_c);
-    return s && s->block_w > 0 && s->block_w < cap ? s->block_w : cap;
+    int chunk = s && s->block_w > 0 && s->block_w < cap ? s->block_w : cap;
+    long share = (tiles + plait_threads() - 1) / plait_threads();
+    return share < chunk ? (int)direct_max(1, (int)share) : chunk;
+}
+
+/* Backward-weights sums V x Z over tiles into M (36 x C x K floats) chunk by chunk, reading and writing all
+ * of M per chunk: chunks at least C*K/(C+K) tiles long keep that below the transforms' own traffic, within
+ * 64 MiB of transformed tiles. */
+static int wgrad_chunk(const plait_conv_schedule *s, int C, int K, long tiles) {
+    int cpad = kpad_of(C), kpad = kpad_of(K);
+    long chunk = s && s->block_w > 0 && s->block_w < DIRECT_WINOGRAD_MAX_CHUNK ? s->block_w : DIRECT_WINOGRAD_MAX_CHUNK;
+    long balanced = (long)C * kpad / (cpad + kpad), budget = (64L << 20) / (36L * 4 * (cpad + kpad));
+    if (chunk < balanced) chunk = balanced;
+    if (chunk > budget) chunk = budget;
+    if (chunk > tiles) chunk = tiles;
+    return (int)(chunk < 1 ? 1 : chunk);
+}
+
+static long tiles_of(const plait_conv2d_desc *d) {
+    int oh = direct_out_size(d->in_h, 3, 1, d->pad_h), ow = direct_out_size(d->in_w, 3, 1, d->pad_w);
+    return (long)d->batch * direct_ceil_div(oh, 4) * direct_ceil_div(ow, 4);
 }
 
 size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_direction direction) {
     int K = d->out_channels, C = d->in_channels;
     if (direction == PLAIT_CONV_BACKWARD_DATA) K = d->in_channels, C = d->out_channels;
-    size_t chunk = (size_t)chunk_cap(C, K);
     size_t weights = 36 * (size_t)kpad_of(K) * (size_t)C;
-    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) /* M = sum V^T Z, then V and A dY A^T for a chunk */
-        return weights + 36 * (size_t)chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
-    return weights + WINO_MAX_THREADS * 36 * (size_t)chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) { /* M = sum V^T Z, then V and A dY A^T for a chunk */
+        size_t chunk = (size_t)wgrad_chunk(NULL, C, K, tiles_of(d));
+        return weights + 36 * chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
+    }
+    size_t chunk = (size_t)chunk_cap(C, K);
+    return weights + WINO_MAX_THREADS * 36 * chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
 }
 
 /* U[t][kv][c][16] = (G g G^T)[t] for output channel kv*16+lane, input channel c; `flip` reads the
@@ -262,9 +288,10 @@ void direct_winograd_forward(const plait_conv2d_desc *d, const plait_conv_schedu
     int C = d->in_channels, K = d->out_channels;
     wino_problem p = {d->batch, d->in_h, d->in_w, C, K,
                       direct_out_size(d->in_h, 3, 1, d->pad_h), direct_out_size(d->in_w, 3, 1, d->pad_w),
-                      d->pad_h, d->pad_w, x, y, 0, 0, chunk_of(s, C, K)};
+                      d->pad_h, d->pad_w, x, y, 0, 0, 0};
     p.tiles_h = direct_ceil_div(p.out_h, 4);
     p.tiles_w = direct_ceil_div(p.out_w, 4);
+    p.chunk = chunk_of(s, C, K, (long)p.batch * p.tiles_h * p.tiles_w);
     float *U = workspace;
     transform_weights(w, K, C, false, U);
     wino_run(&p, U, U + 36 * (size_t)kpad_of(K) * C, &g);
@@ -276,9 +303,10 @@ void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_
     int K = d->out_channels, C = d->in_channels;
     int oh = direct_out_size(d->in_h, 3, 1, d->pad_h), ow = direct_out_size(d->in_w, 3, 1, d->pad_w);
     /* dx = a stride-1 convolution of dy (K channels) with flipped, transposed weights, padding 2 - pad */
-    wino_problem p = {d->batch, oh, ow, K, C, d->in_h, d->in_w, 2 - d->pad_h, 2 - d->pad_w, dy, dx, 0, 0, chunk_of(s, K, C)};
+    wino_problem p = {d->batch, oh, ow, K, C, d->in_h, d->in_w, 2 - d->pad_h, 2 - d->pad_w, dy, dx, 0, 0, 0};
     p.tiles_h = direct_ceil_div(p.out_h, 4);
     p.tiles_w = direct_ceil_div(p.out_w, 4);
+    p.chunk = chunk_of(s, K, C, (long)p.batch * p.tiles_h * p.tiles_w);
     float *U = workspace;
     transform_weights(w, C, K, true, U);
     wino_run(&p, U, U + 36 * (size_t)kpad_of(C) * K, &g);
@@ -337,14 +365,46 @@ static void run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile
         direct_wtile_portable(t, tile_c, tile_k);
 }
 
+/* dw[k][r][s][c] += (G^T M G)[r][s] for 16 output channels (kv) x 16 input channels from c0: the results
+ * are turned in a small buffer so that dw ([K][3][3][C]) is updated in runs of contiguous input channels. */
+static inline __attribute__((always_inline)) void finish_block(const float *M, int C, int K, int kpad, int kv,
+                                                               int c0, float *dw) {
+    float o[9][L][L]; /* [tap][k lane][c lane] */
+    int cn = direct_min(L, C - c0), kn = direct_min(L, K - kv * L);
+    for (int i = 0; i < cn; i++) {
+        float m[6][6][L], t[3][6][L], r[3][3][L];
+        for (int q = 0; q < 36; q++)
+            memcpy(m[q / 6][q % 6], M + ((size_t)q * C + c0 + i) * kpad + (size_t)kv * L, L * sizeof(float));
+        for (int b = 0; b < 6; b++) weight_grad_1d(m[0][b], 6 * L, t[0][b], 6 * L);
+        for (int a = 0; a < 3; a++) weight_grad_1d(t[a][0], L, r[a][0], L);
+        for (int tap = 0; tap < 9; tap++)
+            for (int l = 0; l < L; l++) o[tap][l][i] = r[tap / 3][tap % 3][l];
+    }
+    for (int l = 0; l < kn; l++)
+        for (int tap = 0; tap < 9; tap++) {
+            float *dst = dw + ((size_t)(kv * L + l) * 9 + tap) * C + c0;
+            for (int i = 0; i < cn; i++) dst[i] += o[tap][l][i];
+        }
+}
+
+typedef void (*finish_fn)(const float *M, int C, int K, int kpad, int kv, int c0, float *dw);
+#define FINISH_FN(NAME, ATTR)                                                                              \
+    static ATTR void finish_##NAME(const float *M, int C, int K, int kpad, int kv, int c0, float *dw) { \
+        finish_block(M, C, K, kpad, kv, c0, dw);                                                           \
+    }
+FINISH_FN(avx512, __attribute__((target("avx512f,fma"))))
+FINISH_FN(avx2, __attribute__((target("avx2,fma"))))
+FINISH_FN(portable, )
+
 void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                       const float *dy, float *dw, void *workspace) {
     int C = d->in_channels, K = d->out_channels, cpad = kpad_of(C), kpad = kpad_of(K), kvecs = kpad / L;
     wino_problem p = {d->batch, d->in_h, d->in_w, C, K,
                       direct_out_size(d->in_h, 3, 1, d->pad_h), direct_out_size(d->in_w, 3, 1, d->pad_w),
-                      d->pad_h, d->pad_w, x, NULL, 0, 0, chunk_of(s, C, K)};
+                      d->pad_h, d->pad_w, x, NULL, 0, 0, 0};
     p.tiles_h = direct_ceil_div(p.out_h, 4);
     p.tiles_w = direct_ceil_div(p.out_w, 4);
+    p.chunk = wgrad_chunk(s, C, K, tiles_of(d));
     int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     int tile_k = s && s->tile_k >= 1 && s->tile_k <= DIRECT_MAX_TILE_K ? s->tile_k : direct_min(4, kvecs);
     int tile_c = s && s->tile_w >= 1 && s->tile_w * tile_k <= max_tile ? s->tile_w : max_tile / (tile_k + 1);
@@ -352,7 +412,6 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
     while (tile_c * tile_k > max_tile) tile_c--;
     float *M = workspace; /* [36][C][kpad] */
     float *V = M + 36 * (size_t)C * kpad, *Z = V + 36 * (size_t)p.chunk * cpad;
-    memset(M, 0, 36 * (size_t)C * kpad * sizeof(float));
     long tiles = (long)p.batch * p.tiles_h * p.tiles_w;
     int c_tiles = direct_ceil_div(C, tile_c), k_tiles = direct_ceil_div(kvecs, tile_k);
     long units = 36L * c_tiles * k_tiles;
@@ -376,26 +435,22 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
             int kt = (int)(unit % k_tiles);
             long rest = unit / k_tiles;
             int ct = (int)(rest % c_tiles), q = (int)(rest / c_tiles);
-            int c0 = ct * tile_c, kv = kt * tile_k;
+            int c0 = ct * tile_c, kv = kt * tile_k, mc = direct_min(tile_c, C - c0), nr = direct_min(tile_k, kvecs - kv);
+            float *acc = M + ((size_t)q * C + c0) * kpad + (size_t)kv * L;
+            if (first == 0) /* M is zeroed unit by unit, in cache, not in a pass of its own */
+                for (int i = 0; i < mc; i++) memset(acc + (size_t)i * kpad, 0, (size_t)nr * L * sizeof(float));
             direct_wtile t = {
                 .x = V + (size_t)q * count * cpad + c0, .x_pixel = cpad, .x_row = 0, .x_image = 0,
                 .dy = Z + (size_t)q * count * kpad + (size_t)kv * L, .dy_pixel = kpad, .dy_row = 0, .dy_image = 0,
                 .pixels = count, .rows = 1, .images = 1,
-                .acc = M + ((size_t)q * C + c0) * kpad + (size_t)kv * L, .acc_c = kpad, .last_lanes = L,
+                .acc = acc, .acc_c = kpad, .last_lanes = L,
             };
-            run_wtile(isa, &t, direct_min(tile_c, C - c0), direct_min(tile_k, kvecs - kv));
+            run_wtile(isa, &t, mc, nr);
         }
     }
-    /* dw[k][r][s][c] += (G^T M G)[r][s] */
+    finish_fn finish = isa == PLAIT_ISA_AVX512 ? finish_avx512 : isa == PLAIT_ISA_AVX2 ? finish_avx2 : finish_portable;
+    int c_blocks = direct_ceil_div(C, L);
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
-    for (long item = 0; item < (long)kvecs * C; item++) {
-        int kv = (int)(item / C), c = (int)(item % C);
-        float m[6][6][L], t[3][6][L], o[3][3][L];
-        for (int q = 0; q < 36; q++) memcpy(m[q / 6][q % 6], M + ((size_t)q * C + c) * kpad + (size_t)kv * L, L * sizeof(float));
-        for (int b = 0; b < 6; b++) weight_grad_1d(m[0][b], 6 * L, t[0][b], 6 * L);
-        for (int a = 0; a < 3; a++) weight_grad_1d(t[a][0], L, o[a][0], L);
-        for (int l = 0; l < L && kv * L + l < K; l++)
-            for (int r = 0; r < 3; r++)
-                for (int s2 = 0; s2 < 3; s2++) dw[(((size_t)(kv * L + l) * 3 + r) * 3 + s2) * C + c] += o[r][s2][l];
-    }
+    for (long item = 0; item < (long)kvecs * c_blocks; item++)
+        finish(M, C, K, kpad, (int)(item / c_blocks), (int)(item % c_blocks) * L, dw);
 }
