@@ -138,26 +138,54 @@ size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_d
 }
 
 /* U[t][kv][c][16] = (G g G^T)[t] for output channel kv*16+lane, input channel c; `flip` reads the
- * weights of backward-data: g[r][s] = w[c][2-r][2-s][k] from OHWI w with K and C swapped. */
-static void transform_weights(const float *w, int K, int C, bool flip, float *U) {
-    int kvecs = direct_ceil_div(K, L);
-#pragma omp parallel for schedule(static) num_threads(plait_threads())
-    for (long item = 0; item < (long)kvecs * C; item++) {
-        int kv = (int)(item / C), c = (int)(item % C);
-        float g[9][L], t[6][3][L], u[6][6][L];
-        for (int r = 0; r < 3; r++)
-            for (int s = 0; s < 3; s++)
-                for (int l = 0; l < L; l++) {
-                    int k = kv * L + l;
-                    g[r * 3 + s][l] = k >= K  ? 0.0f
-                                      : flip ? w[(((size_t)c * 3 + (2 - r)) * 3 + (2 - s)) * K + k]
-                                             : w[(((size_t)k * 3 + r) * 3 + s) * C + c];
-                }
-        for (int s = 0; s < 3; s++) weight_1d(g[s], 3 * L, t[0][s], 3 * L);
-        for (int i = 0; i < 6; i++) weight_1d(t[i][0], L, u[i][0], L);
-        for (int i = 0; i < 36; i++)
-            memcpy(U + (((size_t)i * kvecs + kv) * C + c) * L, u[i / 6][i % 6], L * sizeof(float));
+ * weights of backward-data: g[r][s] = w[c][2-r][2-s][k] from OHWI w with K and C swapped. One block is 16
+ * output x 16 input channels, so that w is read in runs of 16 contiguous channels (rows of w, or columns
+ * when flipped) rather than one float per 9*C. */
+static inline __attribute__((always_inline)) void weight_block(const float *w, int K, int C, bool flip, int kv,
+                                                               int c0, float *U) {
+    int kvecs = direct_ceil_div(K, L), cn = direct_min(L, C - c0);
+    float g[L][9][L]; /* [c lane][tap][k lane] */
+    int kn = direct_min(L, K - kv * L);
+    memset(g, 0, sizeof g);
+    if (flip) /* w[c][2-r][2-s][k]: runs over k */
+        for (int i = 0; i < cn; i++)
+            for (int tap = 0; tap < 9; tap++) {
+                const float *src = w + ((size_t)(c0 + i) * 9 + 8 - tap) * K + (size_t)kv * L;
+                for (int l = 0; l < kn; l++) g[i][tap][l] = src[l];
+            }
+    else /* w[k][r][s][c]: runs over c */
+        for (int l = 0; l < kn; l++)
+            for (int tap = 0; tap < 9; tap++) {
+                const float *src = w + ((size_t)(kv * L + l) * 9 + tap) * C + c0;
+                for (int i = 0; i < cn; i++) g[i][tap][l] = src[i];
+            }
+    for (int i = 0; i < cn; i++) {
+        float t[6][3][L], u[6][6][L];
+        for (int s = 0; s < 3; s++) weight_1d(g[i][s], 3 * L, t[0][s], 3 * L);
+        for (int a = 0; a < 6; a++) weight_1d(t[a][0], L, u[a][0], L);
+        for (int q = 0; q < 36; q++)
+            memcpy(U + (((size_t)q * kvecs + kv) * C + c0 + i) * L, u[q / 6][q % 6], L * sizeof(float));
     }
+}
+
+typedef void (*weight_block_fn)(const float *w, int K, int C, bool flip, int kv, int c0, float *U);
+#define WEIGHT_BLOCK_FN(NAME, ATTR)                                                                       \
+    static ATTR void weight_block_##NAME(const float *w, int K, int C, bool flip, int kv, int c0, float *U) { \
+        weight_block(w, K, C, flip, kv, c0, U);                                                              \
+    }
+WEIGHT_BLOCK_FN(avx512, __attribute__((target("avx512f,fma"))))
+WEIGHT_BLOCK_FN(avx2, __attribute__((target("avx2,fma"))))
+WEIGHT_BLOCK_FN(portable, )
+
+static void transform_weights(const float *w, int K, int C, bool flip, float *U) {
+    plait_isa isa = direct_isa_resolved();
+    weight_block_fn block = isa == PLAIT_ISA_AVX512 ? weight_block_avx512
+                            : isa == PLAIT_ISA_AVX2 ? weight_block_avx2
+                                                    : weight_block_portable;
+    int kvecs = direct_ceil_div(K, L), c_blocks = direct_ceil_div(C, L);
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long item = 0; item < (long)kvecs * c_blocks; item++)
+        block(w, K, C, flip, (int)(item / c_blocks), (int)(item % c_blocks) * L, U);
 }
 
 /* V[t][i][c] for the tiles [first, first + count) of p, channels padded to cpad, `plane` tiles between
