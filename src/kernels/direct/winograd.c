@@ -196,18 +196,9 @@ static inline __attribute__((always_inline)) void transform_inputs(const wino_pr
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
         int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
         int h0 = (rest / p->tiles_w) * 4 - p->pad_h, w0 = (rest % p->tiles_w) * 4 - p->pad_w;
-        /* a patch inside the image: transformed straight from x into V, no copies */
-        bool inside = h0 >= 0 && w0 >= 0 && h0 + 6 <= p->in_h && w0 + 6 <= p->in_w;
         for (int c0 = 0; c0 < cpad; c0 += L) {
-            float d[6][6][L], t[6][6][L];
+            float d[6][6][L], t[6][6][L], v[6][6][L];
             int lanes = direct_min(L, p->in_c - c0);
-            float *dst = V + (size_t)i * cpad + c0;
-            if (inside && lanes == L) {
-                const float *src = p->x + (((size_t)n * p->in_h + h0) * p->in_w + w0) * p->in_c + c0;
-                for (int b = 0; b < 6; b++) input_1d(src + (size_t)b * p->in_c, (ptrdiff_t)p->in_w * p->in_c, t[0][b], 6 * L);
-                for (int a = 0; a < 6; a++) input_1d(t[a][0], L, dst + (size_t)a * 6 * plane * cpad, (ptrdiff_t)plane * cpad);
-                continue;
-            }
             for (int a = 0; a < 6; a++)
                 for (int b = 0; b < 6; b++) {
                     int h = h0 + a, ww = w0 + b;
@@ -219,7 +210,9 @@ static inline __attribute__((always_inline)) void transform_inputs(const wino_pr
                     for (int l = 0; l < L; l++) d[a][b][l] = l < lanes ? src[l] : 0.0f;
                 }
             for (int b = 0; b < 6; b++) input_1d(d[0][b], 6 * L, t[0][b], 6 * L);
-            for (int a = 0; a < 6; a++) input_1d(t[a][0], L, dst + (size_t)a * 6 * plane * cpad, (ptrdiff_t)plane * cpad);
+            for (int a = 0; a < 6; a++) input_1d(t[a][0], L, v[a][0], L);
+            for (int q = 0; q < 36; q++)
+                memcpy(V + ((size_t)q * plane + i) * cpad + c0, v[q / 6][q % 6], L * sizeof(float));
         }
     }
 }
@@ -231,21 +224,15 @@ static inline __attribute__((always_inline)) void transform_outputs(const wino_p
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
         int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
         int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
-        bool inside = h0 + 4 <= p->out_h && w0 + 4 <= p->out_w;
         for (int k0 = 0; k0 < p->out_c; k0 += L) {
-            float t[4][6][L], o[4][4][L];
-            const float *src = M + (size_t)i * kpad + k0;
-            for (int b = 0; b < 6; b++) output_1d(src + (size_t)b * count * kpad, (ptrdiff_t)6 * count * kpad, t[0][b], 6 * L);
-            int lanes = direct_min(L, p->out_c - k0);
-            float *y = p->y + (((size_t)n * p->out_h + h0) * p->out_w + w0) * p->out_c + k0;
-            if (inside && lanes == L) { /* straight into y */
-                for (int a = 0; a < 4; a++) output_1d(t[a][0], L, y + (size_t)a * p->out_w * p->out_c, p->out_c);
-                continue;
-            }
+            float m[6][6][L], t[4][6][L], o[4][4][L];
+            for (int q = 0; q < 36; q++) memcpy(m[q / 6][q % 6], M + ((size_t)q * count + i) * kpad + k0, L * sizeof(float));
+            for (int b = 0; b < 6; b++) output_1d(m[0][b], 6 * L, t[0][b], 6 * L);
             for (int a = 0; a < 4; a++) output_1d(t[a][0], L, o[a][0], L);
+            int lanes = direct_min(L, p->out_c - k0);
             for (int a = 0; a < 4 && h0 + a < p->out_h; a++)
                 for (int b = 0; b < 4 && w0 + b < p->out_w; b++) {
-                    float *dst = y + ((size_t)a * p->out_w + b) * p->out_c;
+                    float *dst = p->y + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0 + b) * p->out_c + k0;
                     for (int l = 0; l < lanes; l++) dst[l] = o[a][b][l];
                 }
         }
