@@ -14,6 +14,19 @@
 
 static int kpad_of(int k) { return direct_ceil_div(k, L) * L; }
 
+/* The transforms are 16-lane C loops that GCC vectorizes for the target it compiles for: PER_ISA wraps an
+ * always-inline BODY into NAME_avx512, NAME_avx2 and NAME_portable, and PICK_ISA chooses one at run time. */
+#define PER_ISA(NAME, BODY, PARAMS, ARGS)                                      \
+    static __attribute__((target("avx512f,fma"))) void NAME##_avx512 PARAMS { \
+        BODY ARGS;                                                             \
+    }                                                                          \
+    static __attribute__((target("avx2,fma"))) void NAME##_avx2 PARAMS {       \
+        BODY ARGS;                                                             \
+    }                                                                          \
+    static void NAME##_portable PARAMS { BODY ARGS; }
+#define PICK_ISA(NAME, isa) \
+    ((isa) == PLAIT_ISA_AVX512 ? NAME##_avx512 : (isa) == PLAIT_ISA_AVX2 ? NAME##_avx2 : NAME##_portable)
+
 /* ---- 1-D transforms on vectors of 16 lanes (stride: floats between consecutive elements) ---- */
 
 /* B^T d: 6 -> 6 */
@@ -168,20 +181,12 @@ static inline __attribute__((always_inline)) void weight_block(const float *w, i
     }
 }
 
-typedef void (*weight_block_fn)(const float *w, int K, int C, bool flip, int kv, int c0, float *U);
-#define WEIGHT_BLOCK_FN(NAME, ATTR)                                                                       \
-    static ATTR void weight_block_##NAME(const float *w, int K, int C, bool flip, int kv, int c0, float *U) { \
-        weight_block(w, K, C, flip, kv, c0, U);                                                              \
-    }
-WEIGHT_BLOCK_FN(avx512, __attribute__((target("avx512f,fma"))))
-WEIGHT_BLOCK_FN(avx2, __attribute__((target("avx2,fma"))))
-WEIGHT_BLOCK_FN(portable, )
+PER_ISA(weight_blocks, weight_block, (const float *w, int K, int C, bool flip, int kv, int c0, float *U),
+        (w, K, C, flip, kv, c0, U))
 
 static void transform_weights(const float *w, int K, int C, bool flip, float *U) {
     plait_isa isa = direct_isa_resolved();
-    weight_block_fn block = isa == PLAIT_ISA_AVX512 ? weight_block_avx512
-                            : isa == PLAIT_ISA_AVX2 ? weight_block_avx2
-                                                    : weight_block_portable;
+    void (*block)(const float *, int, int, bool, int, int, float *) = PICK_ISA(weight_blocks, isa);
     int kvecs = direct_ceil_div(K, L), c_blocks = direct_ceil_div(C, L);
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
     for (long item = 0; item < (long)kvecs * c_blocks; item++)
@@ -262,24 +267,19 @@ static void multiply(plait_isa isa, const float *V, const float *U, float *M, in
         }
 }
 
-/* One chunk: transforms compiled per ISA (GCC vectorizes their 16-lane loops), products on the micro-kernels. */
-typedef void (*chunk_fn)(const wino_problem *p, long first, int count, float *V, float *M, const float *U,
-                         const plait_conv_schedule *s, plait_isa isa);
-#define CHUNK_FN(NAME, ATTR)                                                                                   \
-    static ATTR void chunk_##NAME(const wino_problem *p, long first, int count, float *V, float *M, const float *U, \
-                                  const plait_conv_schedule *s, plait_isa isa) {                               \
-        int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);                                                 \
-        transform_inputs(p, first, count, V, cpad, count);                                                     \
-        multiply(isa, V, U, M, count, p->in_c, cpad, p->out_c, s);                                             \
-        transform_outputs(p, first, count, M, kpad);                                                           \
-    }
-CHUNK_FN(avx512, __attribute__((target("avx512f,fma"))))
-CHUNK_FN(avx2, __attribute__((target("avx2,fma"))))
-CHUNK_FN(portable, )
-
-static chunk_fn chunk_for(plait_isa isa) {
-    return isa == PLAIT_ISA_AVX512 ? chunk_avx512 : isa == PLAIT_ISA_AVX2 ? chunk_avx2 : chunk_portable;
+/* One chunk: transforms, then products on the micro-kernels, then the inverse transforms. */
+static inline __attribute__((always_inline)) void chunk_body(const wino_problem *p, long first, int count, float *V,
+                                                             float *M, const float *U, const plait_conv_schedule *s,
+                                                             plait_isa isa) {
+    int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);
+    transform_inputs(p, first, count, V, cpad, count);
+    multiply(isa, V, U, M, count, p->in_c, cpad, p->out_c, s);
+    transform_outputs(p, first, count, M, kpad);
 }
+PER_ISA(chunk, chunk_body,
+        (const wino_problem *p, long first, int count, float *V, float *M, const float *U,
+         const plait_conv_schedule *s, plait_isa isa),
+        (p, first, count, V, M, U, s, isa))
 
 static void wino_run(const wino_problem *p, const float *U, float *scratch, const plait_conv_schedule *s) {
     int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);
@@ -296,7 +296,7 @@ static void wino_run(const wino_problem *p, const float *U, float *scratch, cons
         for (long chunk = 0; chunk < chunks; chunk++) {
             long first = chunk * p->chunk;
             int count = (int)(tiles - first < p->chunk ? tiles - first : p->chunk);
-            chunk_for(isa)(p, first, count, V, M, U, s, isa);
+            PICK_ISA(chunk, isa)(p, first, count, V, M, U, s, isa);
         }
     }
 }
@@ -371,17 +371,14 @@ static inline __attribute__((always_inline)) void transform_gradients(const wino
     }
 }
 
-typedef void (*transform_fn)(const wino_problem *p, const float *dy, long first, int count, float *V, float *Z,
-                             int plane);
-#define TRANSFORM_FN(NAME, ATTR)                                                                            \
-    static ATTR void transforms_##NAME(const wino_problem *p, const float *dy, long first, int count, float *V, \
-                                       float *Z, int plane) {                                               \
-        transform_inputs(p, first, count, V, kpad_of(p->in_c), plane);                                      \
-        transform_gradients(p, dy, first, count, Z, kpad_of(p->out_c), plane);                              \
-    }
-TRANSFORM_FN(avx512, __attribute__((target("avx512f,fma"))))
-TRANSFORM_FN(avx2, __attribute__((target("avx2,fma"))))
-TRANSFORM_FN(portable, )
+static inline __attribute__((always_inline)) void transforms_body(const wino_problem *p, const float *dy, long first,
+                                                                  int count, float *V, float *Z, int plane) {
+    transform_inputs(p, first, count, V, kpad_of(p->in_c), plane);
+    transform_gradients(p, dy, first, count, Z, kpad_of(p->out_c), plane);
+}
+PER_ISA(transforms, transforms_body,
+        (const wino_problem *p, const float *dy, long first, int count, float *V, float *Z, int plane),
+        (p, dy, first, count, V, Z, plane))
 
 static void run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile_k) {
     direct_wtile_fn fn = NULL;
@@ -415,14 +412,8 @@ static inline __attribute__((always_inline)) void finish_block(const float *M, i
         }
 }
 
-typedef void (*finish_fn)(const float *M, int C, int K, int kpad, int kv, int c0, float *dw);
-#define FINISH_FN(NAME, ATTR)                                                                              \
-    static ATTR void finish_##NAME(const float *M, int C, int K, int kpad, int kv, int c0, float *dw) { \
-        finish_block(M, C, K, kpad, kv, c0, dw);                                                           \
-    }
-FINISH_FN(avx512, __attribute__((target("avx512f,fma"))))
-FINISH_FN(avx2, __attribute__((target("avx2,fma"))))
-FINISH_FN(portable, )
+PER_ISA(finish_blocks, finish_block, (const float *M, int C, int K, int kpad, int kv, int c0, float *dw),
+        (M, C, K, kpad, kv, c0, dw))
 
 void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                       const float *dy, float *dw, void *workspace) {
@@ -444,9 +435,8 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
     int c_tiles = direct_ceil_div(C, tile_c), k_tiles = direct_ceil_div(kvecs, tile_k);
     long units = 36L * c_tiles * k_tiles;
     plait_isa isa = direct_isa_resolved();
-    transform_fn transforms = isa == PLAIT_ISA_AVX512 ? transforms_avx512
-                              : isa == PLAIT_ISA_AVX2 ? transforms_avx2
-                                                      : transforms_portable;
+    void (*transforms)(const wino_problem *, const float *, long, int, float *, float *, int) =
+        PICK_ISA(transforms, isa);
 #pragma omp parallel num_threads(plait_threads())
     for (long first = 0; first < tiles; first += p.chunk) {
         int count = (int)(tiles - first < p.chunk ? tiles - first : p.chunk);
@@ -476,7 +466,7 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
             run_wtile(isa, &t, mc, nr);
         }
     }
-    finish_fn finish = isa == PLAIT_ISA_AVX512 ? finish_avx512 : isa == PLAIT_ISA_AVX2 ? finish_avx2 : finish_portable;
+    void (*finish)(const float *, int, int, int, int, int, float *) = PICK_ISA(finish_blocks, isa);
     int c_blocks = direct_ceil_div(C, L);
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
     for (long item = 0; item < (long)kvecs * c_blocks; item++)
