@@ -21,6 +21,8 @@ void plait_clear_error(void);
 /* Memory: 64-byte aligned so vector loads never split cache lines; zero-filled. NULL (and an error
  * message) when out of memory. */
 void *plait_alloc(size_t bytes);
+/* The same without the zero fill, for buffers that are written in full before they are read. */
+void *plait_alloc_unzeroed(size_t bytes);
 void plait_free(void *pointer);
 
 /* Activations are NHWC float32 everywhere (see docs/architecture.md for why). A vector per

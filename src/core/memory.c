@@ -1,17 +1,28 @@
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "plait/core.h"
 
-void *plait_alloc(size_t bytes) {
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (rounded == 0) rounded = 64;
-    void *p = aligned_alloc(64, rounded);
+void *plait_alloc_unzeroed(size_t bytes) {
+    /* Buffers of 4 MB and more (activations, gradients, workspaces, data sets) ask for 2 MB pages: NHWC
+     * kernels step through them a pixel at a time, often 4 KB or more apart, which on 4 KB pages is a TLB
+     * miss per access; and faulting in hundreds of megabytes 4 KB at a time is slow on a VM. */
+    const size_t huge = (size_t)2 << 20;
+    size_t alignment = bytes >= 2 * huge ? huge : 64;
+    size_t rounded = (bytes + alignment - 1) & ~(alignment - 1);
+    void *p = aligned_alloc(alignment, rounded ? rounded : alignment);
     if (!p) {
         plait_fail("out of memory allocating %zu bytes", bytes);
         return NULL;
     }
-    memset(p, 0, rounded);
+    if (alignment == huge) madvise(p, rounded, MADV_HUGEPAGE); /* only a hint; fine if refused */
+    return p;
+}
+
+void *plait_alloc(size_t bytes) {
+    void *p = plait_alloc_unzeroed(bytes);
+    if (p) memset(p, 0, bytes ? bytes : 1);
     return p;
 }
 

@@ -8,9 +8,6 @@
 
 #include "plait/data.h"
 
-/* plait_alloc without the zero fill, for pixel buffers that are written in full at once (zeroing hundreds
- * of megabytes costs more than decoding them). plait_free releases it. */
-void *dataset_alloc_pixels(size_t bytes);
 /* Allocates pixels (not zeroed) and labels for count images; mean 0 and std 1 until someone sets them. */
 int dataset_allocate(plait_dataset *d, const char *name, int count, int height, int width, int channels,
                      int classes);

@@ -2,24 +2,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "data/data_internal.h"
-
-void *dataset_alloc_pixels(size_t bytes) {
-    /* Big buffers ask for 2 MB pages: faulting in hundreds of megabytes 4 KB at a time costs more than
-     * decoding the images that fill them (as measured on a VM). */
-    size_t huge = (size_t)2 << 20;
-    size_t alignment = bytes >= 4 * huge ? huge : 64;
-    size_t rounded = (bytes + alignment - 1) & ~(alignment - 1);
-    void *p = aligned_alloc(alignment, rounded ? rounded : alignment);
-    if (!p) {
-        plait_fail("out of memory allocating %zu bytes of pixels", bytes);
-        return NULL;
-    }
-    if (alignment == huge) madvise(p, rounded, MADV_HUGEPAGE); /* only a hint; fine if refused */
-    return p;
-}
 
 int dataset_allocate(plait_dataset *d, const char *name, int count, int height, int width, int channels,
                      int classes) {
@@ -33,7 +17,7 @@ int dataset_allocate(plait_dataset *d, const char *name, int count, int height, 
     d->width = width;
     d->channels = channels;
     d->classes = classes;
-    d->pixels = dataset_alloc_pixels((size_t)count * (size_t)height * (size_t)width * (size_t)channels);
+    d->pixels = plait_alloc_unzeroed((size_t)count * (size_t)height * (size_t)width * (size_t)channels);
     d->labels = plait_alloc((size_t)count * sizeof(int32_t));
     if (!d->pixels || !d->labels) {
         plait_dataset_free(d);

@@ -164,7 +164,7 @@ int imagefolder_load(const char *path, int size, const char *exclude, plait_data
         }
     }
     size_t image_bytes = (size_t)height * (size_t)width * 3;
-    pixels = dataset_alloc_pixels((size_t)count * image_bytes);
+    pixels = plait_alloc_unzeroed((size_t)count * image_bytes);
     status_of = calloc((size_t)count, 1);
     if (!pixels || !status_of) {
         plait_fail("out of memory for %d images of %dx%d from %s", count, width, height, path);
