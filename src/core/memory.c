@@ -1,3 +1,4 @@
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -7,31 +8,23 @@
 /* Buffers of 4 MB and more (activations, gradients, workspaces, data sets) ask for 2 MB pages: NHWC kernels
  * step through them a pixel at a time, often 4 KB or more apart, which on 4 KB pages is a TLB miss per
  * access; and faulting in hundreds of megabytes 4 KB at a time is slow on a VM. */
-static size_t alignment_for(size_t bytes) { return bytes >= ((size_t)4 << 20) ? (size_t)2 << 20 : 64; }
-
-static size_t rounded_size(size_t bytes) {
-    size_t alignment = alignment_for(bytes);
+static void *allocate(size_t bytes, bool zero) {
+    size_t alignment = bytes >= ((size_t)4 << 20) ? (size_t)2 << 20 : 64;
     size_t rounded = (bytes + alignment - 1) & ~(alignment - 1);
-    return rounded ? rounded : alignment;
-}
-
-void *plait_alloc_unzeroed(size_t bytes) {
-    size_t rounded = rounded_size(bytes);
-    void *p = aligned_alloc(alignment_for(bytes), rounded);
+    if (rounded == 0) rounded = alignment;
+    void *p = aligned_alloc(alignment, rounded);
     if (!p) {
         plait_fail("out of memory allocating %zu bytes", bytes);
         return NULL;
     }
-    if (alignment_for(bytes) > 64) madvise(p, rounded, MADV_HUGEPAGE); /* only a hint; fine if refused */
+    if (alignment > 64) madvise(p, rounded, MADV_HUGEPAGE); /* only a hint; fine if refused */
+    if (zero) memset(p, 0, rounded); /* the padding too, as always: no byte of the block is left undefined */
     return p;
 }
 
-/* The padding up to the rounded size is zeroed too: vector loads may run past the last element. */
-void *plait_alloc(size_t bytes) {
-    void *p = plait_alloc_unzeroed(bytes);
-    if (p) memset(p, 0, rounded_size(bytes));
-    return p;
-}
+void *plait_alloc(size_t bytes) { return allocate(bytes, true); }
+
+void *plait_alloc_unzeroed(size_t bytes) { return allocate(bytes, false); }
 
 void plait_free(void *pointer) { free(pointer); }
 
