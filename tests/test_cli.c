@@ -152,6 +152,8 @@ static void eval_scores_checkpoint(void) {
     snprintf(args, sizeof args, "eval --checkpoint %s/once/last.safetensors --dataset cifar10 --data %s --threads 1",
              testing_temp_dir(), data_dir);
     CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    strcat(args, " --flip");
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
 }
 
 static void bad_checkpoints_are_refused(void) {

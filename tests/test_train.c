@@ -1,5 +1,6 @@
 /* The trainer on data the test makes: the loss must fall well below its start, runs must be
  * reproducible, and micro-batches must equal gradient accumulation by hand. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -115,11 +116,68 @@ static void direct_kernels_follow_reference_path(void) {
     CHECK(curves[1][11] < curves[1][0]);
 }
 
+/* A data set of n random 8x8 RGB images; mirror: each left-right mirrored; symmetric: each made
+ * left-right symmetric. */
+static void make_dataset(int n, uint64_t seed, bool mirror, bool symmetric, plait_dataset *d) {
+    *d = (plait_dataset){.count = n, .height = 8, .width = 8, .channels = 3, .classes = 4,
+                         .mean = {0.5f, 0.5f, 0.5f}, .std = {0.25f, 0.25f, 0.25f}};
+    d->pixels = malloc((size_t)n * 8 * 8 * 3);
+    d->labels = malloc(sizeof(int32_t) * (size_t)n);
+    plait_rng rng;
+    plait_rng_seed(&rng, seed);
+    for (int i = 0; i < n; i++) {
+        d->labels[i] = (int32_t)plait_rng_below(&rng, 4);
+        for (int j = 0; j < 8 * 8 * 3; j++) d->pixels[(size_t)i * 192 + j] = (uint8_t)plait_rng_below(&rng, 256);
+        for (int y = 0; y < 8; y++)
+            for (int x = 0; x < 4; x++)
+                for (int c = 0; c < 3; c++) {
+                    uint8_t *left = d->pixels + (size_t)i * 192 + (y * 8 + x) * 3 + c;
+                    uint8_t *right = d->pixels + (size_t)i * 192 + (y * 8 + 7 - x) * 3 + c;
+                    if (symmetric) *right = *left;
+                    if (mirror) {
+                        uint8_t keep = *left;
+                        *left = *right;
+                        *right = keep;
+                    }
+                }
+    }
+}
+
+/* Flip test-time augmentation averages each image with its mirror: mirroring the data set must not
+ * change its score, on symmetric images it must equal the single view, and otherwise differ. */
+static void flip_evaluation_is_mirror_invariant(void) {
+    plait_model *m;
+    CHECK(plait_model_create("resnet20", (plait_shape){1, 8, 8, 3}, 4, 3, &m) == PLAIT_OK);
+    plait_dataset plain, mirrored, symmetric;
+    make_dataset(37, 5, false, false, &plain);
+    make_dataset(37, 5, true, false, &mirrored);
+    make_dataset(37, 5, false, true, &symmetric);
+    plait_eval_score single, flip, mirrored_single, mirrored_flip, symmetric_single, symmetric_flip;
+    CHECK(plait_evaluate_with_flip(m, &plain, 16, 0, &single, &flip) == PLAIT_OK);
+    CHECK(plait_evaluate_with_flip(m, &mirrored, 16, 0, &mirrored_single, &mirrored_flip) == PLAIT_OK);
+    CHECK(plait_evaluate_with_flip(m, &symmetric, 16, 0, &symmetric_single, &symmetric_flip) == PLAIT_OK);
+    CHECKF(fabsf(flip.loss - mirrored_flip.loss) <= 1e-6f * flip.loss, "flip loss %g, of the mirrored set %g",
+           (double)flip.loss, (double)mirrored_flip.loss);
+    CHECK(flip.accuracy == mirrored_flip.accuracy);
+    CHECKF(fabsf(single.loss - mirrored_single.loss) > 1e-4f, "single-view loss %g equals the mirrored set's",
+           (double)single.loss);
+    CHECKF(fabsf(symmetric_single.loss - symmetric_flip.loss) <= 1e-6f * symmetric_single.loss,
+           "symmetric images: single %g, flip %g", (double)symmetric_single.loss, (double)symmetric_flip.loss);
+    float loss, accuracy;
+    CHECK(plait_evaluate(m, &plain, 16, 0, &loss, &accuracy) == PLAIT_OK);
+    CHECK(loss == single.loss && accuracy == single.accuracy);
+    plait_dataset_free(&plain);
+    plait_dataset_free(&mirrored);
+    plait_dataset_free(&symmetric);
+    plait_model_free(m);
+}
+
 int main(void) {
     plait_set_threads(2);
     testing_run("loss_falls_on_generated_data", loss_falls_on_generated_data);
     testing_run("training_is_reproducible", training_is_reproducible);
     testing_run("microbatches_train_too", microbatches_train_too);
     testing_run("direct_kernels_follow_reference_path", direct_kernels_follow_reference_path);
+    testing_run("flip_evaluation_is_mirror_invariant", flip_evaluation_is_mirror_invariant);
     return testing_finish();
 }

@@ -26,6 +26,8 @@ static const char *train_help =
     "  --augment MODE         standard (random crop with padding 4 below 64 px, horizontal flip) or none\n"
     "  --cutout N             also set a random N x N square of each training image to the mean [0]\n"
     "  --shuffle MODE         random or none (batches in file order)\n"
+    "  --test-flip            also score the test split with flip test-time augmentation (each image's\n"
+    "                         logits averaged with its mirror's), reported beside the single-view score\n"
     "\n"
     "optimization:\n"
     "  --epochs N             passes over the training set [1]\n"
@@ -76,14 +78,16 @@ static const char *eval_help =
     "  --test-limit N         score only the first N test images\n"
     "  --batch-size N         images per forward pass [256]\n"
     "  --threads N            threads [2]\n"
-    "  --seed N               seed of the train/test split for data sets without one [1]\n";
+    "  --seed N               seed of the train/test split for data sets without one [1]\n"
+    "  --flip                 also print the accuracy with flip test-time augmentation (each image's\n"
+    "                         logits averaged with its mirror's)\n";
 
 enum {
     OPT_MODEL = 256, OPT_DATASET, OPT_DATA, OPT_IMAGE_SIZE, OPT_TRAIN_LIMIT, OPT_TEST_LIMIT, OPT_AUGMENT,
     OPT_SHUFFLE, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_MICRO, OPT_LR, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_SIZE,
     OPT_GAMMA, OPT_CUTOUT, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
     OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
-    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE
+    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP
 };
 
 static const struct option train_options[] = {
@@ -91,7 +95,7 @@ static const struct option train_options[] = {
     {"data", required_argument, 0, OPT_DATA}, {"image-size", required_argument, 0, OPT_IMAGE_SIZE},
     {"train-limit", required_argument, 0, OPT_TRAIN_LIMIT}, {"test-limit", required_argument, 0, OPT_TEST_LIMIT},
     {"augment", required_argument, 0, OPT_AUGMENT}, {"shuffle", required_argument, 0, OPT_SHUFFLE},
-    {"cutout", required_argument, 0, OPT_CUTOUT},
+    {"cutout", required_argument, 0, OPT_CUTOUT}, {"test-flip", no_argument, 0, OPT_FLIP},
     {"epochs", required_argument, 0, OPT_EPOCHS}, {"steps", required_argument, 0, OPT_STEPS},
     {"batch-size", required_argument, 0, OPT_BATCH}, {"microbatches", required_argument, 0, OPT_MICRO},
     {"lr", required_argument, 0, OPT_LR}, {"schedule", required_argument, 0, OPT_SCHEDULE},
@@ -162,6 +166,7 @@ int cli_train(int argc, char **argv) {
         case OPT_INIT: c.init_path = optarg; break;
         case OPT_METRICS: c.metrics_path = optarg; break;
         case OPT_QUIET: c.progress = false; break;
+        case OPT_FLIP: c.test_flip = true; break;
         case OPT_PARALLEL:
             if (strcmp(optarg, "dp") != 0 && strcmp(optarg, "pipe") != 0 && strcmp(optarg, "auto") != 0)
                 return cli_error("--parallel expects dp, pipe or auto, got '%s'", optarg);
@@ -191,6 +196,7 @@ int cli_train(int argc, char **argv) {
     printf("trained %s on %s: %ld steps in %.1f s (%.1f images/s), last loss %.4f", c.model, c.dataset, r.steps,
            r.seconds, r.images_per_second, (double)r.last_loss);
     if (r.test_accuracy >= 0) printf(", test accuracy %.2f%%", 100.0 * r.test_accuracy);
+    if (r.test_flip_accuracy >= 0) printf(" (%.2f%% with flip)", 100.0 * r.test_flip_accuracy);
     if (r.allreduce_hidden_seconds + r.allreduce_exposed_seconds > 0)
         printf(", all-reduce %.2f s hidden / %.2f s exposed", r.allreduce_hidden_seconds, r.allreduce_exposed_seconds);
     printf("\n");
@@ -202,7 +208,8 @@ static const struct option eval_options[] = {
     {"dataset", required_argument, 0, OPT_DATASET}, {"data", required_argument, 0, OPT_DATA},
     {"image-size", required_argument, 0, OPT_IMAGE_SIZE}, {"test-limit", required_argument, 0, OPT_TEST_LIMIT},
     {"batch-size", required_argument, 0, OPT_BATCH}, {"threads", required_argument, 0, OPT_THREADS},
-    {"seed", required_argument, 0, OPT_SEED}, {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
+    {"seed", required_argument, 0, OPT_SEED}, {"flip", no_argument, 0, OPT_FLIP},
+    {"help", no_argument, 0, OPT_HELP}, {0, 0, 0, 0}};
 
 int cli_eval(int argc, char **argv) {
     plait_eval_config e = {.dataset = "cifar10", .batch_size = 256, .threads = 2, .seed = 1};
@@ -221,16 +228,19 @@ int cli_eval(int argc, char **argv) {
         case OPT_BATCH: if (!cli_parse_int("--batch-size", optarg, 1, 65536, &n)) return 2; e.batch_size = (int)n; break;
         case OPT_THREADS: if (!cli_parse_int("--threads", optarg, 1, 1024, &n)) return 2; e.threads = (int)n; break;
         case OPT_SEED: if (!cli_parse_int("--seed", optarg, 0, LONG_MAX, &n)) return 2; e.seed = (uint64_t)n; break;
+        case OPT_FLIP: e.flip = true; break;
         case OPT_HELP: fputs(eval_help, stdout); return 0;
         default: return cli_bad_flag("eval", argc, argv);
         }
     }
     if (optind < argc) return cli_error("plait eval: unexpected argument '%s' (see plait eval --help)", argv[optind]);
     if (!e.checkpoint) return cli_error("plait eval: --checkpoint FILE is required (see plait eval --help)");
-    float loss, accuracy;
+    plait_eval_score single, flip;
     int count;
-    if (plait_eval_checkpoint(&e, &loss, &accuracy, &count) != PLAIT_OK) return cli_fail_last();
-    printf("%s on %s test (%d images): loss %.4f, accuracy %.2f%%\n", e.checkpoint, e.dataset, count, (double)loss,
-           100.0 * accuracy);
+    if (plait_eval_checkpoint(&e, &single, &flip, &count) != PLAIT_OK) return cli_fail_last();
+    printf("%s on %s test (%d images): loss %.4f, accuracy %.2f%%", e.checkpoint, e.dataset, count,
+           (double)single.loss, 100.0 * single.accuracy);
+    if (e.flip) printf("; with flip: loss %.4f, accuracy %.2f%%", (double)flip.loss, 100.0 * flip.accuracy);
+    printf("\n");
     return 0;
 }

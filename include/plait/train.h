@@ -34,6 +34,7 @@ typedef struct plait_train_config {
     const char *metrics_path;    /* JSON lines; NULL: checkpoint_dir/metrics.jsonl or none */
     bool progress;               /* live progress line on stderr */
     bool evaluate_each_epoch;
+    bool test_flip;              /* also score each test image averaged with its mirror image */
     /* Parallel training (include/plait/pipe.h). Runs the executor when the world has more than one
      * rank, or when any of parallel, plan_path or trace_path is set. */
     const char *parallel;  /* "dp", "pipe" or "auto"; NULL: dp when the world has several ranks */
@@ -53,6 +54,7 @@ typedef struct plait_train_result {
     int epochs_done;
     float last_loss, train_accuracy;
     float test_loss, test_accuracy; /* of the last evaluation, -1 if none */
+    float test_flip_accuracy;       /* the same with test_flip, -1 if none */
     double seconds, images_per_second;
     /* Parallel runs: gradient all-reduce seconds over the run, mean over the replicated ranks,
      * overlapped with backward (hidden) and waited for by the optimizer step (exposed). */
@@ -80,6 +82,13 @@ int plait_trainer_predict(plait_trainer *t, const plait_tensor *images, const pl
 
 /* Mean loss and accuracy of a model in evaluation mode over a data set. */
 int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, float *loss, float *accuracy);
+typedef struct plait_eval_score {
+    float loss, accuracy;
+} plait_eval_score;
+/* The same, plus flip test-time augmentation: each image's logits averaged with those of its
+ * left-right mirror (the augmentation training used), scored in the same pass. */
+int plait_evaluate_with_flip(plait_model *m, const plait_dataset *d, int batch_size, int limit,
+                             plait_eval_score *single, plait_eval_score *flip);
 
 typedef struct plait_eval_config {
     const char *checkpoint;
@@ -87,10 +96,11 @@ typedef struct plait_eval_config {
     const char *dataset, *data_path;
     int image_size, test_limit, batch_size, threads;
     uint64_t seed;
+    bool flip; /* also score with flip test-time augmentation (into *flip) */
 } plait_eval_config;
 
 /* Loads a checkpoint's weights and scores them on the data set's test split. */
-int plait_eval_checkpoint(const plait_eval_config *e, float *loss, float *accuracy, int *count);
+int plait_eval_checkpoint(const plait_eval_config *e, plait_eval_score *single, plait_eval_score *flip, int *count);
 
 #ifdef __cplusplus
 }

@@ -32,11 +32,21 @@ void plait_train_config_defaults(plait_train_config *c) {
     c->pipeline_schedule = PLAIT_SCHEDULE_1F1B;
 }
 
-int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, float *loss, float *accuracy) {
+/* Mirrors each image left to right (NHWC): the second view of flip test-time augmentation. */
+static void mirror_images(const plait_tensor *x, float *out) {
+    int n = x->shape.n, h = x->shape.h, w = x->shape.w, c = x->shape.c;
+    for (long row = 0; row < (long)n * h; row++)
+        for (int col = 0; col < w; col++)
+            memcpy(out + ((size_t)row * w + col) * c, x->data + ((size_t)row * w + (w - 1 - col)) * c,
+                   sizeof(float) * (size_t)c);
+}
+
+static int evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, plait_eval_score *single,
+                    plait_eval_score *flip) {
     int status = PLAIT_ERROR;
     plait_trainer *t = NULL;
     plait_loader *loader = NULL;
-    plait_tensor images = {0};
+    plait_tensor images = {0}, mirrored = {0}, logits_sum = {0};
     int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch_size);
     if (!labels) {
         plait_fail("out of memory");
@@ -46,8 +56,8 @@ int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int l
     plait_loader_config lc = {.batch_size = batch_size, .shards = 1};
     if (plait_loader_create(d, &lc, &loader) != PLAIT_OK || plait_loader_start_epoch(loader, 0, 0) != PLAIT_OK)
         goto done;
-    double loss_sum = 0;
-    long seen = 0, right = 0;
+    double loss_sum = 0, flip_loss_sum = 0;
+    long seen = 0, right = 0, flip_right = 0;
     int got;
     while ((got = plait_loader_next(loader, &images, labels)) == 1) {
         int n = images.shape.n;
@@ -59,18 +69,49 @@ int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int l
         int c = 0;
         loss_sum += (double)plait_softmax_cross_entropy(n, m->classes, logits->data, labels, 0.0f, NULL, &c) * n;
         right += c;
+        if (flip) {
+            size_t count = plait_shape_count(logits->shape);
+            if (plait_tensor_reserve(&logits_sum, logits->shape) != PLAIT_OK ||
+                plait_tensor_reserve(&mirrored, images.shape) != PLAIT_OK)
+                goto done;
+            memcpy(logits_sum.data, logits->data, sizeof(float) * count);
+            mirror_images(&images, mirrored.data);
+            if (plait_trainer_predict(t, &mirrored, &logits) != PLAIT_OK) goto done;
+            for (size_t i = 0; i < count; i++) logits_sum.data[i] = 0.5f * (logits_sum.data[i] + logits->data[i]);
+            c = 0;
+            flip_loss_sum +=
+                (double)plait_softmax_cross_entropy(n, m->classes, logits_sum.data, labels, 0.0f, NULL, &c) * n;
+            flip_right += c;
+        }
         seen += n;
     }
     if (got < 0) goto done;
-    *loss = seen ? (float)(loss_sum / seen) : 0.0f;
-    *accuracy = seen ? (float)right / (float)seen : 0.0f;
+    *single = (plait_eval_score){seen ? (float)(loss_sum / seen) : 0.0f, seen ? (float)right / (float)seen : 0.0f};
+    if (flip)
+        *flip = (plait_eval_score){seen ? (float)(flip_loss_sum / seen) : 0.0f,
+                                   seen ? (float)flip_right / (float)seen : 0.0f};
     status = PLAIT_OK;
 done:
     plait_trainer_free(t);
     plait_loader_free(loader);
     plait_tensor_free(&images);
+    plait_tensor_free(&mirrored);
+    plait_tensor_free(&logits_sum);
     free(labels);
     return status;
+}
+
+int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, float *loss, float *accuracy) {
+    plait_eval_score score;
+    if (evaluate(m, d, batch_size, limit, &score, NULL) != PLAIT_OK) return PLAIT_ERROR;
+    *loss = score.loss;
+    *accuracy = score.accuracy;
+    return PLAIT_OK;
+}
+
+int plait_evaluate_with_flip(plait_model *m, const plait_dataset *d, int batch_size, int limit,
+                             plait_eval_score *single, plait_eval_score *flip) {
+    return evaluate(m, d, batch_size, limit, single, flip);
 }
 
 static void format_duration(double seconds, char *out, size_t size) {
@@ -156,7 +197,7 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
     if (validate_config(c) != PLAIT_OK || plait_train_use_tuning_file() != PLAIT_OK) return PLAIT_ERROR;
     plait_set_threads(c->threads);
     memset(result, 0, sizeof *result);
-    result->test_loss = result->test_accuracy = -1;
+    result->test_loss = result->test_accuracy = result->test_flip_accuracy = -1;
 
     int status = PLAIT_ERROR;
     plait_dataset train = {0}, test = {0};
@@ -329,9 +370,14 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
         if (interactive) fputc('\n', stderr);
         if (epoch_done && c->evaluate_each_epoch && test.count > 0) {
             if (executor && plait_executor_gather_model(executor) != PLAIT_OK) goto done;
-            if (leader &&
-                plait_evaluate(model, &test, 256, 0, &result->test_loss, &result->test_accuracy) != PLAIT_OK)
-                goto done;
+            plait_eval_score single, flip;
+            if (leader) {
+                if (plait_evaluate_with_flip(model, &test, 256, 0, &single, c->test_flip ? &flip : NULL) != PLAIT_OK)
+                    goto done;
+                result->test_loss = single.loss;
+                result->test_accuracy = single.accuracy;
+                if (c->test_flip) result->test_flip_accuracy = flip.accuracy;
+            }
         }
         if (c->progress && leader) {
             fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, %.1f img/s", epoch + 1, c->epochs,
@@ -340,6 +386,8 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
             if (epoch_done && result->test_accuracy >= 0)
                 fprintf(stderr, ", test loss %.4f acc %.4f", (double)result->test_loss,
                         (double)result->test_accuracy);
+            if (epoch_done && result->test_flip_accuracy >= 0)
+                fprintf(stderr, " (with flip %.4f)", (double)result->test_flip_accuracy);
             fputc('\n', stderr);
         }
         if (metrics && epoch_done) {
@@ -348,6 +396,8 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                                      epoch_batches ? loss_sum / epoch_batches : 0.0, "train_accuracy",
                                      (double)result->train_accuracy, "test_loss", (double)result->test_loss,
                                      "test_accuracy", (double)result->test_accuracy);
+            if (result->test_flip_accuracy >= 0)
+                json_object_set_new(line, "test_flip_accuracy", json_real(result->test_flip_accuracy));
             json_dumpf(line, metrics, JSON_COMPACT | JSON_REAL_PRECISION(6));
             fputc('\n', metrics);
             fflush(metrics);

@@ -42,7 +42,7 @@ int plait_train_load_weights(plait_model *m, const char *path) {
     return plait_checkpoint_load(paths, 1, m, 0, m->unit_count, PLAIT_CHECKPOINT_WEIGHTS, NULL);
 }
 
-int plait_eval_checkpoint(const plait_eval_config *e, float *loss, float *accuracy, int *count) {
+int plait_eval_checkpoint(const plait_eval_config *e, plait_eval_score *single, plait_eval_score *flip, int *count) {
     plait_set_threads(e->threads);
     if (plait_train_use_tuning_file() != PLAIT_OK) return PLAIT_ERROR;
     char model_name[64] = "";
@@ -71,7 +71,7 @@ int plait_eval_checkpoint(const plait_eval_config *e, float *loss, float *accura
     plait_shape input = {1, test.height, test.width, test.channels};
     if (plait_model_create(model_name, input, test.classes, 1, &m) != PLAIT_OK) goto done;
     if (plait_train_load_weights(m, e->checkpoint) != PLAIT_OK) goto done;
-    if (plait_evaluate(m, &test, e->batch_size, 0, loss, accuracy) != PLAIT_OK) goto done;
+    if (plait_evaluate_with_flip(m, &test, e->batch_size, 0, single, e->flip ? flip : NULL) != PLAIT_OK) goto done;
     *count = test.count;
     status = PLAIT_OK;
 done:
