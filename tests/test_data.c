@@ -906,6 +906,43 @@ static void loader_cutout_cuts_one_square(void) {
     plait_dataset_free(&d);
 }
 
+/* Alternating flip: an image seen flipped in one epoch is seen unflipped in the next, and about half
+ * the images start flipped. */
+static void loader_alternating_flip_alternates(void) {
+    const int h = 5, w = 7, ch = 3, n = 200;
+    plait_dataset d = synthetic(n, h, w, ch, 4, false);
+    plait_loader_config c = loader_config(50, false, 0, true, 3);
+    c.augment.flip_alternate = true;
+    epoch_batches e[3];
+    for (int epoch = 0; epoch < 3; epoch++) run_epoch(&d, &c, epoch, 0, &e[epoch]);
+    int flipped_first = 0, bad = 0;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *src = d.pixels + (size_t)i * (size_t)(h * w * ch);
+        bool flipped[3];
+        for (int epoch = 0; epoch < 3; epoch++) {
+            const float *out = e[epoch].images[i / 50] + (size_t)(i % 50) * (size_t)(h * w * ch);
+            int same = 0, mirror = 0;
+            for (int y = 0; y < h; y++)
+                for (int x = 0; x < w; x++)
+                    for (int q = 0; q < ch; q++) {
+                        float v = out[(y * w + x) * ch + q];
+                        float plain = (src[(y * w + x) * ch + q] / 255.0f - d.mean[q]) / d.std[q];
+                        float mirrored = (src[(y * w + w - 1 - x) * ch + q] / 255.0f - d.mean[q]) / d.std[q];
+                        same += fabsf(v - plain) <= 1e-5f;
+                        mirror += fabsf(v - mirrored) <= 1e-5f;
+                    }
+            bad += same != h * w * ch && mirror != h * w * ch;
+            flipped[epoch] = same != h * w * ch;
+        }
+        bad += flipped[0] == flipped[1] || flipped[0] != flipped[2];
+        flipped_first += flipped[0];
+    }
+    CHECKF(bad == 0, "%d images not flipped in alternate epochs", bad);
+    CHECKF(flipped_first > n / 4 && flipped_first < 3 * n / 4, "%d of %d flipped in the first epoch", flipped_first, n);
+    for (int epoch = 0; epoch < 3; epoch++) epoch_free(&e[epoch]);
+    plait_dataset_free(&d);
+}
+
 static void loader_stops_cleanly(void) {
     plait_dataset d = synthetic(300, 8, 8, 3, 10, false);
     plait_loader_config c = loader_config(4, true, 2, true, 1);
@@ -953,6 +990,7 @@ int main(void) {
     testing_run("loader_shards_partition_each_batch", loader_shards_partition_each_batch);
     testing_run("loader_flip_mirrors_and_crop_shifts", loader_flip_mirrors_and_crop_shifts);
     testing_run("loader_cutout_cuts_one_square", loader_cutout_cuts_one_square);
+    testing_run("loader_alternating_flip_alternates", loader_alternating_flip_alternates);
     testing_run("loader_stops_cleanly", loader_stops_cleanly);
     return testing_finish();
 }

@@ -67,6 +67,9 @@ int plait_dataset_open(const char *name, const char *path, int image_size, uint6
 typedef struct plait_augment {
     int crop_padding; /* random crop of the original size after zero padding; 0 = none */
     bool flip;        /* random horizontal flip */
+    bool flip_alternate; /* with flip: each image flipped in every other epoch, from a random first
+                          * choice (Jordan's derandomized flip, 2024): each epoch sees the side the
+                          * previous one did not */
     int cutout;       /* side of a square, centered anywhere in the image, set to the data set's mean
                        * after normalization (DeVries & Taylor's Cutout); 0 = none */
 } plait_augment;

@@ -58,7 +58,12 @@ static void prepare_sample(const plait_loader *l, int index, float *out) {
         shift_y = (int)plait_rng_below(&rng, (uint32_t)(2 * padding + 1)) - padding;
         shift_x = (int)plait_rng_below(&rng, (uint32_t)(2 * padding + 1)) - padding;
     }
-    if (l->config.augment.flip) flip = plait_rng_below(&rng, 2) == 1;
+    if (l->config.augment.flip) flip = plait_rng_below(&rng, 2) == 1; /* drawn either way: crops stay the same */
+    if (l->config.augment.flip && l->config.augment.flip_alternate) {
+        plait_rng first;
+        plait_rng_seed(&first, plait_seed_mix(l->config.seed, 0xf11b, (uint64_t)index));
+        flip = (plait_rng_below(&first, 2) == 1) != ((l->epoch & 1) == 1);
+    }
     const uint8_t *image = d->pixels + (size_t)index * (size_t)height * (size_t)width * (size_t)channels;
     for (int y = 0; y < height; y++) {
         int source_y = y + shift_y;

@@ -264,6 +264,7 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                               .drop_last = true,
                               .augment = {.crop_padding = c->augment ? (train.height >= 64 ? 0 : 4) : 0,
                                           .flip = c->augment,
+                                          .flip_alternate = c->flip_alternate,
                                           .cutout = c->cutout},
                               .seed = c->seed,
                               .shards = 1};
