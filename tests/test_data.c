@@ -799,6 +799,21 @@ static void loader_shards_partition_each_batch(void) {
     plait_dataset_free(&d);
 }
 
+/* 0 when out is the normalized src, 1 when it is src mirrored left to right, -1 when neither. */
+static int flip_state(const plait_dataset *d, const uint8_t *src, const float *out, int h, int w, int ch) {
+    bool same = true, mirror = true;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int q = 0; q < ch; q++) {
+                float v = out[(y * w + x) * ch + q];
+                float plain = (src[(y * w + x) * ch + q] / 255.0f - d->mean[q]) / d->std[q];
+                float mirrored = (src[(y * w + w - 1 - x) * ch + q] / 255.0f - d->mean[q]) / d->std[q];
+                same = same && fabsf(v - plain) < 1e-5f;
+                mirror = mirror && fabsf(v - mirrored) < 1e-5f;
+            }
+    return same ? 0 : mirror ? 1 : -1;
+}
+
 /* With one augmentation at a time, every output must be the source moved or mirrored exactly. */
 static void loader_flip_mirrors_and_crop_shifts(void) {
     plait_dataset d = synthetic(400, 5, 6, 3, 4, false);
@@ -811,18 +826,9 @@ static void loader_flip_mirrors_and_crop_shifts(void) {
         for (int k = 0; k < e.samples[b]; k++) {
             const uint8_t *src = d.pixels + (size_t)(40 * b + k) * (size_t)(h * w * ch);
             const float *out = e.images[b] + (size_t)k * (size_t)(h * w * ch);
-            bool same = true, mirror = true;
-            for (int y = 0; y < h; y++)
-                for (int x = 0; x < w; x++)
-                    for (int q = 0; q < ch; q++) {
-                        float v = out[(y * w + x) * ch + q];
-                        float plain = (src[(y * w + x) * ch + q] / 255.0f - d.mean[q]) / d.std[q];
-                        float mirrored = (src[(y * w + w - 1 - x) * ch + q] / 255.0f - d.mean[q]) / d.std[q];
-                        same = same && fabsf(v - plain) < 1e-5f;
-                        mirror = mirror && fabsf(v - mirrored) < 1e-5f;
-                    }
-            flipped += mirror && !same;
-            neither += !mirror && !same;
+            int state = flip_state(&d, src, out, h, w, ch);
+            flipped += state == 1;
+            neither += state < 0;
         }
     CHECK(neither == 0);
     CHECKF(flipped > 150 && flipped < 250, "%d of 400 flipped", flipped);
@@ -921,18 +927,9 @@ static void loader_alternating_flip_alternates(void) {
         bool flipped[3];
         for (int epoch = 0; epoch < 3; epoch++) {
             const float *out = e[epoch].images[i / 50] + (size_t)(i % 50) * (size_t)(h * w * ch);
-            int same = 0, mirror = 0;
-            for (int y = 0; y < h; y++)
-                for (int x = 0; x < w; x++)
-                    for (int q = 0; q < ch; q++) {
-                        float v = out[(y * w + x) * ch + q];
-                        float plain = (src[(y * w + x) * ch + q] / 255.0f - d.mean[q]) / d.std[q];
-                        float mirrored = (src[(y * w + w - 1 - x) * ch + q] / 255.0f - d.mean[q]) / d.std[q];
-                        same += fabsf(v - plain) <= 1e-5f;
-                        mirror += fabsf(v - mirrored) <= 1e-5f;
-                    }
-            bad += same != h * w * ch && mirror != h * w * ch;
-            flipped[epoch] = same != h * w * ch;
+            int state = flip_state(&d, src, out, h, w, ch);
+            bad += state < 0;
+            flipped[epoch] = state == 1;
         }
         bad += flipped[0] == flipped[1] || flipped[0] != flipped[2];
         flipped_first += flipped[0];
