@@ -86,8 +86,8 @@ int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int l
 typedef struct plait_eval_score {
     float loss, accuracy;
 } plait_eval_score;
-/* The same, plus flip test-time augmentation: each image's logits averaged with those of its
- * left-right mirror (the augmentation training used), scored in the same pass. */
+/* The same, plus flip test-time augmentation when flip is not NULL: each image's logits averaged with
+ * those of its left-right mirror (the augmentation training used), scored in the same pass. */
 int plait_evaluate_with_flip(plait_model *m, const plait_dataset *d, int batch_size, int limit,
                              plait_eval_score *single, plait_eval_score *flip);
 

@@ -41,8 +41,12 @@ static void mirror_images(const plait_tensor *x, float *out) {
                    sizeof(float) * (size_t)c);
 }
 
-static int evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, plait_eval_score *single,
-                    plait_eval_score *flip) {
+static plait_eval_score mean_score(double loss_sum, long right, long seen) {
+    return seen ? (plait_eval_score){(float)(loss_sum / seen), (float)right / (float)seen} : (plait_eval_score){0, 0};
+}
+
+int plait_evaluate_with_flip(plait_model *m, const plait_dataset *d, int batch_size, int limit,
+                             plait_eval_score *single, plait_eval_score *flip) {
     int status = PLAIT_ERROR;
     plait_trainer *t = NULL;
     plait_loader *loader = NULL;
@@ -86,10 +90,8 @@ static int evaluate(plait_model *m, const plait_dataset *d, int batch_size, int 
         seen += n;
     }
     if (got < 0) goto done;
-    *single = (plait_eval_score){seen ? (float)(loss_sum / seen) : 0.0f, seen ? (float)right / (float)seen : 0.0f};
-    if (flip)
-        *flip = (plait_eval_score){seen ? (float)(flip_loss_sum / seen) : 0.0f,
-                                   seen ? (float)flip_right / (float)seen : 0.0f};
+    *single = mean_score(loss_sum, right, seen);
+    if (flip) *flip = mean_score(flip_loss_sum, flip_right, seen);
     status = PLAIT_OK;
 done:
     plait_trainer_free(t);
@@ -103,15 +105,10 @@ done:
 
 int plait_evaluate(plait_model *m, const plait_dataset *d, int batch_size, int limit, float *loss, float *accuracy) {
     plait_eval_score score;
-    if (evaluate(m, d, batch_size, limit, &score, NULL) != PLAIT_OK) return PLAIT_ERROR;
+    if (plait_evaluate_with_flip(m, d, batch_size, limit, &score, NULL) != PLAIT_OK) return PLAIT_ERROR;
     *loss = score.loss;
     *accuracy = score.accuracy;
     return PLAIT_OK;
-}
-
-int plait_evaluate_with_flip(plait_model *m, const plait_dataset *d, int batch_size, int limit,
-                             plait_eval_score *single, plait_eval_score *flip) {
-    return evaluate(m, d, batch_size, limit, single, flip);
 }
 
 static void format_duration(double seconds, char *out, size_t size) {
