@@ -345,6 +345,43 @@ static void torch_layout_conversion(void) {
     release_model(m);
 }
 
+/* Zero-initialized residual blocks start as their shortcut: an identity block passes its (non-negative)
+ * input through unchanged, and the zeroed gammas still get gradients, so the blocks can learn. */
+static void zero_init_residual_blocks_start_as_shortcut(void) {
+    plait_model *m = create_model("resnet20", 9, 10);
+    if (!m) return;
+    CHECK(plait_model_zero_init_residual(m) == 9); /* 3 stages x 3 basic blocks */
+    CHECK(find_param(m, "layer1.0.bn2.weight")->value[5] == 0.0f);
+    CHECK(find_param(m, "layer1.0.bn1.weight")->value[5] == 1.0f);
+    plait_unit *block = &m->units[2]; /* layer1.1: identity shortcut */
+    CHECK(strcmp(block->name, "layer1.1") == 0 && block->shortcut_count == 0);
+    plait_tensor x = {0};
+    plait_tensor_reserve(&x, (plait_shape){3, 9, 9, 16});
+    plait_rng rng;
+    plait_rng_seed(&rng, 7);
+    for (size_t i = 0; i < plait_shape_count(x.shape); i++) x.data[i] = plait_rng_uniform(&rng); /* as after a ReLU */
+    plait_unit_state *state = plait_unit_state_create();
+    const plait_tensor *y = NULL;
+    plait_model_zero_grad(m, 0, m->unit_count);
+    CHECK(plait_unit_forward(block, state, &x, true, &y) == PLAIT_OK);
+    double worst = 0;
+    for (size_t i = 0; y && i < plait_shape_count(x.shape); i++) worst = fmax(worst, fabs(y->data[i] - x.data[i]));
+    CHECKF(worst == 0.0, "identity block changed its input by %g", worst);
+    plait_tensor dy = {0};
+    plait_tensor_reserve(&dy, x.shape);
+    for (size_t i = 0; i < plait_shape_count(dy.shape); i++) dy.data[i] = plait_rng_uniform(&rng) - 0.5f;
+    const plait_tensor *dx = NULL;
+    CHECK(plait_unit_backward(block, state, &dy, &dx) == PLAIT_OK);
+    plait_param *gamma = find_param(m, "layer1.1.bn2.weight");
+    double grad = 0;
+    for (size_t i = 0; i < gamma->count; i++) grad += fabs(gamma->grad[i]);
+    CHECKF(grad > 1e-3, "zeroed gamma got gradient %g", grad);
+    plait_unit_state_free(state);
+    plait_tensor_free(&x);
+    plait_tensor_free(&dy);
+    release_model(m);
+}
+
 int main(void) {
     testing_run("param_counts_match_published", param_counts_match_published);
     testing_run("macs_match_published", macs_match_published);
@@ -354,6 +391,7 @@ int main(void) {
     testing_run("unknown_model_and_bad_input", unknown_model_and_bad_input);
     testing_run("summary_lists_units_and_totals", summary_lists_units_and_totals);
     testing_run("torch_layout_conversion", torch_layout_conversion);
+    testing_run("zero_init_residual_blocks_start_as_shortcut", zero_init_residual_blocks_start_as_shortcut);
     for (size_t i = 0; i < sizeof cache / sizeof cache[0]; i++) plait_model_free(cache[i].model);
     return testing_finish();
 }

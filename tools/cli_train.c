@@ -23,6 +23,8 @@ static const char *train_help =
     "  --image-size N         caltech101/imagefolder: shorter side resized to N, center N x N crop [128]\n"
     "  --train-limit N        use only the first N training images [all]\n"
     "  --test-limit N         use only the first N test images [all]\n"
+    "  --zero-init-residual   start each residual block's last batch normalization at weight 0, so that\n"
+    "                         the block starts as its shortcut (torchvision's zero_init_residual)\n"
     "  --augment MODE         standard (random crop with padding 4 below 64 px, horizontal flip) or none\n"
     "  --cutout N             also set a random N x N square of each training image to the mean [0]\n"
     "  --train-flip MODE      random (each image flipped with probability 1/2 in each epoch) or alternate\n"
@@ -89,7 +91,7 @@ enum {
     OPT_SHUFFLE, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_MICRO, OPT_LR, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_SIZE,
     OPT_GAMMA, OPT_CUTOUT, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
     OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
-    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP, OPT_TRAIN_FLIP
+    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP, OPT_TRAIN_FLIP, OPT_ZERO_INIT
 };
 
 static const struct option train_options[] = {
@@ -98,7 +100,7 @@ static const struct option train_options[] = {
     {"train-limit", required_argument, 0, OPT_TRAIN_LIMIT}, {"test-limit", required_argument, 0, OPT_TEST_LIMIT},
     {"augment", required_argument, 0, OPT_AUGMENT}, {"shuffle", required_argument, 0, OPT_SHUFFLE},
     {"cutout", required_argument, 0, OPT_CUTOUT}, {"test-flip", no_argument, 0, OPT_FLIP},
-    {"train-flip", required_argument, 0, OPT_TRAIN_FLIP},
+    {"train-flip", required_argument, 0, OPT_TRAIN_FLIP}, {"zero-init-residual", no_argument, 0, OPT_ZERO_INIT},
     {"epochs", required_argument, 0, OPT_EPOCHS}, {"steps", required_argument, 0, OPT_STEPS},
     {"batch-size", required_argument, 0, OPT_BATCH}, {"microbatches", required_argument, 0, OPT_MICRO},
     {"lr", required_argument, 0, OPT_LR}, {"schedule", required_argument, 0, OPT_SCHEDULE},
@@ -170,6 +172,7 @@ int cli_train(int argc, char **argv) {
         case OPT_METRICS: c.metrics_path = optarg; break;
         case OPT_QUIET: c.progress = false; break;
         case OPT_FLIP: c.test_flip = true; break;
+        case OPT_ZERO_INIT: c.zero_init_residual = true; break;
         case OPT_TRAIN_FLIP: if (!parse_on_off("--train-flip", optarg, "alternate", "random", &c.flip_alternate)) return 2; break;
         case OPT_PARALLEL:
             if (strcmp(optarg, "dp") != 0 && strcmp(optarg, "pipe") != 0 && strcmp(optarg, "auto") != 0)

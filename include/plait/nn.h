@@ -107,6 +107,10 @@ typedef struct plait_model {
 int plait_model_create(const char *name, plait_shape input, int classes, uint64_t seed, plait_model **out);
 void plait_model_free(plait_model *m);
 const char *const *plait_model_names(void); /* NULL-terminated */
+/* torchvision's zero_init_residual: the last batch normalization of every residual unit's main path starts
+ * with weight (gamma) 0, so each block starts as its shortcut (Goyal et al. 2017). Returns the number of
+ * batch normalizations set. */
+int plait_model_zero_init_residual(plait_model *m);
 
 /* Every layer of units [first, last) in model order (main path, then shortcut, per unit): for the
  * tuner (conv_kernel) and checkpoints (num_batches_tracked). The caller frees the array. */

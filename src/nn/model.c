@@ -82,6 +82,22 @@ int plait_model_create(const char *name, plait_shape input, int classes, uint64_
     return PLAIT_OK;
 }
 
+int plait_model_zero_init_residual(plait_model *m) {
+    int set = 0;
+    for (int i = 0; i < m->unit_count; i++) {
+        plait_unit *u = &m->units[i];
+        if (!u->residual) continue;
+        for (int j = u->main_count - 1; j >= 0; j--)
+            if (u->main[j].kind == PLAIT_LAYER_BATCHNORM) {
+                plait_param *gamma = &u->main[j].params[0];
+                memset(gamma->value, 0, gamma->count * sizeof(float));
+                set++;
+                break;
+            }
+    }
+    return set;
+}
+
 static int check_range(const plait_model *m, int first, int last) {
     if (first < 0 || last > m->unit_count || first > last)
         return plait_fail("unit range [%d, %d) is outside the model's %d units", first, last, m->unit_count);

@@ -219,6 +219,7 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
     if (train.count < c->batch_size) goto done;
     plait_shape input = {1, train.height, train.width, train.channels};
     if (plait_model_create(c->model, input, train.classes, c->seed, &model) != PLAIT_OK) goto done;
+    if (c->zero_init_residual) plait_model_zero_init_residual(model);
     if (plait_trainer_create(model, &t) != PLAIT_OK) goto done;
     if (parallel) {
         if (pipe_train_plan(c, model, &plan) != PLAIT_OK) goto done;
