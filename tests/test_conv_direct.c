@@ -42,7 +42,7 @@ static void check_direction(const plait_conv2d_desc *d, plait_conv_direction dir
     float *x = malloc(z.x * sizeof(float)), *y = malloc(z.y * sizeof(float)), *w = malloc(z.w * sizeof(float));
     float *out = NULL;
     double *ref = NULL;
-    void *ws = plait_alloc(plait_direct_workspace_bytes(d, dir));
+    void *ws = plait_alloc(plait_schedule_workspace_bytes(d, dir, s));
     testing_fill_uniform(x, z.x, seed);
     testing_fill_uniform(y, z.y, seed + 1);
     testing_fill_uniform(w, z.w, seed + 2);
@@ -146,7 +146,17 @@ static void fixed_shapes_body(void) {
             s.pad_copy = (int)i % 2;
             check_direction(&cases[i], (plait_conv_direction)dir, &s, 300 + i);
         }
+        /* the im2col + BLAS schedule the search may pick, in every direction */
+        const plait_conv_schedule im2col = {.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++)
+            check_direction(&cases[i], (plait_conv_direction)dir, &im2col, 400 + i);
     }
+    plait_conv_schedule im2col_winograd = {.im2col = 1, .winograd = 1, .block_w = 8, .tile_w = 1, .tile_k = 1,
+                                           .vthreads = 1, .unroll = 1};
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_FORWARD, &im2col_winograd));
+    CHECK(!plait_conv_schedule_valid(&cases[6], PLAIT_CONV_FORWARD, &(plait_conv_schedule){.im2col = 1, .tile_w = 1,
+                                                                                            .tile_k = 1, .vthreads = 1,
+                                                                                            .unroll = 1}));
 }
 
 static void fixed_shapes(void) { for_each_isa(fixed_shapes_body); }
@@ -319,6 +329,36 @@ static void tuning_file_round_trip(void) {
     CHECK(plan.tuned[PLAIT_CONV_BACKWARD_DATA] && !plan.tuned[PLAIT_CONV_FORWARD]);
     CHECK(plan.schedule[PLAIT_CONV_BACKWARD_DATA].tile_w == 3);
     plait_tuning_free(t);
+
+    /* an im2col entry round-trips; an entry without "im2col" (files written before it) reads as direct */
+    plait_conv_schedule im2col = {.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+    t = plait_tuning_new();
+    plait_tuning_put(t, &d, PLAIT_CONV_FORWARD, &im2col, 0.5);
+    CHECK(plait_tuning_save(t, path) == PLAIT_OK);
+    plait_tuning_free(t);
+    t = plait_tuning_new();
+    CHECK(plait_tuning_load(t, path) == PLAIT_OK);
+    CHECK(plait_tuning_get(t, &d, PLAIT_CONV_FORWARD, &got) && got.im2col == 1);
+    CHECK(plait_conv_plan_make(&plan, &d, t) == PLAIT_OK);
+    CHECK(plan.workspace_bytes >= plait_schedule_workspace_bytes(&d, PLAIT_CONV_FORWARD, &im2col));
+    plait_tuning_free(t);
+    FILE *f = fopen(path, "rb");
+    char text[4096] = "";
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f) fclose(f);
+    text[n] = 0;
+    char *field = strstr(text, "\"im2col\"");
+    CHECK(field != NULL);
+    if (field) {
+        field[1] = 'x'; /* the key becomes "xm2col", unknown to the reader */
+        f = fopen(path, "wb");
+        fputs(text, f);
+        fclose(f);
+        t = plait_tuning_new();
+        CHECK(plait_tuning_load(t, path) == PLAIT_OK);
+        CHECK(plait_tuning_get(t, &d, PLAIT_CONV_FORWARD, &got) && got.im2col == 0);
+        plait_tuning_free(t);
+    }
 
     /* tuning a model's layers: duplicates once, every direction, a line each */
     plait_conv2d_desc layers[3] = {d, d, {1, 6, 6, 16, 16, 3, 3, 1, 1, 1, 1, 16}};

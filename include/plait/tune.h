@@ -68,6 +68,8 @@ typedef struct plait_conv_schedule {
                            weights are reused across the batch) instead of consecutive rows of one image */
     int winograd; /* 1 = Winograd F(4x4, 3x3) (3x3 stride 1 only); block_w = output tiles per chunk, tile_w x
                      tile_k the register tile of its transform-domain products */
+    int im2col;   /* 1 = the engine's im2col + BLAS path instead of a direct kernel: the search measures it
+                     beside the default and keeps it where it wins (other fields unused) */
 } plait_conv_schedule;
 
 /* Largest register tile (tile_w * tile_k * vthreads) the micro-kernels of an instruction set hold in
@@ -85,6 +87,9 @@ void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t
  * (groups == 1) and depthwise (groups == in == out channels) descriptions. */
 bool plait_direct_supports(const plait_conv2d_desc *d);
 size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction);
+/* The workspace one schedule needs (an im2col schedule needs the im2col path's; NULL = default). */
+size_t plait_schedule_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                      const plait_conv_schedule *s);
 void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x, const float *w,
                           float *y, void *workspace);
 void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *dy,
@@ -110,10 +115,12 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
 typedef struct plait_tune_result {
     plait_conv_schedule best, fallback; /* fallback = the default schedule */
     double best_seconds, default_seconds;
+    double im2col_seconds; /* the im2col + BLAS path, measured beside the default; 0 where it does not apply */
     int candidates, measured;
     double rank_correlation; /* Spearman, model rank vs measured rank over the measured candidates */
 } plait_tune_result;
-/* Ranks the space with the cost model and measures the `measure` best (plus the default). */
+/* Ranks the space with the cost model and measures the `measure` best (plus the default and the
+ * im2col + BLAS path); the fastest of all is `best`. */
 int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, int measure,
                     plait_tune_result *result);
 

@@ -8,7 +8,7 @@ int plait_conv_plan_make(plait_conv_plan *plan, const plait_conv2d_desc *d, cons
     for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
         plan->tuned[dir] = plait_tuning_get(tuning, d, (plait_conv_direction)dir, &plan->schedule[dir]);
         if (!plan->tuned[dir]) plan->schedule[dir] = plait_conv_default_schedule(d, (plait_conv_direction)dir);
-        size_t bytes = plait_direct_workspace_bytes(d, (plait_conv_direction)dir);
+        size_t bytes = plait_schedule_workspace_bytes(d, (plait_conv_direction)dir, &plan->schedule[dir]);
         if (bytes > plan->workspace_bytes) plan->workspace_bytes = bytes;
     }
     return PLAIT_OK;

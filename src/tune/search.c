@@ -87,8 +87,14 @@ int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, 
     size_t nx = (size_t)d->batch * d->in_h * d->in_w * d->in_channels;
     size_t ny = (size_t)d->batch * oh * ow * d->out_channels;
     size_t nw = (size_t)d->out_channels * d->kernel_h * d->kernel_w * (d->in_channels / d->groups);
+    /* the engine's im2col + BLAS path competes too (standard convolutions): a tuned layer is never slower */
+    const plait_conv_schedule im2col = {.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+    bool try_im2col = plait_conv_schedule_valid(d, direction, &im2col);
+    size_t workspace = plait_direct_workspace_bytes(d, direction);
+    if (try_im2col && plait_schedule_workspace_bytes(d, direction, &im2col) > workspace)
+        workspace = plait_schedule_workspace_bytes(d, direction, &im2col);
     buffers b = {plait_alloc(nx * sizeof(float)), plait_alloc(ny * sizeof(float)), plait_alloc(nw * sizeof(float)),
-                 NULL, plait_alloc(plait_direct_workspace_bytes(d, direction))};
+                 NULL, plait_alloc(workspace)};
     if (!space || !list || !b.x || !b.y || !b.w || !b.workspace) {
         free(space);
         free(list);
@@ -111,6 +117,13 @@ int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, 
     result->candidates = count;
     result->default_seconds = measure(d, direction, &result->fallback, &b);
     result->best_seconds = result->default_seconds;
+    if (try_im2col) {
+        result->im2col_seconds = measure(d, direction, &im2col, &b);
+        if (result->im2col_seconds < result->best_seconds) {
+            result->best_seconds = result->im2col_seconds;
+            result->best = im2col;
+        }
+    }
     int measured = count < measure_count ? count : measure_count;
     double predicted[64], seconds[64];
     if (measured > 64) measured = 64;

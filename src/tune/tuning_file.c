@@ -87,7 +87,7 @@ bool plait_tuning_get(const plait_tuning *t, const plait_conv2d_desc *d, plait_c
     X(batch) X(in_h) X(in_w) X(in_channels) X(out_channels) X(kernel_h) X(kernel_w) X(stride_h) X(stride_w) \
     X(pad_h) X(pad_w) X(groups)
 #define SCHEDULE_FIELDS(X) \
-    X(split_k) X(block_k) X(block_c) X(block_h) X(block_w) X(tile_w) X(tile_k) X(vthreads) X(loop_order) X(unroll) X(pad_copy) X(winograd) X(vthread_images)
+    X(split_k) X(block_k) X(block_c) X(block_h) X(block_w) X(tile_w) X(tile_k) X(vthreads) X(loop_order) X(unroll) X(pad_copy) X(winograd) X(vthread_images) X(im2col)
 
 int plait_tuning_save(const plait_tuning *t, const char *path) {
     json_t *list = json_array();
@@ -140,7 +140,9 @@ int plait_tuning_load(plait_tuning *t, const char *path) {
         int ok = cpu && direction && json_is_object(shape) && json_is_object(schedule) &&
                  get_int(item, "threads", &e.threads, path) == PLAIT_OK;
 #define GET_DESC(f) ok = ok && get_int(shape, #f, &e.desc.f, path) == PLAIT_OK;
-#define GET_SCHEDULE(f) ok = ok && get_int(schedule, #f, &e.schedule.f, path) == PLAIT_OK;
+/* im2col came later: files written before it hold direct schedules only */
+#define GET_SCHEDULE(f) \
+    ok = ok && ((strcmp(#f, "im2col") == 0 && !json_object_get(schedule, #f)) || get_int(schedule, #f, &e.schedule.f, path) == PLAIT_OK);
         DESC_FIELDS(GET_DESC)
         SCHEDULE_FIELDS(GET_SCHEDULE)
         int dir = -1;

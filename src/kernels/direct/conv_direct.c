@@ -35,6 +35,10 @@ int plait_direct_max_tile(plait_isa isa) {
 }
 
 void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size) {
+    if (s->im2col) {
+        snprintf(text, size, "im2col + BLAS");
+        return;
+    }
     snprintf(text, size, "tw%d tk%d v%d bk%d bc%d bh%d bw%d sk%d lo%d u%d pc%d wg%d vi%d", s->tile_w, s->tile_k,
              s->vthreads, s->block_k, s->block_c, s->block_h, s->block_w, s->split_k, s->loop_order, s->unroll,
              s->pad_copy, s->winograd, s->vthread_images);
@@ -48,6 +52,8 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
     if (s->split_k < 0 || s->split_k > 1 || s->loop_order < 0 || s->loop_order > 1) return false;
     if (s->pad_copy < 0 || s->pad_copy > 1) return false;
     if (s->winograd < 0 || s->winograd > 1) return false;
+    if (s->im2col < 0 || s->im2col > 1) return false;
+    if (s->im2col) return !is_depthwise(d) && !s->winograd && !s->vthread_images;
     if (s->vthread_images < 0 || s->vthread_images > 1) return false;
     if (s->vthread_images && (s->winograd || direction == PLAIT_CONV_BACKWARD_WEIGHTS)) return false;
     if (s->winograd) {
@@ -156,6 +162,12 @@ size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direc
     return floats * sizeof(float) + 64;
 }
 
+size_t plait_schedule_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                      const plait_conv_schedule *s) {
+    if (s && s->im2col && plait_conv_schedule_valid(d, direction, s)) return plait_conv2d_im2col_blas.workspace_bytes(d);
+    return plait_direct_workspace_bytes(d, direction);
+}
+
 void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
                           const float *w, float *y, void *workspace) {
     if (is_depthwise(d)) {
@@ -163,6 +175,10 @@ void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule 
         return;
     }
     plait_conv_schedule s = resolve(d, PLAIT_CONV_FORWARD, schedule);
+    if (s.im2col) {
+        plait_conv2d_im2col_blas.forward(d, x, w, y, workspace);
+        return;
+    }
     if (s.winograd) {
         direct_winograd_forward(d, &s, x, w, y, workspace);
         return;
@@ -208,6 +224,10 @@ void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_sch
         return;
     }
     plait_conv_schedule s = resolve(d, PLAIT_CONV_BACKWARD_DATA, schedule);
+    if (s.im2col) {
+        plait_conv2d_im2col_blas.backward_data(d, dy, w, dx, workspace);
+        return;
+    }
     if (s.winograd) {
         direct_winograd_backward_data(d, &s, dy, w, dx, workspace);
         return;

@@ -32,6 +32,10 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     plait_conv_schedule s = schedule && plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule)
                                 ? *schedule
                                 : plait_conv_default_schedule(d, PLAIT_CONV_BACKWARD_WEIGHTS);
+    if (s.im2col) {
+        plait_conv2d_im2col_blas.backward_weights(d, x, dy, dw, workspace);
+        return;
+    }
     if (s.winograd) {
         direct_winograd_backward_weights(d, &s, x, dy, dw, workspace);
         return;
