@@ -1,13 +1,15 @@
 /* Training throughput (forward + backward + SGD step) of the CIFAR ResNets, plait against PyTorch
  * measured in the same run, on synthetic 32x32 images.
  *   bench_train [--models a,b] [--threads 1,2] [--batch 128] [--steps 3] [--no-torch]
- *               [--torch-script bench/torch_train.py] [--conv direct|im2col]
- * Run it from the repository root so the PyTorch script is found. */
+ *               [--torch-script bench/torch_train.py] [--conv direct|im2col] [--tuned]
+ * --tuned: plait runs the schedules of the tuning file (plait tune), as plait train does; default schedules
+ * otherwise. Run it from the repository root so the PyTorch script is found. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "plait/train.h"
+#include "train/train_internal.h"
 
 static double plait_images_per_second(const char *model_name, int batch, int threads, int steps) {
     plait_set_threads(threads);
@@ -79,6 +81,12 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--torch-script") && i + 1 < argc) script = argv[++i];
         else if (!strcmp(argv[i], "--no-torch")) torch = false;
+        else if (!strcmp(argv[i], "--tuned")) {
+            if (plait_train_use_tuning_file() != PLAIT_OK) {
+                fprintf(stderr, "bench_train: %s\n", plait_last_error());
+                return 1;
+            }
+        }
         else if (!strcmp(argv[i], "--conv") && i + 1 < argc) {
             const char *backend = argv[++i];
             if (strcmp(backend, "im2col") && strcmp(backend, "direct")) {
