@@ -147,16 +147,15 @@ static void fixed_shapes_body(void) {
             check_direction(&cases[i], (plait_conv_direction)dir, &s, 300 + i);
         }
         /* the im2col + BLAS schedule the search may pick, in every direction */
-        const plait_conv_schedule im2col = {.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+        const plait_conv_schedule im2col = plait_conv_im2col_schedule();
         for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++)
             check_direction(&cases[i], (plait_conv_direction)dir, &im2col, 400 + i);
     }
-    plait_conv_schedule im2col_winograd = {.im2col = 1, .winograd = 1, .block_w = 8, .tile_w = 1, .tile_k = 1,
-                                           .vthreads = 1, .unroll = 1};
+    plait_conv_schedule im2col = plait_conv_im2col_schedule(), im2col_winograd = im2col;
+    im2col_winograd.winograd = 1;
+    im2col_winograd.block_w = 8;
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_FORWARD, &im2col_winograd));
-    CHECK(!plait_conv_schedule_valid(&cases[6], PLAIT_CONV_FORWARD, &(plait_conv_schedule){.im2col = 1, .tile_w = 1,
-                                                                                            .tile_k = 1, .vthreads = 1,
-                                                                                            .unroll = 1}));
+    CHECK(!plait_conv_schedule_valid(&cases[6], PLAIT_CONV_FORWARD, &im2col)); /* depthwise */
 }
 
 static void fixed_shapes(void) { for_each_isa(fixed_shapes_body); }
@@ -331,7 +330,7 @@ static void tuning_file_round_trip(void) {
     plait_tuning_free(t);
 
     /* an im2col entry round-trips; an entry without "im2col" (files written before it) reads as direct */
-    plait_conv_schedule im2col = {.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+    plait_conv_schedule im2col = plait_conv_im2col_schedule();
     t = plait_tuning_new();
     plait_tuning_put(t, &d, PLAIT_CONV_FORWARD, &im2col, 0.5);
     CHECK(plait_tuning_save(t, path) == PLAIT_OK);

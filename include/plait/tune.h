@@ -78,6 +78,8 @@ int plait_direct_max_tile(plait_isa isa);
 /* Whether the direct kernels accept this schedule for this description and direction. */
 bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
                                const plait_conv_schedule *s);
+/* The schedule that runs the engine's im2col + BLAS path (standard convolutions). */
+plait_conv_schedule plait_conv_im2col_schedule(void);
 /* A sensible schedule without tuning. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction);
 /* "tw6 tk4 v1 bk4 bc64 bh4 bw64 sk0 lo0 u1 pc0 wg0 vi0" */

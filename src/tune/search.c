@@ -88,11 +88,11 @@ int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, 
     size_t ny = (size_t)d->batch * oh * ow * d->out_channels;
     size_t nw = (size_t)d->out_channels * d->kernel_h * d->kernel_w * (d->in_channels / d->groups);
     /* the engine's im2col + BLAS path competes too (standard convolutions): a tuned layer is never slower */
-    const plait_conv_schedule im2col = {.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+    const plait_conv_schedule im2col = plait_conv_im2col_schedule();
     bool try_im2col = plait_conv_schedule_valid(d, direction, &im2col);
     size_t workspace = plait_direct_workspace_bytes(d, direction);
-    if (try_im2col && plait_schedule_workspace_bytes(d, direction, &im2col) > workspace)
-        workspace = plait_schedule_workspace_bytes(d, direction, &im2col);
+    size_t im2col_workspace = try_im2col ? plait_schedule_workspace_bytes(d, direction, &im2col) : 0;
+    if (im2col_workspace > workspace) workspace = im2col_workspace;
     buffers b = {plait_alloc(nx * sizeof(float)), plait_alloc(ny * sizeof(float)), plait_alloc(nw * sizeof(float)),
                  NULL, plait_alloc(workspace)};
     if (!space || !list || !b.x || !b.y || !b.w || !b.workspace) {

@@ -162,6 +162,10 @@ size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direc
     return floats * sizeof(float) + 64;
 }
 
+plait_conv_schedule plait_conv_im2col_schedule(void) {
+    return (plait_conv_schedule){.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+}
+
 size_t plait_schedule_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction,
                                       const plait_conv_schedule *s) {
     if (s && s->im2col && plait_conv_schedule_valid(d, direction, s)) return plait_conv2d_im2col_blas.workspace_bytes(d);
