@@ -334,7 +334,7 @@ static void ablation_shape(const shape *sh, int measure) {
     double gflop = flops_padded(d) * 1e-9;
     naive_run nr = {d, x, y, w};
     double t_naive = best_time(run_naive, &nr);
-    plait_conv_schedule level1 = plait_conv_default_schedule(d, PLAIT_CONV_FORWARD);
+    plait_conv_schedule level1 = plait_conv_direct_schedule(d, PLAIT_CONV_FORWARD);
     plait_conv_schedule level2 = level1, vthreads = level1;
     level1.tile_w = level1.tile_k = 1;
     level1.block_k = 0;

@@ -2,6 +2,7 @@
  * 2-replica stage feeding a 1-replica stage (PipeDream-style) under both schedules, and a 3-stage
  * pipeline, and a 1-replica stage feeding a 2-replica last stage. */
 #include "mpi_pipe_equivalence.h"
+#include "plait/tune.h"
 
 static void hybrid(plait_schedule_kind schedule) {
     plait_plan plan;
@@ -37,6 +38,7 @@ static void three_stages(void) {
 int main(int argc, char **argv) {
     plait_dist_init(&argc, &argv);
     plait_set_threads(1);
+    plait_conv_set_fast_defaults(false); /* why: mpi_pipe_equivalence.c, data_parallel_fast_defaults */
     mpi_testing_run("hybrid: stage of 2 replicas feeding 1, GPipe, equals sequential", hybrid_gpipe);
     mpi_testing_run("hybrid: stage of 2 replicas feeding 1, 1F1B, equals sequential", hybrid_1f1b);
     mpi_testing_run("hybrid: stage of 1 feeding a stage of 2 replicas, 1F1B, equals sequential",

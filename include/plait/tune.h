@@ -80,8 +80,15 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
                                const plait_conv_schedule *s);
 /* The schedule that runs the engine's im2col + BLAS path (standard convolutions). */
 plait_conv_schedule plait_conv_im2col_schedule(void);
-/* A sensible schedule without tuning. */
+/* A sensible schedule without tuning: on AVX2 Winograd or im2col + BLAS where they measured faster, else
+ * plait_conv_direct_schedule. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction);
+/* The direct kernels' own default tiling (the base of the ablation and of the schedule tests). */
+plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait_conv_direction direction);
+/* false: untuned layers always run plait_conv_direct_schedule. The parallel-equivalence tests use it:
+ * Winograd's rounding (about ten times the direct sums') turns the all-reduce's different summation order
+ * into differences that grow step by step on their tiny problem. Default true. */
+void plait_conv_set_fast_defaults(bool enabled);
 /* "tw6 tk4 v1 bk4 bc64 bh4 bw64 sk0 lo0 u1 pc0 wg0 vi0" */
 void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t size);
 
