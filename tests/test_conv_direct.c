@@ -128,6 +128,8 @@ static void fixed_shapes_body(void) {
         {2, 7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1},  {1, 13, 13, 17, 33, 1, 1, 2, 2, 0, 0, 1},
         {1, 13, 11, 3, 16, 7, 7, 2, 2, 3, 3, 1}, {1, 7, 7, 17, 3, 1, 1, 2, 2, 2, 2, 1},
         {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
+        /* 64+ channels off the 3x3 stride-1 form: the AVX2 default runs im2col + BLAS in its workspace */
+        {1, 7, 7, 64, 65, 1, 1, 2, 2, 0, 0, 1},  {2, 9, 9, 64, 67, 3, 3, 2, 2, 1, 1, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_all_directions(&cases[i], 100 + i);
