@@ -8,22 +8,24 @@
 #include "pipe/pipe_internal.h"
 #include "plait/tune.h"
 
-static void data_parallel(void) {
+/* Worst relative difference of one stage of 2 replicas after `steps` steps against sequential training. */
+static double data_parallel_worst(int micro_batches, plait_schedule_kind schedule, int steps) {
     plait_plan plan;
     int replicas[] = {2}, bounds[] = {0, 11};
-    eq_plan(&plan, 1, replicas, bounds, 4, PLAIT_SCHEDULE_1F1B);
-    double worst = eq_run(&plan, 4);
-    CHECKF(worst >= 0 && worst <= 1e-5, "data parallel: relative difference %g", worst);
+    eq_plan(&plan, 1, replicas, bounds, micro_batches, schedule);
+    double worst = eq_run(&plan, steps);
     plait_plan_free(&plan);
+    return worst;
+}
+
+static void data_parallel(void) {
+    double worst = data_parallel_worst(4, PLAIT_SCHEDULE_1F1B, 4);
+    CHECKF(worst >= 0 && worst <= 1e-5, "data parallel: relative difference %g", worst);
 }
 
 static void data_parallel_one_microbatch_each(void) {
-    plait_plan plan;
-    int replicas[] = {2}, bounds[] = {0, 11};
-    eq_plan(&plan, 1, replicas, bounds, 2, PLAIT_SCHEDULE_GPIPE);
-    double worst = eq_run(&plan, 3);
+    double worst = data_parallel_worst(2, PLAIT_SCHEDULE_GPIPE, 3);
     CHECKF(worst >= 0 && worst <= 1e-5, "data parallel, 2 micro-batches: relative difference %g", worst);
-    plait_plan_free(&plan);
 }
 
 /* The other tests pin the direct kernels (main): Winograd's rounding grows under the all-reduce's different
@@ -31,12 +33,8 @@ static void data_parallel_one_microbatch_each(void) {
  * step with the default kernels (Winograd and im2col + BLAS on AVX2) still has to match to rounding. */
 static void data_parallel_fast_defaults(void) {
     plait_conv_set_fast_defaults(true);
-    plait_plan plan;
-    int replicas[] = {2}, bounds[] = {0, 11};
-    eq_plan(&plan, 1, replicas, bounds, 4, PLAIT_SCHEDULE_1F1B);
-    double worst = eq_run(&plan, 1);
+    double worst = data_parallel_worst(4, PLAIT_SCHEDULE_1F1B, 1);
     CHECKF(worst >= 0 && worst <= 1e-5, "data parallel, default kernels, one step: relative difference %g", worst);
-    plait_plan_free(&plan);
     plait_conv_set_fast_defaults(false);
 }
 
