@@ -172,6 +172,7 @@ static size_t packed_weight_floats(const plait_conv2d_desc *d, plait_conv_direct
 
 /* What every direct and Winograd schedule of this direction needs. */
 static size_t direct_schedules_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    if (is_depthwise(d)) return direct_depthwise_workspace_floats(d) * sizeof(float) + 64;
     size_t floats = direction == PLAIT_CONV_BACKWARD_WEIGHTS
                         ? (size_t)d->kernel_h * d->kernel_w * d->in_channels *
                               (size_t)(direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES)
@@ -183,24 +184,23 @@ static size_t direct_schedules_workspace_bytes(const plait_conv2d_desc *d, plait
     return floats * sizeof(float) + 64;
 }
 
+/* Every direct schedule's need and the default's (which may be im2col): callers choose the schedule later. */
 size_t plait_direct_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction) {
-    if (is_depthwise(d)) return direct_depthwise_workspace_floats(d) * sizeof(float) + 64;
     size_t direct_bytes = direct_schedules_workspace_bytes(d, direction);
-    if (plait_conv_default_schedule(d, direction).im2col) {
-        size_t im2col_bytes = plait_conv2d_im2col_blas.workspace_bytes(d);
-        if (im2col_bytes > direct_bytes) return im2col_bytes;
-    }
-    return direct_bytes;
+    size_t default_bytes = plait_schedule_workspace_bytes(d, direction, NULL);
+    return default_bytes > direct_bytes ? default_bytes : direct_bytes;
 }
 
 plait_conv_schedule plait_conv_im2col_schedule(void) {
     return (plait_conv_schedule){.im2col = 1, .tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
 }
 
+/* Sized for the schedule the kernels will run (an invalid one or NULL runs the default), so a tuned direct
+ * schedule does not carry the column buffer of an im2col default. */
 size_t plait_schedule_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction,
                                       const plait_conv_schedule *s) {
-    if (s && s->im2col && plait_conv_schedule_valid(d, direction, s)) return plait_conv2d_im2col_blas.workspace_bytes(d);
-    return plait_direct_workspace_bytes(d, direction);
+    if (resolve(d, direction, s).im2col) return plait_conv2d_im2col_blas.workspace_bytes(d);
+    return direct_schedules_workspace_bytes(d, direction);
 }
 
 void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
