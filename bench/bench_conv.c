@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "plait/tune.h"
+#include "fma_peak.h"
 
 #ifdef PLAIT_HAVE_DNNL
 #include <dnnl.h>
@@ -84,44 +85,20 @@ static double flops_inside(const plait_conv2d_desc *d) {
            inside_pairs(d->in_w, d->kernel_w, d->stride_w, d->pad_w) * d->out_channels * (d->in_channels / d->groups);
 }
 
-/* ---- FMA peak: independent FMA chains in every thread ---- */
-
-__attribute__((target("avx512f,fma"))) static float fma_loop_avx512(long iterations) {
-    __m512 acc[16], b = _mm512_set1_ps(0.9999f), c = _mm512_set1_ps(1e-4f);
-    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps((float)i);
-    for (long it = 0; it < iterations; it++)
-#pragma GCC unroll 16
-        for (int i = 0; i < 16; i++) acc[i] = _mm512_fmadd_ps(acc[i], b, c);
-    __m512 sum = acc[0];
-    for (int i = 1; i < 16; i++) sum = _mm512_add_ps(sum, acc[i]);
-    return _mm512_reduce_add_ps(sum);
-}
-
-__attribute__((target("avx2,fma"))) static float fma_loop_avx2(long iterations) {
-    __m256 acc[12], b = _mm256_set1_ps(0.9999f), c = _mm256_set1_ps(1e-4f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
-    for (long it = 0; it < iterations; it++)
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], b, c);
-    float out[8], total = 0;
-    for (int i = 1; i < 12; i++) acc[0] = _mm256_add_ps(acc[0], acc[i]);
-    _mm256_storeu_ps(out, acc[0]);
-    for (int i = 0; i < 8; i++) total += out[i];
-    return total;
-}
+/* ---- FMA peak ---- */
 
 /* GFLOP/s of all threads together, best of several short runs. */
 static double measure_peak(int threads) {
     bool avx512 = plait_direct_isa() == PLAIT_ISA_AVX512;
     long iterations = 4000000;
-    double flops_per_iteration = avx512 ? 16.0 * 32 : 12.0 * 16;
+    double flops_per_iteration = fma_flops_per_iteration(avx512);
     double best = 0;
     volatile float sink = 0;
     for (int rep = 0; rep < 7; rep++) {
         double start = plait_now();
 #pragma omp parallel num_threads(threads)
         {
-            float r = avx512 ? fma_loop_avx512(iterations) : fma_loop_avx2(iterations);
+            float r = fma_loop(avx512, iterations);
 #pragma omp atomic
             sink += r;
         }

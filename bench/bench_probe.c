@@ -1,0 +1,78 @@
+/* How much of each core this process gets right now: every thread runs FMA chains for a short window
+ * and reports its own GFLOP/s. On a shared virtual machine a neighbour can take half of a core for
+ * minutes (seen here: 23.6 -> 9.7 GFLOP/s on one core of an idle guest), which no measurement of ours
+ * can tell from a slow kernel; bench/parallel probes before and after each configuration and repeats
+ * the ones a disturbance touched.
+ *   bench_probe [--threads 2] [--seconds 0.4]
+ * prints one JSON line: {"threads": T, "seconds": S, "gflops": [per thread], "min": m, "isa": "avx2"} */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fma_peak.h"
+#include "plait/core.h"
+#include "plait/tune.h"
+
+typedef struct probe_thread {
+    pthread_t thread;
+    bool avx512;
+    double seconds, gflops;
+    volatile float sink;
+} probe_thread;
+
+static void *probe_main(void *argument) {
+    probe_thread *p = argument;
+    long chunk = 200000, iterations = 0;
+    double start = plait_now(), elapsed = 0;
+    while (elapsed < p->seconds) {
+        p->sink += fma_loop(p->avx512, chunk);
+        iterations += chunk;
+        elapsed = plait_now() - start;
+    }
+    p->gflops = fma_flops_per_iteration(p->avx512) * (double)iterations / elapsed * 1e-9;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    int threads = 2;
+    double seconds = 0.4;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
+        else {
+            fprintf(stderr, "usage: bench_probe [--threads N] [--seconds S]\n");
+            return 2;
+        }
+    }
+    if (threads < 1 || threads > 256 || !(seconds > 0 && seconds < 60)) {
+        fprintf(stderr, "bench_probe: --threads 1..256 and --seconds in (0, 60)\n");
+        return 2;
+    }
+    bool avx512 = plait_direct_isa() == PLAIT_ISA_AVX512;
+    if (!avx512 && plait_direct_isa() != PLAIT_ISA_AVX2) {
+        fprintf(stderr, "bench_probe: needs AVX2 and FMA\n");
+        return 1;
+    }
+    probe_thread *probes = calloc((size_t)threads, sizeof *probes);
+    if (!probes) return 1;
+    for (int t = 0; t < threads; t++) {
+        probes[t].avx512 = avx512;
+        probes[t].seconds = seconds;
+        if (pthread_create(&probes[t].thread, NULL, probe_main, &probes[t]) != 0) {
+            fprintf(stderr, "bench_probe: cannot start thread %d\n", t);
+            return 1;
+        }
+    }
+    double least = 1e300;
+    printf("{\"threads\": %d, \"seconds\": %g, \"isa\": \"%s\", \"gflops\": [", threads, seconds,
+           plait_isa_name(plait_direct_isa()));
+    for (int t = 0; t < threads; t++) {
+        pthread_join(probes[t].thread, NULL);
+        printf("%s%.2f", t ? ", " : "", probes[t].gflops);
+        if (probes[t].gflops < least) least = probes[t].gflops;
+    }
+    printf("], \"min\": %.2f}\n", least);
+    free(probes);
+    return 0;
+}
