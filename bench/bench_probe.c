@@ -1,10 +1,12 @@
-/* How much of each core this process gets right now: every thread runs FMA chains for a short window
- * and reports its own GFLOP/s. On a shared virtual machine a neighbour can take half of a core for
+/* How much of each core and of memory this process gets right now: every thread runs FMA chains for a
+ * short window and reports its own GFLOP/s, then streams over a buffer larger than the L3 cache's share
+ * and reports its own GB/s (both threads at once, as ranks training together load memory). On a shared virtual machine a neighbour can take half of a core for
  * minutes (seen here: 23.6 -> 9.7 GFLOP/s on one core of an idle guest), which no measurement of ours
  * can tell from a slow kernel; bench/parallel probes before and after each configuration and repeats
  * the ones a disturbance touched.
- *   bench_probe [--threads 2] [--seconds 0.4]
- * prints one JSON line: {"threads": T, "seconds": S, "gflops": [per thread], "min": m, "isa": "avx2"} */
+ *   bench_probe [--threads 2] [--seconds 0.3]
+ * prints one JSON line: {"threads": T, "seconds": S, "isa": "avx2", "gflops": [per thread], "min": m,
+ *                        "gbps": [per thread], "min_gbps": b} */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,13 +19,16 @@
 typedef struct probe_thread {
     pthread_t thread;
     bool avx512;
-    double seconds, gflops;
+    double seconds, gflops, gbps;
+    float *buffer;
+    size_t floats;
     volatile float sink;
 } probe_thread;
 
 static void *probe_main(void *argument) {
     probe_thread *p = argument;
     long chunk = 200000, iterations = 0;
+    memset(p->buffer, 0, p->floats * sizeof(float)); /* page faults before the windows, not in them */
     double start = plait_now(), elapsed = 0;
     while (elapsed < p->seconds) {
         p->sink += fma_loop(p->avx512, chunk);
@@ -31,12 +36,23 @@ static void *probe_main(void *argument) {
         elapsed = plait_now() - start;
     }
     p->gflops = fma_flops_per_iteration(p->avx512) * (double)iterations / elapsed * 1e-9;
+    /* read and write back every float: a stream as a training pass makes over activations */
+    double bytes = 0;
+    start = plait_now(), elapsed = 0;
+    while (elapsed < p->seconds) {
+        float *b = p->buffer;
+        for (size_t i = 0; i < p->floats; i++) b[i] = b[i] * 0.5f + 1.0f;
+        bytes += 8.0 * (double)p->floats;
+        elapsed = plait_now() - start;
+    }
+    p->sink += p->buffer[p->floats / 2];
+    p->gbps = bytes / elapsed * 1e-9;
     return NULL;
 }
 
 int main(int argc, char **argv) {
     int threads = 2;
-    double seconds = 0.4;
+    double seconds = 0.3;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
@@ -59,12 +75,18 @@ int main(int argc, char **argv) {
     for (int t = 0; t < threads; t++) {
         probes[t].avx512 = avx512;
         probes[t].seconds = seconds;
+        probes[t].floats = (size_t)16 << 20; /* 64 MiB per thread: beyond any L3 share here */
+        probes[t].buffer = malloc(probes[t].floats * sizeof(float));
+        if (!probes[t].buffer) {
+            fprintf(stderr, "bench_probe: out of memory\n");
+            return 1;
+        }
         if (pthread_create(&probes[t].thread, NULL, probe_main, &probes[t]) != 0) {
             fprintf(stderr, "bench_probe: cannot start thread %d\n", t);
             return 1;
         }
     }
-    double least = 1e300;
+    double least = 1e300, least_gbps = 1e300;
     printf("{\"threads\": %d, \"seconds\": %g, \"isa\": \"%s\", \"gflops\": [", threads, seconds,
            plait_isa_name(plait_direct_isa()));
     for (int t = 0; t < threads; t++) {
@@ -72,7 +94,13 @@ int main(int argc, char **argv) {
         printf("%s%.2f", t ? ", " : "", probes[t].gflops);
         if (probes[t].gflops < least) least = probes[t].gflops;
     }
-    printf("], \"min\": %.2f}\n", least);
+    printf("], \"min\": %.2f, \"gbps\": [", least);
+    for (int t = 0; t < threads; t++) {
+        printf("%s%.2f", t ? ", " : "", probes[t].gbps);
+        if (probes[t].gbps < least_gbps) least_gbps = probes[t].gbps;
+        free(probes[t].buffer);
+    }
+    printf("], \"min_gbps\": %.2f}\n", least_gbps);
     free(probes);
     return 0;
 }
