@@ -3,7 +3,6 @@
  * The column matrix has one row per output position and, per row, the receptive field laid out as
  * [group][r][s][c within group], so group g's block is a plain sub-matrix (offset g*R*S*Cg, leading
  * dimension R*S*C) and each group is one GEMM against its rows of the weight tensor. */
-#include <cblas.h>
 #include <string.h>
 
 #include "kernels/conv2d_internal.h"
@@ -204,7 +203,7 @@ static void im2col_forward(const plait_conv2d_desc *d, const float *x, const flo
     if (is_pointwise(d)) {
         int positions = d->batch * OH * OW;
         for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, positions, Kg, Cg, 1.0f, x + (size_t)g * Cg, C,
+            plait_sgemm_split_rows(false, true, positions, Kg, Cg, 1.0f, x + (size_t)g * Cg, C,
                         w + (size_t)g * Kg * Cg, Cg, 0.0f, y + (size_t)g * Kg, K);
         return;
     }
@@ -216,7 +215,7 @@ static void im2col_forward(const plait_conv2d_desc *d, const float *x, const flo
         im2col(d, x + n0 * in_image, images, col);
         int positions = images * OH * OW;
         for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, positions, Kg, group_floats, 1.0f,
+            plait_sgemm_split_rows(false, true, positions, Kg, group_floats, 1.0f,
                         col + (size_t)g * group_floats, group_floats * G, w + (size_t)g * Kg * group_floats,
                         group_floats, 0.0f, y + n0 * out_image + (size_t)g * Kg, K);
     }
@@ -230,7 +229,7 @@ static void im2col_backward_data(const plait_conv2d_desc *d, const float *dy, co
     if (is_pointwise(d)) {
         int positions = d->batch * OH * OW;
         for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, positions, Cg, Kg, 1.0f, dy + (size_t)g * Kg, K,
+            plait_sgemm_split_rows(false, false, positions, Cg, Kg, 1.0f, dy + (size_t)g * Kg, K,
                         w + (size_t)g * Kg * Cg, Cg, 0.0f, dx + (size_t)g * Cg, C);
         return;
     }
@@ -256,7 +255,7 @@ static void im2col_backward_data(const plait_conv2d_desc *d, const float *dy, co
         int images = d->batch - n0 < chunk ? d->batch - n0 : chunk;
         int positions = images * OH * OW;
         for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, positions, group_floats, Kg, 1.0f,
+            plait_sgemm_split_rows(false, false, positions, group_floats, Kg, 1.0f,
                         dy + n0 * out_image + (size_t)g * Kg, K, w + (size_t)g * Kg * group_floats, group_floats,
                         0.0f, col + (size_t)g * group_floats, group_floats * G);
         col2im(d, col, images, dx + n0 * in_image);
@@ -271,7 +270,7 @@ static void im2col_backward_weights(const plait_conv2d_desc *d, const float *x, 
     if (is_pointwise(d)) {
         int positions = d->batch * OH * OW;
         for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, Cg, positions, 1.0f, dy + (size_t)g * Kg, K,
+            plait_sgemm_split_rows(true, false, Kg, Cg, positions, 1.0f, dy + (size_t)g * Kg, K,
                         x + (size_t)g * Cg, C, 1.0f, dw + (size_t)g * Kg * Cg, Cg);
         return;
     }
@@ -283,7 +282,7 @@ static void im2col_backward_weights(const plait_conv2d_desc *d, const float *x, 
         im2col(d, x + n0 * in_image, images, col);
         int positions = images * OH * OW;
         for (int g = 0; g < G; g++)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Kg, group_floats, positions, 1.0f,
+            plait_sgemm_split_rows(true, false, Kg, group_floats, positions, 1.0f,
                         dy + n0 * out_image + (size_t)g * Kg, K, col + (size_t)g * group_floats, group_floats * G,
                         1.0f, dw + (size_t)g * Kg * group_floats, group_floats);
     }
