@@ -107,6 +107,10 @@ static void pipeline_checkpoint_resumes_in_one_process(void) {
         snprintf(command, sizeof command, "grep -q '\"forward 3\"' %s/trace.json && grep -q '<svg' %s/trace.svg",
                  dir, dir);
         CHECKF(system(command) == 0, "the trace has forward events and an SVG");
+        /* per-unit events nest in the Chrome trace and stay out of the SVG's one row per lane */
+        snprintf(command, sizeof command,
+                 "grep -q '\"backward stem\"' %s/trace.json && ! grep -q 'backward stem' %s/trace.svg", dir, dir);
+        CHECKF(system(command) == 0, "the trace has per-unit events, the timeline does not");
         snprintf(command, sizeof command, "--steps 8 --checkpoint-dir %s/split --resume", dir);
         CHECK(run_single(command) == 0);
         snprintf(command, sizeof command, "cmp -s %s/once/last.safetensors %s/split/last.safetensors", dir, dir);

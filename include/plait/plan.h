@@ -171,6 +171,8 @@ typedef struct plait_trace_event {
     char name[48];   /* "<kind> <detail>", kind one of forward, backward, send, allreduce, optimizer, load */
     double start;    /* seconds */
     double duration; /* seconds */
+    bool detail;     /* one unit inside a forward or backward event: nested under it in the Chrome trace,
+                      * left out of the SVG timeline */
 } plait_trace_event;
 
 typedef struct plait_simulation {

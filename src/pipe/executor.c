@@ -8,12 +8,13 @@
 #include "dist/dist_internal.h"
 #include "pipe/executor_internal.h"
 
-static void record(plait_executor *e, int lane, const char *name, int micro_batch, double start, double end) {
-    if (!e->trace || e->event_count >= 2000000) return;
+static plait_trace_event *record(plait_executor *e, int lane, const char *name, int micro_batch, double start,
+                                 double end) {
+    if (!e->trace || e->event_count >= 2000000) return NULL;
     if (e->event_count == e->event_capacity) {
         int capacity = e->event_capacity ? 2 * e->event_capacity : 1024;
         plait_trace_event *grown = realloc(e->events, (size_t)capacity * sizeof *grown);
-        if (!grown) return; /* a trace is best effort; training goes on */
+        if (!grown) return NULL; /* a trace is best effort; training goes on */
         e->events = grown;
         e->event_capacity = capacity;
     }
@@ -27,6 +28,15 @@ static void record(plait_executor *e, int lane, const char *name, int micro_batc
         snprintf(ev->name, sizeof ev->name, "%s", name);
     ev->start = start - e->t0;
     ev->duration = end - start;
+    return ev;
+}
+
+/* One unit of a forward or backward, so a trace shows where a stage's time goes unit by unit. */
+static void record_unit(plait_executor *e, const char *kind, int unit, double start, double end) {
+    char name[48];
+    snprintf(name, sizeof name, "%s %s", kind, e->model->units[unit].name);
+    plait_trace_event *ev = record(e, 0, name, -1, start, end);
+    if (ev) ev->detail = true;
 }
 
 void plait_executor_free(plait_executor *e) {
@@ -271,9 +281,12 @@ static int run_forward(plait_executor *e, micro_slot *s, const plait_step_option
                        step_totals *totals) {
     double start = plait_now();
     const plait_tensor *current = e->stage == 0 ? &s->input_view : &s->input;
-    for (int u = e->first; u < e->last; u++)
+    for (int u = e->first; u < e->last; u++) {
+        double unit_start = e->trace ? plait_now() : 0;
         if (plait_unit_forward(&e->model->units[u], s->states[u - e->first], current, true, &current) != PLAIT_OK)
             return PLAIT_ERROR;
+        if (e->trace) record_unit(e, "forward", u, unit_start, plait_now());
+    }
     s->output = current;
     if (e->stage == e->stage_count - 1) {
         if (plait_tensor_reserve(&s->dlogits, current->shape) != PLAIT_OK) return PLAIT_ERROR;
@@ -300,9 +313,11 @@ static int run_backward(plait_executor *e, micro_slot *s, bool final) {
     const plait_tensor *grad = e->stage == e->stage_count - 1 ? &s->dlogits : &s->output_grad;
     for (int u = e->last - 1; u >= e->first; u--) {
         bool need_dx = u > e->first || e->stage > 0;
+        double unit_start = e->trace ? plait_now() : 0;
         if (plait_unit_backward(&e->model->units[u], s->states[u - e->first], grad, need_dx ? &grad : NULL) !=
             PLAIT_OK)
             return PLAIT_ERROR;
+        if (e->trace) record_unit(e, "backward", u, unit_start, plait_now());
         if (final && e->sync) /* the unit's gradients are final: their buckets may start */
             for (int p = e->unit_param_start[u - e->first]; p < e->unit_param_start[u - e->first + 1]; p++)
                 if (plait_grad_sync_mark_ready(e->sync, e->param_count - 1 - p) != PLAIT_OK) return PLAIT_ERROR;

@@ -63,6 +63,7 @@ static int add_event(simulator *sim, int rank, int lane, double start, double du
     snprintf(e->name, sizeof e->name, format, value);
     e->start = start;
     e->duration = duration;
+    e->detail = false;
     return PLAIT_OK;
 }
 

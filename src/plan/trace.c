@@ -143,6 +143,7 @@ int plait_trace_write_svg(const char *path, const plait_trace_event *events, int
     }
     for (int k = 0; k < count; k++) {
         const plait_trace_event *e = &events[k];
+        if (e->detail) continue;
         char kind[24];
         event_kind(e->name, kind, sizeof kind);
         double y = top + row_of[(size_t)e->rank * (size_t)(max_lane + 1) + (size_t)e->lane] * row_height;
