@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     if (profile.unit_count == 0) {
         profile_source = "measured";
         profile_micro = micro;
-        if (plait_profile_measure_shared(m, micro, 2, &profile) != PLAIT_OK) die("profile");
+        if (plait_profile_measure_shared(m, micro, PLAIT_PROFILE_ITERATIONS, &profile) != PLAIT_OK) die("profile");
     } else {
         /* pipe_train_plan's rule: batch / --microbatches when given, else batch / 2N; an auto search
          * hands over the profile interpolated to the chosen micro-batch size */

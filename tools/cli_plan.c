@@ -81,7 +81,7 @@ int cli_plan(int argc, char **argv) {
                        m->unit_count);
             goto done;
         }
-    } else if (plait_profile_measure(m, (int)(batch / workers > 0 ? batch / workers : 1), 2, &profile) != PLAIT_OK) {
+    } else if (plait_profile_measure(m, (int)(batch / workers > 0 ? batch / workers : 1), PLAIT_PROFILE_ITERATIONS, &profile) != PLAIT_OK) {
         goto done;
     }
     if (save_profile && plait_profile_write(save_profile, &profile) != PLAIT_OK) goto done;

@@ -56,9 +56,11 @@ int plait_executor_gather_model(plait_executor *e);
 
 /* ---- Profiles and automatic plans ---- */
 
-/* Times each unit's training forward and backward on `micro_batch` samples (best of `iterations`
- * after one warm-up) and records output, parameter and kept-activation bytes per sample. */
+/* Times each unit's training forward and backward on `micro_batch` samples (the median of
+ * `iterations` after one warm-up) and records output, parameter and kept-activation bytes per sample. */
 int plait_profile_measure(plait_model *m, int micro_batch, int iterations, plait_profile *profile);
+/* The timed passes plans and benchmarks profile with. */
+#define PLAIT_PROFILE_ITERATIONS 3
 
 /* Collective: every rank measures at once (so the profile carries what ranks sharing a machine cost
  * each other); every rank receives the same profile, the ranks' mean times and rank 0's bytes. */

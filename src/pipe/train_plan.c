@@ -68,8 +68,8 @@ int pipe_train_plan_profiled(const plait_train_config *c, plait_model *m, plait_
         o.profile_micro_batch = c->batch_size / world;
         o.small_micro_batch = o.profile_micro_batch / 8 > 0 ? o.profile_micro_batch / 8 : 1;
         o.small_profile = &small;
-        if (plait_profile_measure_shared(m, o.small_micro_batch, 2, &small) != PLAIT_OK ||
-            plait_profile_measure_shared(m, o.profile_micro_batch, 2, &profile) != PLAIT_OK) {
+        if (plait_profile_measure_shared(m, o.small_micro_batch, PLAIT_PROFILE_ITERATIONS, &small) != PLAIT_OK ||
+            plait_profile_measure_shared(m, o.profile_micro_batch, PLAIT_PROFILE_ITERATIONS, &profile) != PLAIT_OK) {
             plait_profile_free(&small);
             return PLAIT_ERROR;
         }
@@ -78,7 +78,7 @@ int pipe_train_plan_profiled(const plait_train_config *c, plait_model *m, plait_
         if (o.kind == PLAIT_PARALLEL_AUTO && c->microbatches <= 1) o.micro_batches = 0;
         int micro = o.micro_batches > 0 ? c->batch_size / o.micro_batches : c->batch_size / (2 * world);
         if (micro < 1) micro = 1;
-        if (plait_profile_measure_shared(m, micro, 2, &profile) != PLAIT_OK) return PLAIT_ERROR;
+        if (plait_profile_measure_shared(m, micro, PLAIT_PROFILE_ITERATIONS, &profile) != PLAIT_OK) return PLAIT_ERROR;
     }
     int status = plait_parallel_plan(m, o.kind == PLAIT_PARALLEL_DP ? NULL : &profile, &o, plan);
     if (status == PLAIT_OK && plait_plan_validate(plan, world, m->unit_count, NULL, NULL) != PLAIT_OK) {
