@@ -63,7 +63,7 @@ uint64_t plait_seed_mix(uint64_t a, uint64_t b, uint64_t c);
 /* Time in seconds from a monotonic clock. */
 double plait_now(void);
 
-/* Threads used by plait's own kernels (OpenMP) and by BLAS. */
+/* Threads used by plait's own kernels (OpenMP); BLAS is set to one thread and runs under them. */
 void plait_set_threads(int threads);
 int plait_threads(void);
 

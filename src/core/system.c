@@ -26,7 +26,8 @@ void plait_set_threads(int threads) {
     if (threads < 1) threads = 1;
     thread_count = threads;
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
+    /* BLAS runs single-threaded under plait's own threads (plait_sgemm_split_rows): one pool, no flips */
+    openblas_set_num_threads(1);
 }
 
 int plait_threads(void) { return thread_count; }

@@ -1,4 +1,4 @@
-/* Hooks into the im2col kernel for tests, and the row-split GEMM it runs. */
+/* Hooks into the im2col kernel for tests, and the row-split GEMM it and the linear layer run. */
 #ifndef PLAIT_KERNELS_CONV2D_INTERNAL_H
 #define PLAIT_KERNELS_CONV2D_INTERNAL_H
 
@@ -10,8 +10,7 @@
 void plait_conv2d_set_column_buffer_limit(size_t bytes);
 
 /* cblas_sgemm (row-major) with the rows of C split between plait_threads() threads, each calling BLAS
- * single-threaded; one plain call when m is too small to split. Not reentrant: BLAS's thread count is
- * set to 1 for the call and back to plait_threads() after. */
+ * (single-threaded since plait_set_threads); one plain call when m is too small to split. */
 void plait_sgemm_split_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                             const float *b, int ldb, float beta, float *c, int ldc);
 

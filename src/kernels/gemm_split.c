@@ -8,9 +8,6 @@
 #include "kernels/conv2d_internal.h"
 #include "plait/core.h"
 
-/* OpenBLAS exports this; declared here as in core/system.c, not from a particular cblas.h variant. */
-void openblas_set_num_threads(int threads);
-
 /* Below this many rows per thread a slice is too thin to pay for the fork. */
 #define SPLIT_MIN_ROWS 16
 
@@ -23,7 +20,6 @@ void plait_sgemm_split_rows(bool trans_a, bool trans_b, int m, int n, int k, flo
         cblas_sgemm(CblasRowMajor, op_a, op_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
     }
-    openblas_set_num_threads(1);
 #pragma omp parallel num_threads(threads)
     {
         int t = omp_get_thread_num(), count = omp_get_num_threads();
@@ -34,5 +30,4 @@ void plait_sgemm_split_rows(bool trans_a, bool trans_b, int m, int n, int k, flo
             cblas_sgemm(CblasRowMajor, op_a, op_b, last - first, n, k, alpha, a_rows, lda, b, ldb, beta,
                         c + (size_t)first * (size_t)ldc, ldc);
     }
-    openblas_set_num_threads(plait_threads());
 }
