@@ -45,7 +45,9 @@ AVX2 INLINE __m256i lane_mask(int valid, int half) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(valid - 8 * half), index);
 }
 
-AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int NR) {
+/* TAIL: the last vector of dy has fewer than 16 valid lanes; only then are its loads masked (a masked load
+ * costs more than a plain one on Zen 3, and it sat in the innermost loop). */
+AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int NR, const bool TAIL) {
     __m256 acc[12];
     __m256i masks[2 * DIRECT_MAX_TILE_K];
 #pragma GCC unroll 8
@@ -61,7 +63,8 @@ AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int 
         for (int p = 0; p < t->pixels; p++) {
             __m256 g[2 * DIRECT_MAX_TILE_K];
 #pragma GCC unroll 8
-            for (int j = 0; j < 2 * NR; j++) g[j] = _mm256_maskload_ps(dp + 8 * j, masks[j]);
+            for (int j = 0; j < 2 * NR; j++)
+                g[j] = TAIL && j >= 2 * NR - 2 ? _mm256_maskload_ps(dp + 8 * j, masks[j]) : _mm256_loadu_ps(dp + 8 * j);
 #pragma GCC unroll 16
             for (int i = 0; i < MC; i++) {
                 __m256 b = _mm256_broadcast_ss(xp + i);
@@ -81,7 +84,12 @@ AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int 
 #define WTILE512(MC, NR) \
     static AVX512 void wtile512_##MC##_##NR(const direct_wtile *t) { wtile_avx512_body(t, MC, NR); }
 #define WTILE2(MC, NR) \
-    static AVX2 void wtile2_##MC##_##NR(const direct_wtile *t) { wtile_avx2_body(t, MC, NR); }
+    static AVX2 void wtile2_##MC##_##NR(const direct_wtile *t) {                                   \
+        if (t->last_lanes < DIRECT_LANES)                                                          \
+            wtile_avx2_body(t, MC, NR, true);                                                      \
+        else                                                                                       \
+            wtile_avx2_body(t, MC, NR, false);                                                     \
+    }
 #define ENTRY512(MC, NR) [MC][NR] = wtile512_##MC##_##NR,
 #define ENTRY2(MC, NR) [MC][NR] = wtile2_##MC##_##NR,
 
