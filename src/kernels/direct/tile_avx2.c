@@ -29,8 +29,8 @@ TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel
 }
 
 /* TAIL: the last vector has fewer than 16 valid lanes. Only then are loads and stores masked: Zen 3 runs a
- * masked 256-bit store as microcode, about ten times slower than a plain one, and the whole tile's stores
- * went through it (measured: the 6x16 1x1 tile ran at 60-65% of the FMA peak with them, XX% without). */
+ * masked 256-bit store as microcode, and with NR = 1 every store of a tile went through it. Measured, one
+ * thread, the 6x16 tile on a 1x1 64 -> 64 layer (32x32, batch 64): 23-36 -> 42-59 GFLOP/s. */
 TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, const int NR, const int U,
                              const bool TAIL) {
     __m256 acc[2 * 6];
