@@ -130,6 +130,7 @@ static void fixed_shapes_body(void) {
         {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
         /* 64+ channels off the 3x3 stride-1 form: the AVX2 default runs im2col + BLAS in its workspace */
         {1, 7, 7, 64, 65, 1, 1, 2, 2, 0, 0, 1},  {2, 9, 9, 64, 67, 3, 3, 2, 2, 1, 1, 1},
+        {2, 5, 7, 48, 32, 1, 1, 1, 1, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_all_directions(&cases[i], 100 + i);
@@ -234,6 +235,8 @@ static void sampled_schedules_body(void) {
         {1, 13, 13, 80, 33, 3, 3, 1, 1, 1, 1, 1},
         {1, 13, 13, 33, 70, 3, 3, 2, 2, 2, 2, 1},
         {5, 7, 7, 17, 36, 1, 1, 2, 2, 0, 0, 1},
+        /* 1x1 stride 1: each image runs as one row of pixels; full vectors take the unmasked tiles */
+        {3, 5, 7, 32, 48, 1, 1, 1, 1, 0, 0, 1},
     };
     enum { CAPACITY = 8192, SAMPLES = 6 };
     plait_conv_schedule *space = malloc(CAPACITY * sizeof *space);
