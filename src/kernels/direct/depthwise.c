@@ -42,10 +42,12 @@ static void run_row(const dw_rowjob *j, dw_row_fn fn, int lanes, int channels) {
 static bool large_output(size_t out_floats) { return out_floats * sizeof(float) >= ((size_t)8 << 20); }
 
 /* Non-temporal stores (no read-for-ownership of the output: a third less memory traffic) for large outputs
- * where every stored vector is a whole aligned cache line: AVX-512 only. An AVX2 vector is half a line, and
- * half-line non-temporal stores ran 2.5-3x slower than plain ones on Zen 3 (112x112x32, batch 8, two threads). */
-static bool use_stream(plait_isa isa, const float *out, int channels, size_t out_floats) {
-    return isa == PLAIT_ISA_AVX512 && channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && large_output(out_floats);
+ * where every stored vector starts on a cache line (channels a multiple of 16, aligned output). Measured
+ * on AVX2 (Zen 3, mbv2 layers at batch 8, alternating builds): forward rows ran 1.5-2x faster with plain
+ * stores on one thread and two, so forward rows stream on AVX-512 only; backward-data ran 2-3.5x faster
+ * streaming on one thread and 2x slower on two (not understood; it keeps streaming). */
+static bool use_stream(const float *out, int channels, size_t out_floats) {
+    return channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && large_output(out_floats);
 }
 
 /* Channels per block of a row: a block's three input rows stay in L1 while its pixel tiles sweep them. */
@@ -66,7 +68,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const 
     const dw_row_fn fn = row_kernel(isa, S, d->stride_w);
     const int lanes = lanes_of(isa), tile = default_tile(isa, OW);
     const size_t out_floats = (size_t)d->batch * OH * OW * C;
-    const bool large = large_output(out_floats), stream = use_stream(isa, y, C, out_floats);
+    const bool large = large_output(out_floats), stream = isa == PLAIT_ISA_AVX512 && use_stream(y, C, out_floats);
     /* pairs of output rows: one job when every tap row of both is inside the image (the pair reads the input
      * rows it shares once), else one job per row. Measured: it pays at stride 1 (4 input rows for 2 output
      * rows, not 6); at stride 2 (5 for 6) the extra input streams cost more, and with non-temporal stores two
@@ -128,7 +130,7 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
     const plait_isa isa = direct_isa_resolved();
     const int lanes = lanes_of(isa), tile = default_tile(isa, OW);
     const size_t out_floats = (size_t)d->batch * H * W * C;
-    const bool large = large_output(out_floats), stream = use_stream(isa, dx, C, out_floats);
+    const bool stream = use_stream(dx, C, out_floats);
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
     for (long row = 0; row < (long)d->batch * H; row++) {
         int n = (int)(row / H), ih = (int)(row % H);
@@ -150,7 +152,7 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
             /* the dy row the next dx row adds, if it adds one, when dy is not in cache anyway (measured: it
              * helps there, and costs more than it saves on cache-resident shapes and on forward rows) */
             int next_oh = (ih + 1 + d->pad_h) / sh;
-            if (large && ih + 1 < H && (ih + 1 + d->pad_h) % sh == 0 && next_oh < OH) {
+            if (stream && ih + 1 < H && (ih + 1 + d->pad_h) % sh == 0 && next_oh < OH) {
                 j.prefetch = dy + (((size_t)n * OH + next_oh) * OW) * C;
                 j.prefetch_rows = 1;
                 j.prefetch_row = 0;
