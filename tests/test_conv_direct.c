@@ -131,6 +131,8 @@ static void fixed_shapes_body(void) {
         /* 64+ channels off the 3x3 stride-1 form: the AVX2 default runs im2col + BLAS in its workspace */
         {1, 7, 7, 64, 65, 1, 1, 2, 2, 0, 0, 1},  {2, 9, 9, 64, 67, 3, 3, 2, 2, 1, 1, 1},
         {2, 5, 7, 48, 32, 1, 1, 1, 1, 0, 0, 1},
+        /* 1x1 summing over fewer than 128 channels: the AVX2 default is a direct tile on image pairs (3 images) */
+        {3, 5, 7, 64, 80, 1, 1, 1, 1, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_all_directions(&cases[i], 100 + i);

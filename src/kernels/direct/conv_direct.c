@@ -134,13 +134,22 @@ void plait_conv_set_fast_defaults(bool enabled) { fast_defaults = enabled; }
  * quarter of the multiplications and OpenBLAS's AVX2 GEMM reaches 70-85%. Measured over the CIFAR ResNet-20,
  * ResNet-18 and ResNet-50 layers (docs/kernels.md), the search picked Winograd on the 3x3 stride-1 layers
  * with 32 or more channels (1.2-4.4x the direct default) and im2col + BLAS on most other layers with 64 or
- * more (1.1-2x); with 16 channels, and for the 3-channel stem, the direct kernels won. AVX-512 keeps the
- * direct default: it holds 28 accumulators, and the alternative was not measured there. */
+ * more (1.1-2x); with 16 channels, and for the 3-channel stem, the direct kernels won. Except 1x1 layers
+ * that sum over only 64 channels (forward and backward-data): OpenBLAS packs its operands for a reduction
+ * too short to pay for it, and the direct 3x16 tile on two images ran 1.3-1.8x faster on one and two threads
+ * (stride 1 and 2). AVX-512 keeps the direct default: it holds 28 accumulators, and the alternative was not
+ * measured there. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
     int narrow = d->in_channels < d->out_channels ? d->in_channels : d->out_channels;
     if (fast_defaults && direct_isa_resolved() == PLAIT_ISA_AVX2 && d->groups == 1) {
         if (narrow >= 32 && direct_winograd_supports(d))
             return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = 6, .tile_k = 1, .vthreads = 1,
+                                         .unroll = 1};
+        int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
+        bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;
+        if (narrow >= 64 && pointwise && direction != PLAIT_CONV_BACKWARD_WEIGHTS && reduction < 128)
+            return (plait_conv_schedule){.tile_w = 3, .tile_k = 1, .vthreads = 2, .vthread_images = 1, .block_k = 1,
+                                         .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER, .block_h = 2,
                                          .unroll = 1};
         if (narrow >= 64) return plait_conv_im2col_schedule();
     }
