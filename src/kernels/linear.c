@@ -13,11 +13,11 @@ void plait_linear_forward(int batch, int in_features, int out_features, const fl
 void plait_linear_backward(int batch, int in_features, int out_features, const float *x, const float *w,
                            const float *dy, float *dx, float *dw, float *db) {
     if (dx)
-        plait_sgemm_split_rows(false, false, batch, in_features, out_features, 1.0f, dy,
-                    out_features, w, in_features, 0.0f, dx, in_features);
+        plait_sgemm_split_rows(false, false, batch, in_features, out_features, 1.0f, dy, out_features, w,
+                               in_features, 0.0f, dx, in_features);
     if (dw)
-        plait_sgemm_split_rows(true, false, out_features, in_features, batch, 1.0f, dy,
-                    out_features, x, in_features, 1.0f, dw, in_features);
+        plait_sgemm_split_rows(true, false, out_features, in_features, batch, 1.0f, dy, out_features, x,
+                               in_features, 1.0f, dw, in_features);
     if (db)
         for (int o = 0; o < out_features; o++) {
             double sum = 0;

@@ -145,13 +145,15 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
         if (narrow >= 32 && direct_winograd_supports(d))
             return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = 6, .tile_k = 1, .vthreads = 1,
                                          .unroll = 1};
-        int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
-        bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;
-        if (narrow >= 64 && pointwise && direction != PLAIT_CONV_BACKWARD_WEIGHTS && reduction < 128)
-            return (plait_conv_schedule){.tile_w = 3, .tile_k = 1, .vthreads = 2, .vthread_images = 1, .block_k = 1,
-                                         .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER, .block_h = 2,
-                                         .unroll = 1};
-        if (narrow >= 64) return plait_conv_im2col_schedule();
+        if (narrow >= 64) {
+            int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
+            bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;
+            if (pointwise && direction != PLAIT_CONV_BACKWARD_WEIGHTS && reduction < 128)
+                return (plait_conv_schedule){.tile_w = 3, .tile_k = 1, .vthreads = 2, .vthread_images = 1,
+                                             .block_k = 1, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER,
+                                             .block_h = 2, .unroll = 1};
+            return plait_conv_im2col_schedule();
+        }
     }
     return plait_conv_direct_schedule(d, direction);
 }
