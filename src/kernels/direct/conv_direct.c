@@ -279,6 +279,39 @@ static void pack_phase(const plait_conv2d_desc *d, const float *w, phase_taps th
             }
 }
 
+/* Positions of dx that no tap reaches (a 1x1 kernel with stride 2: three pixels in four) get a zero
+ * gradient. One pass over the rows on all threads: whole rows where no column phase is reached, single
+ * pixels elsewhere; serial, per-pixel zeroing took as long as the reached quarter's GEMM. */
+static void zero_untouched_phases(const plait_conv2d_desc *d, float *dx) {
+    bool row_reached[64], col_reached[64], any_unreached = false;
+    int sh = d->stride_h, sw = d->stride_w, C = d->in_channels;
+    if (sh > 64 || sw > 64) { /* strides this large leave nearly everything unreached: zero it all first */
+        memset(dx, 0, (size_t)d->batch * d->in_h * d->in_w * C * sizeof(float));
+        return;
+    }
+    for (int ph = 0; ph < sh; ph++) {
+        row_reached[ph] = phase_along(ph, sh, d->pad_h, d->kernel_h, d->in_h).count > 0;
+        any_unreached |= !row_reached[ph];
+    }
+    for (int pw = 0; pw < sw; pw++) {
+        col_reached[pw] = phase_along(pw, sw, d->pad_w, d->kernel_w, d->in_w).count > 0;
+        any_unreached |= !col_reached[pw];
+    }
+    if (!any_unreached) return;
+    long rows = (long)d->batch * d->in_h;
+    size_t pixel = (size_t)C, row_floats = (size_t)d->in_w * C;
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long row = 0; row < rows; row++) {
+        float *dst = dx + (size_t)row * row_floats;
+        if (!row_reached[(row % d->in_h) % sh]) {
+            memset(dst, 0, row_floats * sizeof(float));
+            continue;
+        }
+        for (int j = 0; j < d->in_w; j++)
+            if (!col_reached[j % sw]) memset(dst + (size_t)j * pixel, 0, pixel * sizeof(float));
+    }
+}
+
 void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *dy,
                                 const float *w, float *dx, void *workspace) {
     if (is_depthwise(d)) {
@@ -296,19 +329,12 @@ void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_sch
     }
     int oh = out_h(d), ow = out_w(d), C = d->in_channels;
     float *packed = workspace;
+    zero_untouched_phases(d, dx);
     for (int ph = 0; ph < d->stride_h; ph++)
         for (int pw = 0; pw < d->stride_w; pw++) {
             phase_taps th = phase_along(ph, d->stride_h, d->pad_h, d->kernel_h, d->in_h);
             phase_taps tw = phase_along(pw, d->stride_w, d->pad_w, d->kernel_w, d->in_w);
-            if (th.outputs == 0 || tw.outputs == 0) continue;
-            if (th.count == 0 || tw.count == 0) {
-                /* No tap reaches these positions (a 1x1 kernel with stride 2): their gradient is zero. */
-                for (int n = 0; n < d->batch; n++)
-                    for (int i = ph; i < d->in_h; i += d->stride_h)
-                        for (int j = pw; j < d->in_w; j += d->stride_w)
-                            memset(dx + (((size_t)n * d->in_h + i) * d->in_w + j) * C, 0, (size_t)C * sizeof(float));
-                continue;
-            }
+            if (th.outputs == 0 || tw.outputs == 0 || th.count == 0 || tw.count == 0) continue;
             pack_phase(d, w, th, tw, packed);
             direct_problem p = {
                 .batch = d->batch, .x = dy, .in_h = oh, .in_w = ow, .in_c = d->out_channels,
