@@ -129,13 +129,16 @@ static void fixed_shapes_body(void) {
         {1, 13, 11, 3, 16, 7, 7, 2, 2, 3, 3, 1}, {1, 7, 7, 17, 3, 1, 1, 2, 2, 2, 2, 1},
         {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
         /* 64+ channels off the 3x3 stride-1 form: the AVX2 default runs im2col + BLAS in its workspace (the
-         * first two; the 64 -> 65 1x1 sums over under 128 channels in forward and backward-data, so only its
-         * backward-weights does) */
+         * first two, but the strided 1x1's backward-data, which runs single-pixel tiles over four images; the
+         * 64 -> 65 1x1 sums over under 128 channels in forward and backward-data, so only its backward-weights
+         * does) */
         {1, 7, 7, 128, 129, 1, 1, 2, 2, 0, 0, 1}, {2, 9, 9, 64, 67, 3, 3, 2, 2, 1, 1, 1},
         {1, 7, 7, 64, 65, 1, 1, 2, 2, 0, 0, 1},
         {2, 5, 7, 48, 32, 1, 1, 1, 1, 0, 0, 1},
         /* 1x1 summing over fewer than 128 channels: the AVX2 default is a direct tile on image pairs (3 images) */
         {3, 5, 7, 64, 80, 1, 1, 1, 1, 0, 0, 1},
+        /* strided 1x1 backward-data's default over four images at a time: 5 images leave a group of one */
+        {5, 7, 9, 64, 128, 1, 1, 2, 2, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_all_directions(&cases[i], 100 + i);

@@ -148,6 +148,12 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
         if (narrow >= 64) {
             int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
             bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;
+            /* Backward-data of a strided 1x1 writes one pixel in stride_h*stride_w and zeroes the rest:
+             * single-pixel tiles over four images (the search's winner on the ResNet shortcuts) beat a GEMM
+             * into a column buffer and its scatter. */
+            if (pointwise && direction == PLAIT_CONV_BACKWARD_DATA && (d->stride_h > 1 || d->stride_w > 1))
+                return (plait_conv_schedule){.tile_w = 1, .tile_k = 1, .vthreads = 4, .vthread_images = 1,
+                                             .block_h = 4, .unroll = 1};
             if (pointwise && direction != PLAIT_CONV_BACKWARD_WEIGHTS && reduction < 128)
                 return (plait_conv_schedule){.tile_w = 3, .tile_k = 1, .vthreads = 2, .vthread_images = 1,
                                              .block_k = 1, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER,
