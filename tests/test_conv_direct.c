@@ -128,10 +128,10 @@ static void fixed_shapes_body(void) {
         {2, 7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1},  {1, 13, 13, 17, 33, 1, 1, 2, 2, 0, 0, 1},
         {1, 13, 11, 3, 16, 7, 7, 2, 2, 3, 3, 1}, {1, 7, 7, 17, 3, 1, 1, 2, 2, 2, 2, 1},
         {2, 7, 13, 32, 32, 3, 3, 1, 1, 1, 1, 32}, {1, 13, 13, 17, 17, 5, 5, 2, 2, 2, 2, 17},
-        /* 64+ channels off the 3x3 stride-1 form: the AVX2 default runs im2col + BLAS in its workspace (the
-         * first two, but the strided 1x1's backward-data, which runs single-pixel tiles over four images; the
-         * 64 -> 65 1x1 sums over under 128 channels in forward and backward-data, so only its backward-weights
-         * does) */
+        /* 64+ channels off the 3x3 stride-1 form, where the AVX2 default runs im2col + BLAS in its workspace:
+         * the 128 -> 129 1x1 in forward and backward-weights (its backward-data runs single-pixel tiles over
+         * four images), the 3x3 stride 2 in all three directions, the 64 -> 65 1x1 only in backward-weights
+         * (it sums over under 128 channels in the other two) */
         {1, 7, 7, 128, 129, 1, 1, 2, 2, 0, 0, 1}, {2, 9, 9, 64, 67, 3, 3, 2, 2, 1, 1, 1},
         {1, 7, 7, 64, 65, 1, 1, 2, 2, 0, 0, 1},
         {2, 5, 7, 48, 32, 1, 1, 1, 1, 0, 0, 1},

@@ -285,36 +285,31 @@ static void pack_phase(const plait_conv2d_desc *d, const float *w, phase_taps th
             }
 }
 
+static bool phase_reached(int phase, int stride, int pad, int kernel, int size) {
+    return phase_along(phase, stride, pad, kernel, size).count > 0;
+}
+
 /* Positions of dx that no tap reaches (a 1x1 kernel with stride 2: three pixels in four) get a zero
- * gradient. One pass over the rows on all threads: whole rows where no column phase is reached, single
- * pixels elsewhere; serial, per-pixel zeroing took as long as the reached quarter's GEMM. */
+ * gradient. One pass over the rows on all threads: whole rows where no tap row reaches, single pixels
+ * elsewhere; serial, per-pixel zeroing took as long as the reached quarter's GEMM. */
 static void zero_untouched_phases(const plait_conv2d_desc *d, float *dx) {
-    bool row_reached[64], col_reached[64], any_unreached = false;
     int sh = d->stride_h, sw = d->stride_w, C = d->in_channels;
-    if (sh > 64 || sw > 64) { /* strides this large leave nearly everything unreached: zero it all first */
-        memset(dx, 0, (size_t)d->batch * d->in_h * d->in_w * C * sizeof(float));
-        return;
-    }
-    for (int ph = 0; ph < sh; ph++) {
-        row_reached[ph] = phase_along(ph, sh, d->pad_h, d->kernel_h, d->in_h).count > 0;
-        any_unreached |= !row_reached[ph];
-    }
-    for (int pw = 0; pw < sw; pw++) {
-        col_reached[pw] = phase_along(pw, sw, d->pad_w, d->kernel_w, d->in_w).count > 0;
-        any_unreached |= !col_reached[pw];
-    }
+    bool any_unreached = false;
+    for (int ph = 0; ph < sh; ph++) any_unreached |= !phase_reached(ph, sh, d->pad_h, d->kernel_h, d->in_h);
+    for (int pw = 0; pw < sw; pw++) any_unreached |= !phase_reached(pw, sw, d->pad_w, d->kernel_w, d->in_w);
     if (!any_unreached) return;
     long rows = (long)d->batch * d->in_h;
     size_t pixel = (size_t)C, row_floats = (size_t)d->in_w * C;
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
     for (long row = 0; row < rows; row++) {
         float *dst = dx + (size_t)row * row_floats;
-        if (!row_reached[(row % d->in_h) % sh]) {
+        if (!phase_reached((int)(row % d->in_h) % sh, sh, d->pad_h, d->kernel_h, d->in_h)) {
             memset(dst, 0, row_floats * sizeof(float));
             continue;
         }
         for (int j = 0; j < d->in_w; j++)
-            if (!col_reached[j % sw]) memset(dst + (size_t)j * pixel, 0, pixel * sizeof(float));
+            if (!phase_reached(j % sw, sw, d->pad_w, d->kernel_w, d->in_w))
+                memset(dst + (size_t)j * pixel, 0, pixel * sizeof(float));
     }
 }
 
