@@ -59,8 +59,9 @@ int plait_executor_gather_model(plait_executor *e);
 /* Times each unit's training forward and backward on `micro_batch` samples (the median of
  * `iterations` after one warm-up) and records output, parameter and kept-activation bytes per sample. */
 int plait_profile_measure(plait_model *m, int micro_batch, int iterations, plait_profile *profile);
-/* The timed passes plans and benchmarks profile with. */
-#define PLAIT_PROFILE_ITERATIONS 3
+/* The timed passes plans and benchmarks profile with: five, because on a shared machine the median of
+ * three moved 25% between two profiles of one plan taken minutes apart. */
+#define PLAIT_PROFILE_ITERATIONS 5
 
 /* Collective: every rank measures at once (so the profile carries what ranks sharing a machine cost
  * each other); every rank receives the same profile, the ranks' mean times and rank 0's bytes. */
