@@ -97,6 +97,8 @@ static const plait_conv2d_desc conv_cases[] = {
     {5, 7, 7, 17, 17, 5, 5, 1, 1, 2, 2, 1},    /* 5x5, padding 2 */
     {5, 13, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1},   /* pointwise: no im2col */
     {3, 7, 7, 17, 35, 1, 1, 1, 1, 0, 0, 1},    /* pointwise, 35 outputs: all three GEMMs split between threads */
+    {3, 16, 13, 17, 35, 1, 1, 1, 1, 0, 0, 1},  /* pointwise, 624 positions: backward-weights splits the reduction */
+    {4, 13, 13, 5, 7, 3, 3, 1, 1, 1, 1, 1},    /* 3x3, 676 positions: the same for im2col */
     {5, 7, 7, 17, 33, 1, 1, 2, 2, 0, 0, 1},    /* strided 1x1 (downsample shortcut) */
     {5, 7, 7, 33, 17, 3, 3, 2, 2, 0, 0, 1},    /* padding 0, stride 2, odd size */
     {2, 13, 13, 34, 18, 3, 3, 1, 1, 1, 1, 2},  /* groups 2 */

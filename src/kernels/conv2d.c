@@ -270,7 +270,7 @@ static void im2col_backward_weights(const plait_conv2d_desc *d, const float *x, 
     if (is_pointwise(d)) {
         int positions = d->batch * OH * OW;
         for (int g = 0; g < G; g++)
-            plait_sgemm_split_rows(true, false, Kg, Cg, positions, 1.0f, dy + (size_t)g * Kg, K,
+            plait_sgemm_split_depth(true, false, Kg, Cg, positions, 1.0f, dy + (size_t)g * Kg, K,
                         x + (size_t)g * Cg, C, 1.0f, dw + (size_t)g * Kg * Cg, Cg);
         return;
     }
@@ -282,7 +282,7 @@ static void im2col_backward_weights(const plait_conv2d_desc *d, const float *x, 
         im2col(d, x + n0 * in_image, images, col);
         int positions = images * OH * OW;
         for (int g = 0; g < G; g++)
-            plait_sgemm_split_rows(true, false, Kg, group_floats, positions, 1.0f,
+            plait_sgemm_split_depth(true, false, Kg, group_floats, positions, 1.0f,
                         dy + n0 * out_image + (size_t)g * Kg, K, col + (size_t)g * group_floats, group_floats * G,
                         1.0f, dw + (size_t)g * Kg * group_floats, group_floats);
     }

@@ -13,5 +13,10 @@ void plait_conv2d_set_column_buffer_limit(size_t bytes);
  * (single-threaded since plait_set_threads); one plain call when m is too small to split. */
 void plait_sgemm_split_rows(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                             const float *b, int ldb, float beta, float *c, int ldc);
+/* The same product with the reduction (k) split between the threads instead, for the short, wide
+ * products of backward-weights: each thread streams its part of A and B once into its own partial C,
+ * summed into C at the end; split by rows when k is too short. */
+void plait_sgemm_split_depth(bool trans_a, bool trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                             const float *b, int ldb, float beta, float *c, int ldc);
 
 #endif
