@@ -4,7 +4,6 @@
  * share nothing but the small operand. */
 #include <cblas.h>
 #include <omp.h>
-#include <stdlib.h>
 
 #include "kernels/conv2d_internal.h"
 #include "plait/core.h"
@@ -43,7 +42,8 @@ void plait_sgemm_split_depth(bool trans_a, bool trans_b, int m, int n, int k, fl
     int threads = plait_threads();
     if (threads > k / SPLIT_MIN_DEPTH) threads = k / SPLIT_MIN_DEPTH;
     if (k < DEPTH_OVER_ROWS * m) threads = 1;
-    float *partials = threads > 1 ? malloc(sizeof(float) * (size_t)(threads - 1) * (size_t)m * (size_t)n) : NULL;
+    float *partials =
+        threads > 1 ? plait_alloc_unzeroed(sizeof(float) * (size_t)(threads - 1) * (size_t)m * (size_t)n) : NULL;
     if (!partials) { /* one thread, or no memory for the partial products: rows need none */
         plait_sgemm_split_rows(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
         return;
@@ -69,5 +69,5 @@ void plait_sgemm_split_depth(bool trans_a, bool trans_b, int m, int n, int k, fl
                 for (int j = 0; j < n; j++) dst[j] += row[j];
             }
     }
-    free(partials);
+    plait_free(partials);
 }
