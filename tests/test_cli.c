@@ -100,6 +100,9 @@ static void unknown_model_and_missing_data(void) {
     CHECKF(strstr(err, "/nonexistent/cifar") && count_lines(err) == 1, "%s", err);
     CHECK(run_plait("train --dataset mnist-of-mars --data /tmp --quiet", err, sizeof err) == 1);
     CHECKF(strstr(err, "mnist-of-mars") && count_lines(err) == 1, "%s", err);
+    snprintf(args, sizeof args, "train --dataset cifar10 --data %s --epochs 3 --crop-off-epochs 3 --quiet", data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "--crop-off-epochs must be in [0, 2]") && count_lines(err) == 1, "%s", err);
     CHECK(run_plait("summary --model resnet19", err, sizeof err) == 1);
     CHECKF(strstr(err, "resnet19") && count_lines(err) == 1, "%s", err);
 }

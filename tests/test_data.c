@@ -940,6 +940,37 @@ static void loader_alternating_flip_alternates(void) {
     plait_dataset_free(&d);
 }
 
+/* Crops and cutout stop from crop_until_epoch on: before it most images come out shifted (or cut), from it
+ * every image is itself or its mirror, and the flip still varies. A negative epoch is refused. */
+static void loader_crop_stops_at_epoch(void) {
+    const int h = 6, w = 7, ch = 3, n = 120;
+    plait_dataset d = synthetic(n, h, w, ch, 4, false);
+    plait_loader_config c = loader_config(40, false, 2, true, 5);
+    c.augment.cutout = 3;
+    c.augment.crop_until_epoch = 2;
+    epoch_batches e[3];
+    for (int epoch = 1; epoch < 4; epoch++) run_epoch(&d, &c, epoch, 0, &e[epoch - 1]);
+    int changed_before = 0, changed_after = 0, flipped_after = 0;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *src = d.pixels + (size_t)i * (size_t)(h * w * ch);
+        for (int k = 0; k < 3; k++) {
+            const float *out = e[k].images[i / 40] + (size_t)(i % 40) * (size_t)(h * w * ch);
+            int state = flip_state(&d, src, out, h, w, ch);
+            if (k == 0) changed_before += state < 0;
+            else changed_after += state < 0, flipped_after += state == 1;
+        }
+    }
+    CHECKF(changed_before > n / 2, "only %d of %d images cropped or cut before the epoch", changed_before, n);
+    CHECKF(changed_after == 0, "%d images cropped or cut from the epoch on", changed_after);
+    CHECKF(flipped_after > n / 2 && flipped_after < 3 * n / 2, "%d of %d flipped over two epochs", flipped_after, 2 * n);
+    for (int k = 0; k < 3; k++) epoch_free(&e[k]);
+    plait_loader *l;
+    c.augment.crop_until_epoch = -1;
+    CHECK(plait_loader_create(&d, &c, &l) == PLAIT_ERROR);
+    CHECK(error_mentions("crop_until_epoch -1", NULL));
+    plait_dataset_free(&d);
+}
+
 static void loader_stops_cleanly(void) {
     plait_dataset d = synthetic(300, 8, 8, 3, 10, false);
     plait_loader_config c = loader_config(4, true, 2, true, 1);
@@ -988,6 +1019,7 @@ int main(void) {
     testing_run("loader_flip_mirrors_and_crop_shifts", loader_flip_mirrors_and_crop_shifts);
     testing_run("loader_cutout_cuts_one_square", loader_cutout_cuts_one_square);
     testing_run("loader_alternating_flip_alternates", loader_alternating_flip_alternates);
+    testing_run("loader_crop_stops_at_epoch", loader_crop_stops_at_epoch);
     testing_run("loader_stops_cleanly", loader_stops_cleanly);
     return testing_finish();
 }

@@ -27,6 +27,8 @@ static const char *train_help =
     "                         the block starts as its shortcut (torchvision's zero_init_residual)\n"
     "  --augment MODE         standard (random crop with padding 4 below 64 px, horizontal flip) or none\n"
     "  --cutout N             also set a random N x N square of each training image to the mean [0]\n"
+    "  --crop-off-epochs N    the last N epochs train without random crop and cutout, flip kept, so the\n"
+    "                         model ends on images as the test split shows them [0]\n"
     "  --train-flip MODE      random (each image flipped with probability 1/2 in each epoch) or alternate\n"
     "                         (flipped in every other epoch, from a random first choice) [random]\n"
     "  --shuffle MODE         random or none (batches in file order)\n"
@@ -89,7 +91,7 @@ static const char *eval_help =
 enum {
     OPT_MODEL = 256, OPT_DATASET, OPT_DATA, OPT_IMAGE_SIZE, OPT_TRAIN_LIMIT, OPT_TEST_LIMIT, OPT_AUGMENT,
     OPT_SHUFFLE, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_MICRO, OPT_LR, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_SIZE,
-    OPT_GAMMA, OPT_CUTOUT, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
+    OPT_GAMMA, OPT_CUTOUT, OPT_CROP_OFF, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
     OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
     OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP, OPT_TRAIN_FLIP, OPT_ZERO_INIT
 };
@@ -101,6 +103,7 @@ static const struct option train_options[] = {
     {"augment", required_argument, 0, OPT_AUGMENT}, {"shuffle", required_argument, 0, OPT_SHUFFLE},
     {"cutout", required_argument, 0, OPT_CUTOUT}, {"test-flip", no_argument, 0, OPT_FLIP},
     {"train-flip", required_argument, 0, OPT_TRAIN_FLIP}, {"zero-init-residual", no_argument, 0, OPT_ZERO_INIT},
+    {"crop-off-epochs", required_argument, 0, OPT_CROP_OFF},
     {"epochs", required_argument, 0, OPT_EPOCHS}, {"steps", required_argument, 0, OPT_STEPS},
     {"batch-size", required_argument, 0, OPT_BATCH}, {"microbatches", required_argument, 0, OPT_MICRO},
     {"lr", required_argument, 0, OPT_LR}, {"schedule", required_argument, 0, OPT_SCHEDULE},
@@ -146,6 +149,7 @@ int cli_train(int argc, char **argv) {
         case OPT_TRAIN_LIMIT: if (!cli_parse_int("--train-limit", optarg, 1, 100000000, &n)) return 2; c.train_limit = (int)n; break;
         case OPT_TEST_LIMIT: if (!cli_parse_int("--test-limit", optarg, 1, 100000000, &n)) return 2; c.test_limit = (int)n; break;
         case OPT_AUGMENT: if (!parse_on_off("--augment", optarg, "standard", "none", &c.augment)) return 2; break;
+        case OPT_CROP_OFF: if (!cli_parse_int("--crop-off-epochs", optarg, 0, 100000, &n)) return 2; c.crop_off_epochs = (int)n; break;
         case OPT_CUTOUT: if (!cli_parse_int("--cutout", optarg, 0, 1024, &n)) return 2; c.cutout = (int)n; break;
         case OPT_SHUFFLE: if (!parse_on_off("--shuffle", optarg, "random", "none", &c.shuffle)) return 2; break;
         case OPT_EPOCHS: if (!cli_parse_int("--epochs", optarg, 1, 100000, &n)) return 2; c.epochs = (int)n; break;

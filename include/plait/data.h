@@ -72,6 +72,7 @@ typedef struct plait_augment {
                           * previous one did not */
     int cutout;       /* side of a square, centered anywhere in the image, set to the data set's mean
                        * after normalization (DeVries & Taylor's Cutout); 0 = none */
+    int crop_until_epoch; /* epochs from this one on get no crop and no cutout (flip kept); 0 = never */
 } plait_augment;
 
 /* Batches of a data set, one epoch at a time. Order and augmentation depend only on (seed, epoch,

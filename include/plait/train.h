@@ -28,6 +28,7 @@ typedef struct plait_train_config {
     bool augment, shuffle;
     int cutout; /* Cutout square side in pixels on top of the standard augmentation; 0 = none */
     bool flip_alternate; /* standard augmentation's flip alternates per image between epochs */
+    int crop_off_epochs; /* the last N epochs train without random crop and cutout (flip kept); 0 = none */
     bool zero_init_residual; /* plait_model_zero_init_residual after creation (--init/--resume override it) */
     int train_limit, test_limit; /* use only the first N samples of each split; 0 = all */
     const char *checkpoint_dir;  /* NULL: no checkpoints */

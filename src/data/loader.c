@@ -49,7 +49,9 @@ static int shard_sample_count(const plait_loader *l, int batch) {
 static void prepare_sample(const plait_loader *l, int index, float *out) {
     const plait_dataset *d = l->data;
     int height = d->height, width = d->width, channels = d->channels;
-    int padding = l->config.augment.crop_padding;
+    const plait_augment *a = &l->config.augment;
+    bool plain = a->crop_until_epoch > 0 && l->epoch >= a->crop_until_epoch;
+    int padding = plain ? 0 : a->crop_padding;
     plait_rng rng;
     plait_rng_seed(&rng, plait_seed_mix(l->config.seed, (uint64_t)(int64_t)l->epoch, (uint64_t)index));
     int shift_y = 0, shift_x = 0;
@@ -75,7 +77,7 @@ static void prepare_sample(const plait_loader *l, int index, float *out) {
             for (int c = 0; c < channels; c++) row[x * channels + c] = l->normalized[c][inside ? pixel[c] : 0];
         }
     }
-    int side = l->config.augment.cutout;
+    int side = plain ? 0 : a->cutout;
     if (side > 0) {
         int top = (int)plait_rng_below(&rng, (uint32_t)height) - side / 2;
         int left = (int)plait_rng_below(&rng, (uint32_t)width) - side / 2;
@@ -143,6 +145,8 @@ int plait_loader_create(const plait_dataset *d, const plait_loader_config *confi
     if (c->augment.crop_padding < 0 || c->augment.crop_padding > d->height || c->augment.crop_padding > d->width)
         return plait_fail("loader: crop padding %d must be in [0, %d]", c->augment.crop_padding,
                           d->height < d->width ? d->height : d->width);
+    if (c->augment.crop_until_epoch < 0)
+        return plait_fail("loader: crop_until_epoch %d must be at least 0", c->augment.crop_until_epoch);
     if (c->augment.cutout < 0 || c->augment.cutout > d->height || c->augment.cutout > d->width)
         return plait_fail("loader: cutout %d must be in [0, %d]", c->augment.cutout,
                           d->height < d->width ? d->height : d->width);

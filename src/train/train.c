@@ -129,6 +129,8 @@ static int validate_config(const plait_train_config *c) {
     if (c->resume && !c->checkpoint_dir) return plait_fail("--resume needs --checkpoint-dir");
     if (c->label_smoothing < 0 || c->label_smoothing >= 1) return plait_fail("--label-smoothing must be in [0, 1)");
     if (c->cutout < 0) return plait_fail("--cutout must be at least 0 (got %d)", c->cutout);
+    if (c->crop_off_epochs < 0 || c->crop_off_epochs >= c->epochs)
+        return plait_fail("--crop-off-epochs must be in [0, %d] (got %d)", c->epochs - 1, c->crop_off_epochs);
     return PLAIT_OK;
 }
 
@@ -263,7 +265,8 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                               .augment = {.crop_padding = c->augment ? (train.height >= 64 ? 0 : 4) : 0,
                                           .flip = c->augment,
                                           .flip_alternate = c->flip_alternate,
-                                          .cutout = c->cutout},
+                                          .cutout = c->cutout,
+                                          .crop_until_epoch = c->crop_off_epochs > 0 ? c->epochs - c->crop_off_epochs : 0},
                               .seed = c->seed,
                               .shards = 1};
     if (plait_loader_create(&train, &lc, &loader) != PLAIT_OK) goto done;
