@@ -313,6 +313,11 @@ static void tuning_file_round_trip(void) {
     CHECK(plait_conv_tune(&d, PLAIT_CONV_FORWARD, 4, &result) == PLAIT_OK);
     CHECK(result.measured == 4 && result.candidates >= 4);
     CHECK(result.best_seconds <= result.default_seconds && result.best_seconds > 0);
+    /* the run-off keeps the default unless a challenger beat it by 3% there */
+    bool replaced = memcmp(&result.best, &result.fallback, sizeof result.best) != 0;
+    CHECKF(!replaced || result.best_seconds <= 0.97 * result.default_seconds, "best %g s against default %g s",
+           result.best_seconds, result.default_seconds);
+    CHECK(result.im2col_seconds > 0 && (replaced || result.best_seconds == result.default_seconds));
     CHECK(plait_conv_schedule_valid(&d, PLAIT_CONV_FORWARD, &result.best));
     CHECK(result.rank_correlation >= -1.0 && result.rank_correlation <= 1.0);
 

@@ -129,7 +129,9 @@ typedef struct plait_tune_result {
     double rank_correlation; /* Spearman, model rank vs measured rank over the measured candidates */
 } plait_tune_result;
 /* Ranks the space with the cost model and measures the `measure` best (plus the default and the
- * im2col + BLAS path); the fastest of all is `best`. */
+ * im2col + BLAS path) once each; then the default, im2col and the three fastest of the sweep are measured
+ * again, interleaved, and `best` is the fastest of that run-off (the default unless beaten by 3%). The
+ * times reported are the run-off's. */
 int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, int measure,
                     plait_tune_result *result);
 
