@@ -20,7 +20,8 @@ static inline int direct_max(int a, int b) { return a > b ? a : b; }
 static inline int direct_ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 /* ---- level 2: forward tile -------------------------------------------------------------------
- * Contract: for v < V sub-tiles, m < MR pixels, j < NR vectors of 16 output channels,
+ * Contract: `tiles` times (0 counts as 1), each time MR pixels further along the row (x advances by
+ * MR*x_pixel, y by MR*y_pixel), for v < V sub-tiles, m < MR pixels, j < NR vectors of 16 output channels,
  *   y[v*y_vthread + m*y_pixel + 16*j + lane] (=|+=) sum over r < taps_h, s < taps_w, c < channels of
  *     x[v*x_vthread + m*x_pixel + r*x_tap_row + s*x_tap_col + c] * w[j*w_kvec + r*w_tap_row + s*w_tap_col + 16*c + lane]
  * overwriting when accumulate == 0. Only the first last_lanes lanes of vector NR-1 are stored (the
@@ -37,6 +38,7 @@ typedef struct direct_tile {
     ptrdiff_t y_pixel, y_vthread;
     int accumulate;
     int last_lanes;
+    int tiles; /* the level-1 loop along a row's interior, run inside the micro-kernel: no call per tile */
 } direct_tile;
 typedef void (*direct_tile_fn)(const direct_tile *t);
 

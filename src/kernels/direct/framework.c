@@ -114,9 +114,11 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
     const float *w_base = p->w_packed + (size_t)kv * (size_t)t.w_kvec + (size_t)r_lo * (size_t)t.w_tap_row + (size_t)c0 * DIRECT_LANES;
     int ow = w0;
     while (ow < w1) {
-        int s_lo = 0, s_hi = p->taps_w, count = 1, v = vthreads;
+        int s_lo = 0, s_hi = p->taps_w, count = 1, v = vthreads, repeat = 1;
         if (ow >= b->interior_lo && ow < b->interior_hi) {
-            count = direct_min(s->tile_w, direct_min(w1, b->interior_hi) - ow);
+            int span = direct_min(w1, b->interior_hi) - ow;
+            count = direct_min(s->tile_w, span);
+            repeat = span / count; /* every full tile of the interior in one micro-kernel call */
         } else {
             tap_range(ow, p->stride_w, p->pad_w, p->taps_w, p->in_w, &s_lo, &s_hi);
         }
@@ -128,8 +130,9 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
             t.x = x_image + (size_t)ih * (size_t)in_row + (size_t)(ow * p->stride_w - p->pad_w + s_lo) * (size_t)p->in_c + (size_t)c0;
         else
             t.x = x_image;
+        t.tiles = repeat;
         direct_run_tile(b->isa, &t, v, count, nr, s->unroll);
-        ow += count;
+        ow += count * repeat;
     }
 }
 

@@ -76,10 +76,15 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
 
 #define TILE_FN(V, MR, NR, U)                                                                      \
     static TARGET void tile_v##V##_m##MR##_n##NR##_u##U(const direct_tile *t) {                        \
-        if (t->last_lanes < DIRECT_LANES)                                                          \
-            tile_body(t, V, MR, NR, U, true);                                                      \
-        else                                                                                       \
-            tile_body(t, V, MR, NR, U, false);                                                     \
+        direct_tile u = *t;                                                                        \
+        for (int i = 0; i < (t->tiles > 1 ? t->tiles : 1); i++) {                                  \
+            if (t->last_lanes < DIRECT_LANES)                                                      \
+                tile_body(&u, V, MR, NR, U, true);                                                 \
+            else                                                                                   \
+                tile_body(&u, V, MR, NR, U, false);                                                \
+            u.x += MR * u.x_pixel;                                                                 \
+            u.y += MR * u.y_pixel;                                                                 \
+        }                                                                                          \
     }
 #define TILE_ENTRY(V, MR, NR, U) [V][MR][NR][U] = tile_v##V##_m##MR##_n##NR##_u##U,
 

@@ -65,7 +65,14 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
 }
 
 #define TILE_FN(V, MR, NR, U)                                                                      \
-    static TARGET void tile_v##V##_m##MR##_n##NR##_u##U(const direct_tile *t) { tile_body(t, V, MR, NR, U); }
+    static TARGET void tile_v##V##_m##MR##_n##NR##_u##U(const direct_tile *t) {                        \
+        direct_tile u = *t;                                                                        \
+        for (int i = 0; i < (t->tiles > 1 ? t->tiles : 1); i++) {                                  \
+            tile_body(&u, V, MR, NR, U);                                                           \
+            u.x += MR * u.x_pixel;                                                                 \
+            u.y += MR * u.y_pixel;                                                                 \
+        }                                                                                          \
+    }
 #define TILE_ENTRY(V, MR, NR, U) [V][MR][NR][U] = tile_v##V##_m##MR##_n##NR##_u##U,
 
 /* Shapes with V * MR * NR <= 28 accumulators (32 zmm registers minus weights and a broadcast). */

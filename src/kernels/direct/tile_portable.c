@@ -2,7 +2,7 @@
  * (direct.h), with the tile shape at run time. */
 #include "kernels/direct/direct.h"
 
-void direct_tile_portable(const direct_tile *t, int vthreads, int tile_w, int tile_k) {
+static void one_tile(const direct_tile *t, int vthreads, int tile_w, int tile_k) {
     float acc[DIRECT_MAX_VTHREADS * DIRECT_MAX_TILE_W][DIRECT_MAX_TILE_K * DIRECT_LANES];
     int lanes = (tile_k - 1) * DIRECT_LANES + t->last_lanes;
     for (int v = 0; v < vthreads; v++)
@@ -30,4 +30,13 @@ void direct_tile_portable(const direct_tile *t, int vthreads, int tile_w, int ti
             float *yp = t->y + v * t->y_vthread + m * t->y_pixel;
             for (int l = 0; l < lanes; l++) yp[l] = acc[v * tile_w + m][l];
         }
+}
+
+void direct_tile_portable(const direct_tile *t, int vthreads, int tile_w, int tile_k) {
+    direct_tile u = *t;
+    for (int i = 0; i < (t->tiles > 1 ? t->tiles : 1); i++) {
+        one_tile(&u, vthreads, tile_w, tile_k);
+        u.x += tile_w * u.x_pixel;
+        u.y += tile_w * u.y_pixel;
+    }
 }
