@@ -88,7 +88,11 @@ static void runoff(const plait_conv2d_desc *d, plait_conv_direction direction, c
     plait_conv_schedule entrants[2 + RUNOFF_CHALLENGERS];
     int n = 0;
     entrants[n++] = result->fallback;
-    if (im2col) entrants[n++] = *im2col;
+    int im2col_entrant = 0; /* the default itself where the default is im2col + BLAS */
+    if (im2col && memcmp(im2col, &result->fallback, sizeof *im2col) != 0) {
+        im2col_entrant = n;
+        entrants[n++] = *im2col;
+    }
     bool taken[64] = {false};
     for (int c = 0; c < RUNOFF_CHALLENGERS; c++) {
         int fastest = -1;
@@ -116,7 +120,7 @@ static void runoff(const plait_conv2d_desc *d, plait_conv_direction direction, c
         if (best[e] < best[winner]) winner = e;
     if (best[winner] > RUNOFF_MARGIN * best[0]) winner = 0;
     result->default_seconds = best[0];
-    if (im2col) result->im2col_seconds = best[1];
+    if (im2col) result->im2col_seconds = best[im2col_entrant];
     result->best = entrants[winner];
     result->best_seconds = best[winner];
 }
