@@ -105,12 +105,10 @@ static void runoff(const plait_conv2d_desc *d, plait_conv_direction direction, c
         for (int e = 0; e < n; e++) seen = seen || memcmp(&entrants[e], s, sizeof *s) == 0;
         if (!seen) entrants[n++] = *s;
     }
-    result->best = result->fallback;
-    result->best_seconds = result->default_seconds;
-    if (n == 1) return; /* nothing to run off (depthwise, or a space of the default alone) */
     double best[2 + RUNOFF_CHALLENGERS];
     for (int e = 0; e < n; e++) best[e] = INFINITY;
-    for (int round = 0; round < RUNOFF_ROUNDS; round++)
+    /* the default alone (depthwise, or a space of the default alone) has nothing to run off: timed once */
+    for (int round = 0; round < (n > 1 ? RUNOFF_ROUNDS : 1); round++)
         for (int e = 0; e < n; e++) {
             double t = measure(d, direction, &entrants[e], b);
             if (t < best[e]) best[e] = t;
@@ -166,9 +164,8 @@ int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, 
     }
     qsort(list, (size_t)count, sizeof *list, by_prediction);
     result->candidates = count;
-    /* The sweep: each schedule measured once (best of a few runs). */
-    result->default_seconds = measure(d, direction, &result->fallback, &b);
-    if (try_im2col) result->im2col_seconds = measure(d, direction, &im2col, &b);
+    /* The sweep: each schedule measured once (best of a few runs); the default and im2col are timed in the
+     * run-off. */
     int measured = count < measure_count ? count : measure_count;
     double predicted[64], seconds[64];
     int picked[64];
