@@ -103,6 +103,13 @@ static void unknown_model_and_missing_data(void) {
     snprintf(args, sizeof args, "train --dataset cifar10 --data %s --epochs 3 --crop-off-epochs 3 --quiet", data_dir);
     CHECK(run_plait(args, err, sizeof err) == 1);
     CHECKF(strstr(err, "--crop-off-epochs must be in [0, 2]") && count_lines(err) == 1, "%s", err);
+    snprintf(args, sizeof args, "train --dataset cifar10 --data %s --epochs 3 --sam-rho 0.05 --sam-epochs 4 --quiet",
+             data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "--sam-epochs must be in [0, 3]") && count_lines(err) == 1, "%s", err);
+    snprintf(args, sizeof args, "train --dataset cifar10 --data %s --sam-rho 0.05 --parallel dp --quiet", data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "--sam-rho trains in one process only") && count_lines(err) == 1, "%s", err);
     CHECK(run_plait("summary --model resnet19", err, sizeof err) == 1);
     CHECKF(strstr(err, "resnet19") && count_lines(err) == 1, "%s", err);
 }

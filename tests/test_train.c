@@ -116,6 +116,82 @@ static void direct_kernels_follow_reference_path(void) {
     CHECK(curves[1][11] < curves[1][0]);
 }
 
+/* Sharpness-aware minimization against the same step put together by hand from plain steps: the
+ * gradient at w + rho g/|g|, applied at w. The running statistics come from the first pass alone. */
+static void sharpness_aware_step_matches_by_hand(void) {
+    plait_model *m[3];
+    plait_trainer *t[3];
+    for (int i = 0; i < 3; i++) {
+        CHECK(plait_model_create("resnet20", (plait_shape){1, 8, 8, 3}, 8, 5, &m[i]) == PLAIT_OK);
+        CHECK(plait_trainer_create(m[i], &t[i]) == PLAIT_OK);
+    }
+    plait_tensor images = {0};
+    int32_t labels[16];
+    make_batch(16, 8, 500, &images, labels);
+    const float rho = 0.05f;
+    plait_step_options sam = {.microbatches = 2, .lr = 0.05f, .momentum = 0.9f, .weight_decay = 1e-4f,
+                              .nesterov = true, .sam_rho = rho};
+    plait_step_options plain = sam, gradient_only = {.microbatches = 2, .lr = 0.0f};
+    plain.sam_rho = 0;
+    float loss;
+    int correct;
+    CHECK(plait_trainer_step(t[0], &sam, &images, labels, &loss, &correct) == PLAIT_OK);
+    CHECK(plait_trainer_step(t[2], &plain, &images, labels, &loss, &correct) == PLAIT_OK);
+    /* by hand on m[1]: gradient, move, gradient again, move back, SGD step */
+    plait_param **p;
+    int count;
+    CHECK(plait_model_params(m[1], 0, m[1]->unit_count, &p, &count) == PLAIT_OK);
+    CHECK(plait_trainer_step(t[1], &gradient_only, &images, labels, &loss, &correct) == PLAIT_OK);
+    double norm = 0;
+    for (int i = 0; i < count; i++)
+        for (size_t j = 0; j < p[i]->count; j++) norm += (double)p[i]->grad[j] * p[i]->grad[j];
+    float scale = (float)(rho / sqrt(norm));
+    float **saved = malloc((size_t)count * sizeof *saved);
+    for (int i = 0; i < count; i++) {
+        saved[i] = malloc(p[i]->count * sizeof(float));
+        memcpy(saved[i], p[i]->value, p[i]->count * sizeof(float));
+        for (size_t j = 0; j < p[i]->count; j++) p[i]->value[j] += scale * p[i]->grad[j];
+    }
+    CHECK(plait_trainer_step(t[1], &gradient_only, &images, labels, &loss, &correct) == PLAIT_OK);
+    plait_param **q, **r;
+    CHECK(plait_model_params(m[0], 0, m[0]->unit_count, &q, &count) == PLAIT_OK);
+    CHECK(plait_model_params(m[2], 0, m[2]->unit_count, &r, &count) == PLAIT_OK);
+    double worst = 0, moved = 0;
+    for (int i = 0; i < count; i++) {
+        memcpy(p[i]->value, saved[i], p[i]->count * sizeof(float));
+        memset(p[i]->momentum, 0, p[i]->count * sizeof(float));
+        plait_sgd_step(p[i]->count, p[i]->value, p[i]->grad, p[i]->momentum, sam.lr, sam.momentum,
+                       p[i]->decay ? sam.weight_decay : 0.0f, sam.nesterov);
+        for (size_t j = 0; j < p[i]->count; j++) {
+            double d = fabs((double)q[i]->value[j] - p[i]->value[j]) / (fabs((double)p[i]->value[j]) + 1e-3);
+            if (d > worst) worst = d;
+            d = fabs((double)q[i]->value[j] - r[i]->value[j]);
+            if (d > moved) moved = d;
+        }
+        free(saved[i]);
+    }
+    CHECKF(worst < 1e-5, "SAM step differs from the step by hand by %g (relative)", worst);
+    CHECKF(moved > 1e-5, "SAM step equals the plain step (largest difference %g)", moved);
+    plait_buffer **a, **b;
+    int buffers;
+    CHECK(plait_model_buffers(m[0], 0, m[0]->unit_count, &a, &buffers) == PLAIT_OK);
+    CHECK(plait_model_buffers(m[2], 0, m[2]->unit_count, &b, &buffers) == PLAIT_OK);
+    for (int i = 0; i < buffers; i++)
+        CHECKF(memcmp(a[i]->value, b[i]->value, a[i]->count * sizeof(float)) == 0,
+               "running statistics %s differ from the plain step's", a[i]->name);
+    free(a);
+    free(b);
+    free(saved);
+    free(p);
+    free(q);
+    free(r);
+    for (int i = 0; i < 3; i++) {
+        plait_trainer_free(t[i]);
+        plait_model_free(m[i]);
+    }
+    plait_tensor_free(&images);
+}
+
 /* A data set of n random 8x8 RGB images; mirror: each left-right mirrored; symmetric: each made
  * left-right symmetric. */
 static void make_dataset(int n, uint64_t seed, bool mirror, bool symmetric, plait_dataset *d) {
@@ -177,6 +253,7 @@ int main(void) {
     testing_run("loss_falls_on_generated_data", loss_falls_on_generated_data);
     testing_run("training_is_reproducible", training_is_reproducible);
     testing_run("microbatches_train_too", microbatches_train_too);
+    testing_run("sharpness_aware_step_matches_by_hand", sharpness_aware_step_matches_by_hand);
     testing_run("direct_kernels_follow_reference_path", direct_kernels_follow_reference_path);
     testing_run("flip_evaluation_is_mirror_invariant", flip_evaluation_is_mirror_invariant);
     return testing_finish();

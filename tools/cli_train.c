@@ -49,6 +49,9 @@ static const char *train_help =
     "  --nesterov on|off      Nesterov momentum [on]\n"
     "  --weight-decay X       L2 weight decay on conv and linear weights [5e-4]\n"
     "  --label-smoothing X    softmax cross-entropy label smoothing [0]\n"
+    "  --sam-rho X            sharpness-aware minimization: each step also takes the gradient at the\n"
+    "                         weights moved X along the normalized gradient (one process only) [0: off]\n"
+    "  --sam-epochs N         with --sam-rho: only the last N epochs use it [0: all epochs]\n"
     "\n"
     "run:\n"
     "  --threads N            threads for kernels and BLAS [2]\n"
@@ -93,7 +96,8 @@ enum {
     OPT_SHUFFLE, OPT_EPOCHS, OPT_STEPS, OPT_BATCH, OPT_MICRO, OPT_LR, OPT_SCHEDULE, OPT_WARMUP, OPT_STEP_SIZE,
     OPT_GAMMA, OPT_CUTOUT, OPT_CROP_OFF, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
     OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
-    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP, OPT_TRAIN_FLIP, OPT_ZERO_INIT
+    OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP, OPT_TRAIN_FLIP, OPT_ZERO_INIT,
+    OPT_SAM_RHO, OPT_SAM_EPOCHS
 };
 
 static const struct option train_options[] = {
@@ -110,7 +114,8 @@ static const struct option train_options[] = {
     {"warmup", required_argument, 0, OPT_WARMUP}, {"step-size", required_argument, 0, OPT_STEP_SIZE},
     {"gamma", required_argument, 0, OPT_GAMMA}, {"momentum", required_argument, 0, OPT_MOMENTUM},
     {"nesterov", required_argument, 0, OPT_NESTEROV}, {"weight-decay", required_argument, 0, OPT_WD},
-    {"label-smoothing", required_argument, 0, OPT_SMOOTH}, {"threads", required_argument, 0, OPT_THREADS},
+    {"label-smoothing", required_argument, 0, OPT_SMOOTH}, {"sam-rho", required_argument, 0, OPT_SAM_RHO},
+    {"sam-epochs", required_argument, 0, OPT_SAM_EPOCHS}, {"threads", required_argument, 0, OPT_THREADS},
     {"seed", required_argument, 0, OPT_SEED}, {"checkpoint-dir", required_argument, 0, OPT_CKPT_DIR},
     {"resume", no_argument, 0, OPT_RESUME}, {"init", required_argument, 0, OPT_INIT},
     {"metrics", required_argument, 0, OPT_METRICS}, {"quiet", no_argument, 0, OPT_QUIET},
@@ -168,6 +173,8 @@ int cli_train(int argc, char **argv) {
         case OPT_NESTEROV: if (!parse_on_off("--nesterov", optarg, "on", "off", &c.nesterov)) return 2; break;
         case OPT_WD: if (!cli_parse_float("--weight-decay", optarg, 0, 1, &x)) return 2; c.weight_decay = (float)x; break;
         case OPT_SMOOTH: if (!cli_parse_float("--label-smoothing", optarg, 0, 0.999, &x)) return 2; c.label_smoothing = (float)x; break;
+        case OPT_SAM_RHO: if (!cli_parse_float("--sam-rho", optarg, 0, 10, &x)) return 2; c.sam_rho = (float)x; break;
+        case OPT_SAM_EPOCHS: if (!cli_parse_int("--sam-epochs", optarg, 0, 100000, &n)) return 2; c.sam_epochs = (int)n; break;
         case OPT_THREADS: if (!cli_parse_int("--threads", optarg, 1, 1024, &n)) return 2; c.threads = (int)n; break;
         case OPT_SEED: if (!cli_parse_int("--seed", optarg, 0, LONG_MAX, &n)) return 2; c.seed = (uint64_t)n; break;
         case OPT_CKPT_DIR: c.checkpoint_dir = optarg; break;

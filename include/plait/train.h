@@ -29,6 +29,8 @@ typedef struct plait_train_config {
     int cutout; /* Cutout square side in pixels on top of the standard augmentation; 0 = none */
     bool flip_alternate; /* standard augmentation's flip alternates per image between epochs */
     int crop_off_epochs; /* the last N epochs train without random crop and cutout (flip kept); 0 = none */
+    float sam_rho;       /* sharpness-aware minimization radius; 0 = plain SGD */
+    int sam_epochs;      /* SAM in the last N epochs only; 0 = all epochs */
     bool zero_init_residual; /* plait_model_zero_init_residual after creation (--init/--resume override it) */
     int train_limit, test_limit; /* use only the first N samples of each split; 0 = all */
     const char *checkpoint_dir;  /* NULL: no checkpoints */
@@ -73,6 +75,7 @@ typedef struct plait_step_options {
     int microbatches;
     float lr, momentum, weight_decay, label_smoothing;
     bool nesterov;
+    float sam_rho; /* > 0: sharpness-aware minimization with this radius (two passes per step) */
 } plait_step_options;
 int plait_trainer_create(plait_model *m, plait_trainer **out);
 void plait_trainer_free(plait_trainer *t);

@@ -10,6 +10,8 @@ struct plait_trainer {
     plait_param **params;
     int param_count;
     plait_tensor dlogits;
+    float *saved_values; /* SAM: the weights before the ascent step, restored bit for bit */
+    size_t value_count;
 };
 
 void plait_trainer_free(plait_trainer *t) {
@@ -18,6 +20,7 @@ void plait_trainer_free(plait_trainer *t) {
         for (int i = 0; i < t->model->unit_count; i++) plait_unit_state_free(t->states[i]);
     free(t->states);
     free(t->params);
+    free(t->saved_values);
     plait_tensor_free(&t->dlogits);
     free(t);
 }
@@ -31,6 +34,7 @@ int plait_trainer_create(plait_model *m, plait_trainer **out) {
     for (int i = 0; i < m->unit_count; i++)
         if (!(t->states[i] = plait_unit_state_create())) goto fail;
     if (plait_model_params(m, 0, m->unit_count, &t->params, &t->param_count) != PLAIT_OK) goto fail;
+    for (int i = 0; i < t->param_count; i++) t->value_count += t->params[i]->count;
     *out = t;
     return PLAIT_OK;
 fail:
@@ -59,11 +63,10 @@ int plait_trainer_predict(plait_trainer *t, const plait_tensor *images, const pl
     return forward_all(t, images, false, logits);
 }
 
-int plait_trainer_step(plait_trainer *t, const plait_step_options *o, const plait_tensor *images,
-                       const int32_t *labels, float *loss, int *correct) {
+/* Forward, loss and backward of every micro-batch into the parameters' gradients (zeroed first). */
+static int gradients(plait_trainer *t, const plait_step_options *o, const plait_tensor *images, const int32_t *labels,
+                     float *loss, int *correct) {
     int m = o->microbatches > 0 ? o->microbatches : 1;
-    if (images->shape.n % m != 0)
-        return plait_fail("batch of %d does not split into %d equal micro-batches", images->shape.n, m);
     int per = images->shape.n / m;
     size_t sample = (size_t)images->shape.h * images->shape.w * images->shape.c;
     plait_model_zero_grad(t->model, 0, t->model->unit_count);
@@ -86,8 +89,49 @@ int plait_trainer_step(plait_trainer *t, const plait_step_options *o, const plai
         if (backward_all(t, &t->dlogits) != PLAIT_OK) return PLAIT_ERROR;
     }
     *loss = (float)(loss_sum / m);
+    return PLAIT_OK;
+}
+
+/* Sharpness-aware minimization (Foret et al. 2021): the gradient is taken again at the weights moved
+ * rho along the normalized gradient, and applied to the unmoved weights. The running statistics are
+ * updated before the second pass, from the real weights; the next step's zeroing drops the second's. */
+static int sharpness_aware_gradients(plait_trainer *t, const plait_step_options *o, const plait_tensor *images,
+                                     const int32_t *labels) {
+    if (!t->saved_values && !(t->saved_values = malloc(t->value_count * sizeof(float))))
+        return plait_fail("out of memory for sharpness-aware minimization");
+    double norm = 0;
+    for (int i = 0; i < t->param_count; i++)
+        for (size_t j = 0; j < t->params[i]->count; j++) norm += (double)t->params[i]->grad[j] * t->params[i]->grad[j];
+    norm = sqrt(norm);
+    if (!(norm > 0)) return PLAIT_OK;
+    float scale = (float)(o->sam_rho / norm);
+    size_t at = 0;
+    for (int i = 0; i < t->param_count; i++) {
+        plait_param *p = t->params[i];
+        memcpy(t->saved_values + at, p->value, p->count * sizeof(float));
+        for (size_t j = 0; j < p->count; j++) p->value[j] += scale * p->grad[j];
+        at += p->count;
+    }
+    float loss;
+    int correct;
+    int status = gradients(t, o, images, labels, &loss, &correct);
+    at = 0;
+    for (int i = 0; i < t->param_count; i++) {
+        memcpy(t->params[i]->value, t->saved_values + at, t->params[i]->count * sizeof(float));
+        at += t->params[i]->count;
+    }
+    return status;
+}
+
+int plait_trainer_step(plait_trainer *t, const plait_step_options *o, const plait_tensor *images,
+                       const int32_t *labels, float *loss, int *correct) {
+    int m = o->microbatches > 0 ? o->microbatches : 1;
+    if (images->shape.n % m != 0)
+        return plait_fail("batch of %d does not split into %d equal micro-batches", images->shape.n, m);
+    if (gradients(t, o, images, labels, loss, correct) != PLAIT_OK) return PLAIT_ERROR;
     if (!isfinite(*loss)) return PLAIT_OK;
     plait_model_update_running_stats(t->model, 0, t->model->unit_count);
+    if (o->sam_rho > 0 && sharpness_aware_gradients(t, o, images, labels) != PLAIT_OK) return PLAIT_ERROR;
     for (int i = 0; i < t->param_count; i++) {
         plait_param *p = t->params[i];
         plait_sgd_step(p->count, p->value, p->grad, p->momentum, o->lr, o->momentum,
