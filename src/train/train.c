@@ -134,6 +134,8 @@ static int validate_config(const plait_train_config *c) {
     if (!(c->sam_rho >= 0 && isfinite(c->sam_rho))) return plait_fail("--sam-rho must be a finite value of at least 0");
     if (c->sam_epochs < 0 || c->sam_epochs > c->epochs)
         return plait_fail("--sam-epochs must be in [0, %d] (got %d)", c->epochs, c->sam_epochs);
+    if (c->sam_rho > 0 && pipe_train_wants_executor(c))
+        return plait_fail("--sam-rho trains in one process only, not under --parallel, --plan or several ranks");
     return PLAIT_OK;
 }
 
@@ -215,10 +217,6 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
     FILE *metrics = NULL;
     char checkpoint_path[4096] = "";
 
-    if (parallel && c->sam_rho > 0) {
-        plait_fail("--sam-rho trains in one process only, not under --parallel, --plan or several ranks");
-        goto done;
-    }
     if (plait_dataset_open(c->dataset, c->data_path, c->image_size, c->seed, &train, &test) != PLAIT_OK) goto done;
     if (plait_dataset_keep_random(&train, c->train_limit, c->seed) != PLAIT_OK ||
         plait_dataset_keep_random(&test, c->test_limit, c->seed + 1) != PLAIT_OK)

@@ -96,7 +96,7 @@ static int gradients(plait_trainer *t, const plait_step_options *o, const plait_
  * rho along the normalized gradient, and applied to the unmoved weights. The running statistics are
  * updated before the second pass, from the real weights; the next step's zeroing drops the second's. */
 static int sharpness_aware_gradients(plait_trainer *t, const plait_step_options *o, const plait_tensor *images,
-                                     const int32_t *labels) {
+                                     const int32_t *labels, float *moved_loss) {
     if (!t->saved_values && !(t->saved_values = malloc(t->value_count * sizeof(float))))
         return plait_fail("out of memory for sharpness-aware minimization");
     double norm = 0;
@@ -112,9 +112,8 @@ static int sharpness_aware_gradients(plait_trainer *t, const plait_step_options 
         for (size_t j = 0; j < p->count; j++) p->value[j] += scale * p->grad[j];
         at += p->count;
     }
-    float loss;
     int correct;
-    int status = gradients(t, o, images, labels, &loss, &correct);
+    int status = gradients(t, o, images, labels, moved_loss, &correct);
     at = 0;
     for (int i = 0; i < t->param_count; i++) {
         memcpy(t->params[i]->value, t->saved_values + at, t->params[i]->count * sizeof(float));
@@ -131,7 +130,14 @@ int plait_trainer_step(plait_trainer *t, const plait_step_options *o, const plai
     if (gradients(t, o, images, labels, loss, correct) != PLAIT_OK) return PLAIT_ERROR;
     if (!isfinite(*loss)) return PLAIT_OK;
     plait_model_update_running_stats(t->model, 0, t->model->unit_count);
-    if (o->sam_rho > 0 && sharpness_aware_gradients(t, o, images, labels) != PLAIT_OK) return PLAIT_ERROR;
+    if (o->sam_rho > 0) {
+        float moved_loss = *loss;
+        if (sharpness_aware_gradients(t, o, images, labels, &moved_loss) != PLAIT_OK) return PLAIT_ERROR;
+        if (!isfinite(moved_loss)) { /* the caller stops on it; the weights stay as they were */
+            *loss = moved_loss;
+            return PLAIT_OK;
+        }
+    }
     for (int i = 0; i < t->param_count; i++) {
         plait_param *p = t->params[i];
         plait_sgd_step(p->count, p->value, p->grad, p->momentum, o->lr, o->momentum,
