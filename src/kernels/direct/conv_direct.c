@@ -137,10 +137,16 @@ void plait_conv_set_fast_defaults(bool enabled) { fast_defaults = enabled; }
  * more (1.1-2x); with 16 channels, and for the 3-channel stem, the direct kernels won. Except 1x1 layers
  * that sum over only 64 channels (forward and backward-data): OpenBLAS packs its operands for a reduction
  * too short to pay for it, and the direct 3x16 tile on two images ran 1.3-1.8x faster on one and two threads
- * (stride 1 and 2). AVX-512 keeps the direct default: it holds 28 accumulators, and the alternative was not
- * measured there. */
+ * (stride 1 and 2). On AVX-512 (28 accumulators) the direct kernels win everywhere except 3x3 stride-1 layers
+ * of 64 or more channels, where Winograd's 7x4 tile ran 1.4-2.4x the direct default (Xeon, 2026-12-04; at 32
+ * channels it tied). im2col + BLAS is not a default there: it depends on OpenBLAS knowing the CPU, and
+ * Debian's 0.3.21 runs its SSE3 kernels on that Xeon. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
     int narrow = d->in_channels < d->out_channels ? d->in_channels : d->out_channels;
+    if (fast_defaults && direct_isa_resolved() == PLAIT_ISA_AVX512 && d->groups == 1 && narrow >= 64 &&
+        direct_winograd_supports(d))
+        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = 7, .tile_k = 4, .vthreads = 1,
+                                     .unroll = 1};
     if (fast_defaults && direct_isa_resolved() == PLAIT_ISA_AVX2 && d->groups == 1) {
         if (narrow >= 32 && direct_winograd_supports(d))
             return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = 6, .tile_k = 1, .vthreads = 1,
