@@ -497,14 +497,24 @@ static void lr_schedules_match_pytorch_formulas(void) {
     CHECKF(near(plait_lr_at(&s, 999), 4e-7), "%.9g", plait_lr_at(&s, 999));
     CHECK(near(plait_lr_at(&s, 1200), 4e-7));
 
+    /* LinearLR(start_factor 1, end_factor 0, total_iters 200) after 20 warm-up steps: 0.1 (1 - t/200). */
+    s = (plait_lr_schedule){.kind = PLAIT_LR_LINEAR, .base_lr = 0.1f, .total_steps = 200, .warmup_steps = 20};
+    CHECKF(near(plait_lr_at(&s, 0), 0.1 * (1 - 0 / 200.0) * 1 / 20.0), "%.9g", plait_lr_at(&s, 0));
+    CHECKF(near(plait_lr_at(&s, 9), 0.1 * (1 - 9 / 200.0) * 10 / 20.0), "%.9g", plait_lr_at(&s, 9));
+    CHECK(near(plait_lr_at(&s, 20), 0.09) && near(plait_lr_at(&s, 150), 0.025));
+    CHECK(near(plait_lr_at(&s, 200), 0) && near(plait_lr_at(&s, 250), 0));
+    s.min_lr = 0.01f;
+    CHECK(near(plait_lr_at(&s, 100), 0.055) && near(plait_lr_at(&s, 300), 0.01));
+
     plait_lr_kind kind = PLAIT_LR_CONSTANT;
     CHECK(plait_lr_kind_parse("onecycle", &kind) == PLAIT_OK && kind == PLAIT_LR_ONECYCLE);
     CHECK(plait_lr_kind_parse("cosine", &kind) == PLAIT_OK && kind == PLAIT_LR_COSINE);
     CHECK(plait_lr_kind_parse("step", &kind) == PLAIT_OK && kind == PLAIT_LR_STEP);
     CHECK(plait_lr_kind_parse("constant", &kind) == PLAIT_OK && kind == PLAIT_LR_CONSTANT);
-    CHECK(plait_lr_kind_parse("linear", &kind) == PLAIT_ERROR);
+    CHECK(plait_lr_kind_parse("linear", &kind) == PLAIT_OK && kind == PLAIT_LR_LINEAR);
+    CHECK(plait_lr_kind_parse("triangle", &kind) == PLAIT_ERROR);
     CHECKF(strcmp(plait_last_error(),
-                  "unknown learning-rate schedule 'linear' (expected constant, step, cosine or onecycle)") == 0,
+                  "unknown learning-rate schedule 'triangle' (expected constant, step, cosine, linear or onecycle)") == 0,
            "%s", plait_last_error());
 }
 

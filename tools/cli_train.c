@@ -41,7 +41,7 @@ static const char *train_help =
     "  --batch-size N         images per optimizer step [128]\n"
     "  --microbatches N       split each batch into N micro-batches, gradients accumulated [1]\n"
     "  --lr X                 peak learning rate [0.1]\n"
-    "  --schedule NAME        constant step cosine onecycle [cosine]\n"
+    "  --schedule NAME        constant step cosine linear onecycle [cosine]\n"
     "  --warmup N             linear warm-up steps (not onecycle) [0]\n"
     "  --step-size N          step schedule: steps between decays [1/3 of the run]\n"
     "  --gamma X              step schedule: decay factor [0.1]\n"
@@ -164,7 +164,7 @@ int cli_train(int argc, char **argv) {
         case OPT_LR: if (!cli_parse_float("--lr", optarg, 1e-9, 100, &x)) return 2; c.lr.base_lr = (float)x; break;
         case OPT_SCHEDULE:
             if (plait_lr_kind_parse(optarg, &c.lr.kind) != PLAIT_OK)
-                return cli_error("--schedule expects constant, step, cosine or onecycle, got '%s'", optarg);
+                return cli_error("--schedule expects constant, step, cosine, linear or onecycle, got '%s'", optarg);
             break;
         case OPT_WARMUP: if (!cli_parse_int("--warmup", optarg, 0, 1000000000, &n)) return 2; c.lr.warmup_steps = n; break;
         case OPT_STEP_SIZE: if (!cli_parse_int("--step-size", optarg, 1, 1000000000, &step_size)) return 2; break;

@@ -139,6 +139,7 @@ typedef enum plait_lr_kind {
     PLAIT_LR_STEP,     /* lr * gamma^(floor(step / step_size)) */
     PLAIT_LR_COSINE,   /* cosine from lr to min_lr over total_steps */
     PLAIT_LR_ONECYCLE, /* PyTorch OneCycleLR: cosine up from lr/div_factor to lr over pct_start, then down */
+    PLAIT_LR_LINEAR,   /* straight from lr to min_lr over total_steps (PyTorch LinearLR(1, min_lr/lr)) */
 } plait_lr_kind;
 
 typedef struct plait_lr_schedule {
@@ -148,7 +149,7 @@ typedef struct plait_lr_schedule {
     long warmup_steps; /* linear warm-up from base_lr/warmup_steps to the schedule's value; all but one-cycle */
     long step_size;    /* step */
     float gamma;       /* step */
-    float min_lr;      /* cosine */
+    float min_lr;      /* cosine, linear */
     float pct_start, div_factor, final_div_factor; /* one-cycle */
 } plait_lr_schedule;
 

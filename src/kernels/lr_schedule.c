@@ -1,5 +1,7 @@
 /* Learning-rate schedules evaluated per optimizer step, matching PyTorch's schedulers:
- * StepLR, CosineAnnealingLR (T_max = total_steps) and OneCycleLR (cosine annealing, two phases). */
+ * StepLR, CosineAnnealingLR (T_max = total_steps), LinearLR (to min_lr over total_steps) and OneCycleLR
+ * (cosine annealing, two phases). Linear decay to zero is the schedule Li, Yumer and Ramanan (ICLR 2020,
+ * "Budgeted training") found best when the epoch budget is small. */
 #include <math.h>
 #include <string.h>
 
@@ -40,6 +42,12 @@ float plait_lr_at(const plait_lr_schedule *s, long step) {
         lr = s->min_lr + ((double)s->base_lr - s->min_lr) * (1.0 + cos(pi * pct)) / 2.0;
         break;
     }
+    case PLAIT_LR_LINEAR: {
+        long t = step < s->total_steps ? step : s->total_steps;
+        double pct = s->total_steps > 0 ? (double)t / (double)s->total_steps : 1.0;
+        lr = (double)s->base_lr + ((double)s->min_lr - s->base_lr) * pct;
+        break;
+    }
     case PLAIT_LR_ONECYCLE:
         return (float)one_cycle(s, step);
     }
@@ -57,12 +65,13 @@ int plait_lr_kind_parse(const char *name, plait_lr_kind *kind) {
         {"step", PLAIT_LR_STEP},
         {"cosine", PLAIT_LR_COSINE},
         {"onecycle", PLAIT_LR_ONECYCLE},
+        {"linear", PLAIT_LR_LINEAR},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (name && strcmp(name, names[i].name) == 0) {
             *kind = names[i].kind;
             return PLAIT_OK;
         }
-    return plait_fail("unknown learning-rate schedule '%s' (expected constant, step, cosine or onecycle)",
+    return plait_fail("unknown learning-rate schedule '%s' (expected constant, step, cosine, linear or onecycle)",
                       name ? name : "(null)");
 }
