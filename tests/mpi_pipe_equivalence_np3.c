@@ -9,13 +9,21 @@
 #include "mpi_pipe_equivalence.h"
 #include "plait/tune.h"
 
-static void hybrid(plait_schedule_kind schedule) {
+/* Worst relative difference of this rank's stage after `steps` steps of a plan against sequential training. */
+static double stage_plan_worst(int stages, const int *replicas, const int *bounds, int micro_batches,
+                               plait_schedule_kind schedule, int steps) {
     plait_plan plan;
-    int replicas[] = {2, 1}, bounds[] = {0, 6, 11};
-    eq_plan(&plan, 2, replicas, bounds, 2, schedule);
-    double worst = eq_run(&plan, 4);
-    CHECKF(worst >= 0 && worst <= 1e-5, "hybrid %s: relative difference %g", plait_schedule_name(schedule), worst);
+    eq_plan(&plan, stages, replicas, bounds, micro_batches, schedule);
+    double worst = eq_run(&plan, steps);
     plait_plan_free(&plan);
+    return worst;
+}
+
+static const int two_feeding_one[] = {2, 1}, two_feeding_one_bounds[] = {0, 6, 11};
+
+static void hybrid(plait_schedule_kind schedule) {
+    double worst = stage_plan_worst(2, two_feeding_one, two_feeding_one_bounds, 2, schedule, 4);
+    CHECKF(worst >= 0 && worst <= 1e-5, "hybrid %s: relative difference %g", plait_schedule_name(schedule), worst);
 }
 
 static void hybrid_gpipe(void) { hybrid(PLAIT_SCHEDULE_GPIPE); }
@@ -23,31 +31,21 @@ static void hybrid_1f1b(void) { hybrid(PLAIT_SCHEDULE_1F1B); }
 
 /* Two micro-batches per replica: each replica accumulates before the all-reduce. */
 static void hybrid_accumulating(void) {
-    plait_plan plan;
-    int replicas[] = {2, 1}, bounds[] = {0, 6, 11};
-    eq_plan(&plan, 2, replicas, bounds, 4, PLAIT_SCHEDULE_1F1B);
-    double worst = eq_run(&plan, 1);
+    double worst = stage_plan_worst(2, two_feeding_one, two_feeding_one_bounds, 4, PLAIT_SCHEDULE_1F1B, 1);
     CHECKF(worst >= 0 && worst <= 1e-5, "hybrid, 2 micro-batches per replica: relative difference %g", worst);
-    plait_plan_free(&plan);
 }
 
 /* The last stage replicated: each replica computes the loss of its own micro-batches. */
 static void hybrid_replicated_last(void) {
-    plait_plan plan;
     int replicas[] = {1, 2}, bounds[] = {0, 4, 11};
-    eq_plan(&plan, 2, replicas, bounds, 2, PLAIT_SCHEDULE_1F1B);
-    double worst = eq_run(&plan, 4);
+    double worst = stage_plan_worst(2, replicas, bounds, 2, PLAIT_SCHEDULE_1F1B, 4);
     CHECKF(worst >= 0 && worst <= 1e-5, "hybrid 1+2, 1F1B: relative difference %g", worst);
-    plait_plan_free(&plan);
 }
 
 static void three_stages(void) {
-    plait_plan plan;
     int replicas[] = {1, 1, 1}, bounds[] = {0, 3, 7, 11};
-    eq_plan(&plan, 3, replicas, bounds, 4, PLAIT_SCHEDULE_1F1B);
-    double worst = eq_run(&plan, 3);
+    double worst = stage_plan_worst(3, replicas, bounds, 4, PLAIT_SCHEDULE_1F1B, 3);
     CHECKF(worst >= 0 && worst <= 1e-5, "3-stage 1F1B: relative difference %g", worst);
-    plait_plan_free(&plan);
 }
 
 int main(int argc, char **argv) {

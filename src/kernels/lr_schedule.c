@@ -27,6 +27,12 @@ static double one_cycle(const plait_lr_schedule *s, long step) {
     return cosine_between(max_lr, final, span > 0 ? (t - phase1_end) / span : 1.0);
 }
 
+/* Fraction of total_steps done at `step` (non-negative), held at 1 past the end. */
+static double progress(const plait_lr_schedule *s, long step) {
+    long t = step < s->total_steps ? step : s->total_steps;
+    return s->total_steps > 0 ? (double)t / (double)s->total_steps : 1.0;
+}
+
 float plait_lr_at(const plait_lr_schedule *s, long step) {
     if (step < 0) step = 0;
     double lr = s->base_lr;
@@ -36,18 +42,12 @@ float plait_lr_at(const plait_lr_schedule *s, long step) {
     case PLAIT_LR_STEP:
         if (s->step_size > 0) lr = s->base_lr * pow((double)s->gamma, (double)(step / s->step_size));
         break;
-    case PLAIT_LR_COSINE: {
-        long t = step < s->total_steps ? step : s->total_steps;
-        double pct = s->total_steps > 0 ? (double)t / (double)s->total_steps : 1.0;
-        lr = s->min_lr + ((double)s->base_lr - s->min_lr) * (1.0 + cos(pi * pct)) / 2.0;
+    case PLAIT_LR_COSINE:
+        lr = s->min_lr + ((double)s->base_lr - s->min_lr) * (1.0 + cos(pi * progress(s, step))) / 2.0;
         break;
-    }
-    case PLAIT_LR_LINEAR: {
-        long t = step < s->total_steps ? step : s->total_steps;
-        double pct = s->total_steps > 0 ? (double)t / (double)s->total_steps : 1.0;
-        lr = (double)s->base_lr + ((double)s->min_lr - s->base_lr) * pct;
+    case PLAIT_LR_LINEAR:
+        lr = (double)s->base_lr + ((double)s->min_lr - s->base_lr) * progress(s, step);
         break;
-    }
     case PLAIT_LR_ONECYCLE:
         return (float)one_cycle(s, step);
     }

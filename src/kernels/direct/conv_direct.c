@@ -143,29 +143,27 @@ void plait_conv_set_fast_defaults(bool enabled) { fast_defaults = enabled; }
  * Debian's 0.3.21 runs its SSE3 kernels on that Xeon. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
     int narrow = d->in_channels < d->out_channels ? d->in_channels : d->out_channels;
-    if (fast_defaults && direct_isa_resolved() == PLAIT_ISA_AVX512 && d->groups == 1 && narrow >= 64 &&
-        direct_winograd_supports(d))
-        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = 7, .tile_k = 4, .vthreads = 1,
-                                     .unroll = 1};
-    if (fast_defaults && direct_isa_resolved() == PLAIT_ISA_AVX2 && d->groups == 1) {
-        if (narrow >= 32 && direct_winograd_supports(d))
-            return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = 6, .tile_k = 1, .vthreads = 1,
-                                         .unroll = 1};
-        if (narrow >= 64) {
-            int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
-            bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;
-            /* Backward-data of a strided 1x1 writes one pixel in stride_h*stride_w and zeroes the rest:
-             * single-pixel tiles over four images (the search's winner on the ResNet shortcuts) beat a GEMM
-             * into a column buffer and its scatter. */
-            if (pointwise && direction == PLAIT_CONV_BACKWARD_DATA && (d->stride_h > 1 || d->stride_w > 1))
-                return (plait_conv_schedule){.tile_w = 1, .tile_k = 1, .vthreads = 4, .vthread_images = 1,
-                                             .block_h = 4, .unroll = 1};
-            if (pointwise && direction != PLAIT_CONV_BACKWARD_WEIGHTS && reduction < 128)
-                return (plait_conv_schedule){.tile_w = 3, .tile_k = 1, .vthreads = 2, .vthread_images = 1,
-                                             .block_k = 1, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER,
-                                             .block_h = 2, .unroll = 1};
-            return plait_conv_im2col_schedule();
-        }
+    plait_isa isa = direct_isa_resolved();
+    bool avx512 = isa == PLAIT_ISA_AVX512;
+    if (!fast_defaults || d->groups != 1 || (isa != PLAIT_ISA_AVX2 && !avx512))
+        return plait_conv_direct_schedule(d, direction);
+    if (narrow >= (avx512 ? 64 : 32) && direct_winograd_supports(d))
+        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 ? 7 : 6, .tile_k = avx512 ? 4 : 1,
+                                     .vthreads = 1, .unroll = 1};
+    if (isa == PLAIT_ISA_AVX2 && narrow >= 64) {
+        int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
+        bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;
+        /* Backward-data of a strided 1x1 writes one pixel in stride_h*stride_w and zeroes the rest:
+         * single-pixel tiles over four images (the search's winner on the ResNet shortcuts) beat a GEMM
+         * into a column buffer and its scatter. */
+        if (pointwise && direction == PLAIT_CONV_BACKWARD_DATA && (d->stride_h > 1 || d->stride_w > 1))
+            return (plait_conv_schedule){.tile_w = 1, .tile_k = 1, .vthreads = 4, .vthread_images = 1,
+                                         .block_h = 4, .unroll = 1};
+        if (pointwise && direction != PLAIT_CONV_BACKWARD_WEIGHTS && reduction < 128)
+            return (plait_conv_schedule){.tile_w = 3, .tile_k = 1, .vthreads = 2, .vthread_images = 1,
+                                         .block_k = 1, .split_k = 1, .loop_order = PLAIT_LOOP_ROWS_OUTER,
+                                         .block_h = 2, .unroll = 1};
+        return plait_conv_im2col_schedule();
     }
     return plait_conv_direct_schedule(d, direction);
 }
