@@ -14,6 +14,11 @@
 
 static int kpad_of(int k) { return direct_ceil_div(k, L) * L; }
 
+/* Floats between two of the 36 transform planes of `tiles` tiles of `pad` channels: one spare cache line,
+ * so that the 36 values of one tile (read or written together by a transform) do not all fall into the
+ * same L1 set, as they did when planes were a power of two apart (16 KiB at 64 tiles of 64 channels). */
+static size_t plane_floats(int tiles, int pad) { return (size_t)tiles * (size_t)pad + L; }
+
 /* The transforms are 16-lane C loops that GCC vectorizes for the target it compiles for: PER_ISA wraps an
  * always-inline BODY into NAME_avx512, NAME_avx2 and NAME_portable, and PICK_ISA chooses one at run time. */
 #define PER_ISA(NAME, BODY, PARAMS, ARGS)                                      \
@@ -27,66 +32,76 @@ static int kpad_of(int k) { return direct_ceil_div(k, L) * L; }
 #define PICK_ISA(NAME, isa) \
     ((isa) == PLAIT_ISA_AVX512 ? NAME##_avx512 : (isa) == PLAIT_ISA_AVX2 ? NAME##_avx2 : NAME##_portable)
 
-/* ---- 1-D transforms on vectors of 16 lanes (stride: floats between consecutive elements) ---- */
+/* ---- 1-D transforms on vectors of 16 lanes (stride: floats between consecutive elements) ----
+ * Written with GCC's generic vectors: one zmm operation per line on AVX-512, two ymm on AVX2, four xmm
+ * otherwise. Lane loops left to the auto-vectorizer were peeled for alignment into scalar code, which ran
+ * longer than the products on 64-channel layers. */
+typedef float vec16 __attribute__((vector_size(L * sizeof(float)), aligned(sizeof(float)), may_alias));
+#define VEC(p) (*(const vec16 *)(p))
+#define VEC_OUT(p) (*(vec16 *)(p))
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
 
 /* B^T d: 6 -> 6 */
-static inline __attribute__((always_inline)) void input_1d(const float *d, ptrdiff_t ds, float *o, ptrdiff_t os) {
-    for (int l = 0; l < L; l++) {
-        float d0 = d[l], d1 = d[ds + l], d2 = d[2 * ds + l], d3 = d[3 * ds + l], d4 = d[4 * ds + l], d5 = d[5 * ds + l];
-        o[l] = 4 * d0 - 5 * d2 + d4;
-        o[os + l] = -4 * d1 - 4 * d2 + d3 + d4;
-        o[2 * os + l] = 4 * d1 - 4 * d2 - d3 + d4;
-        o[3 * os + l] = -2 * d1 - d2 + 2 * d3 + d4;
-        o[4 * os + l] = 2 * d1 - d2 - 2 * d3 + d4;
-        o[5 * os + l] = 4 * d1 - 5 * d3 + d5;
-    }
+ALWAYS_INLINE void input_1d(const float *d, ptrdiff_t ds, float *o, ptrdiff_t os) {
+    vec16 d0 = VEC(d), d1 = VEC(d + ds), d2 = VEC(d + 2 * ds), d3 = VEC(d + 3 * ds), d4 = VEC(d + 4 * ds),
+          d5 = VEC(d + 5 * ds);
+    VEC_OUT(o) = 4.0f * d0 - 5.0f * d2 + d4;
+    VEC_OUT(o + os) = -4.0f * d1 - 4.0f * d2 + d3 + d4;
+    VEC_OUT(o + 2 * os) = 4.0f * d1 - 4.0f * d2 - d3 + d4;
+    VEC_OUT(o + 3 * os) = -2.0f * d1 - d2 + 2.0f * d3 + d4;
+    VEC_OUT(o + 4 * os) = 2.0f * d1 - d2 - 2.0f * d3 + d4;
+    VEC_OUT(o + 5 * os) = 4.0f * d1 - 5.0f * d3 + d5;
 }
 
 /* G g: 3 -> 6 */
-static inline __attribute__((always_inline)) void weight_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
-    for (int l = 0; l < L; l++) {
-        float g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l];
-        o[l] = g0 / 4;
-        o[os + l] = -(g0 + g1 + g2) / 6;
-        o[2 * os + l] = -(g0 - g1 + g2) / 6;
-        o[3 * os + l] = g0 / 24 + g1 / 12 + g2 / 6;
-        o[4 * os + l] = g0 / 24 - g1 / 12 + g2 / 6;
-        o[5 * os + l] = g2;
-    }
+ALWAYS_INLINE void weight_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
+    vec16 g0 = VEC(g), g1 = VEC(g + gs), g2 = VEC(g + 2 * gs);
+    VEC_OUT(o) = g0 / 4.0f;
+    VEC_OUT(o + os) = -(g0 + g1 + g2) / 6.0f;
+    VEC_OUT(o + 2 * os) = -(g0 - g1 + g2) / 6.0f;
+    VEC_OUT(o + 3 * os) = g0 / 24.0f + g1 / 12.0f + g2 / 6.0f;
+    VEC_OUT(o + 4 * os) = g0 / 24.0f - g1 / 12.0f + g2 / 6.0f;
+    VEC_OUT(o + 5 * os) = g2;
 }
 
 /* A^T m: 6 -> 4 */
-static inline __attribute__((always_inline)) void output_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
-    for (int l = 0; l < L; l++) {
-        float m0 = m[l], m1 = m[ms + l], m2 = m[2 * ms + l], m3 = m[3 * ms + l], m4 = m[4 * ms + l], m5 = m[5 * ms + l];
-        o[l] = m0 + m1 + m2 + m3 + m4;
-        o[os + l] = m1 - m2 + 2 * m3 - 2 * m4;
-        o[2 * os + l] = m1 + m2 + 4 * m3 + 4 * m4;
-        o[3 * os + l] = m1 - m2 + 8 * m3 - 8 * m4 + m5;
-    }
+ALWAYS_INLINE void output_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
+    vec16 m0 = VEC(m), m1 = VEC(m + ms), m2 = VEC(m + 2 * ms), m3 = VEC(m + 3 * ms), m4 = VEC(m + 4 * ms),
+          m5 = VEC(m + 5 * ms);
+    VEC_OUT(o) = m0 + m1 + m2 + m3 + m4;
+    VEC_OUT(o + os) = m1 - m2 + 2.0f * m3 - 2.0f * m4;
+    VEC_OUT(o + 2 * os) = m1 + m2 + 4.0f * m3 + 4.0f * m4;
+    VEC_OUT(o + 3 * os) = m1 - m2 + 8.0f * m3 - 8.0f * m4 + m5;
 }
 
 /* A dy: 4 -> 6 (the transpose of output_1d) */
-static inline __attribute__((always_inline)) void gradient_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
-    for (int l = 0; l < L; l++) {
-        float g0 = g[l], g1 = g[gs + l], g2 = g[2 * gs + l], g3 = g[3 * gs + l];
-        o[l] = g0;
-        o[os + l] = g0 + g1 + g2 + g3;
-        o[2 * os + l] = g0 - g1 + g2 - g3;
-        o[3 * os + l] = g0 + 2 * g1 + 4 * g2 + 8 * g3;
-        o[4 * os + l] = g0 - 2 * g1 + 4 * g2 - 8 * g3;
-        o[5 * os + l] = g3;
-    }
+ALWAYS_INLINE void gradient_1d(const float *g, ptrdiff_t gs, float *o, ptrdiff_t os) {
+    vec16 g0 = VEC(g), g1 = VEC(g + gs), g2 = VEC(g + 2 * gs), g3 = VEC(g + 3 * gs);
+    VEC_OUT(o) = g0;
+    VEC_OUT(o + os) = g0 + g1 + g2 + g3;
+    VEC_OUT(o + 2 * os) = g0 - g1 + g2 - g3;
+    VEC_OUT(o + 3 * os) = g0 + 2.0f * g1 + 4.0f * g2 + 8.0f * g3;
+    VEC_OUT(o + 4 * os) = g0 - 2.0f * g1 + 4.0f * g2 - 8.0f * g3;
+    VEC_OUT(o + 5 * os) = g3;
 }
 
 /* G^T m: 6 -> 3 (the transpose of weight_1d) */
-static inline __attribute__((always_inline)) void weight_grad_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
-    for (int l = 0; l < L; l++) {
-        float m0 = m[l], m1 = m[ms + l], m2 = m[2 * ms + l], m3 = m[3 * ms + l], m4 = m[4 * ms + l], m5 = m[5 * ms + l];
-        o[l] = m0 / 4 - (m1 + m2) / 6 + (m3 + m4) / 24;
-        o[os + l] = (m2 - m1) / 6 + (m3 - m4) / 12;
-        o[2 * os + l] = (m3 + m4 - m1 - m2) / 6 + m5;
+ALWAYS_INLINE void weight_grad_1d(const float *m, ptrdiff_t ms, float *o, ptrdiff_t os) {
+    vec16 m0 = VEC(m), m1 = VEC(m + ms), m2 = VEC(m + 2 * ms), m3 = VEC(m + 3 * ms), m4 = VEC(m + 4 * ms),
+          m5 = VEC(m + 5 * ms);
+    VEC_OUT(o) = m0 / 4.0f - (m1 + m2) / 6.0f + (m3 + m4) / 24.0f;
+    VEC_OUT(o + os) = (m2 - m1) / 6.0f + (m3 - m4) / 12.0f;
+    VEC_OUT(o + 2 * os) = (m3 + m4 - m1 - m2) / 6.0f + m5;
+}
+
+/* One pixel's 16 channels into a transform's staging vector, zero past `lanes`. The full vector is one
+ * copy: the lane-by-lane loop it replaces (a compare per float) cost more than the transform itself. */
+static inline __attribute__((always_inline)) void copy_lanes(float *dst, const float *src, int lanes) {
+    if (lanes == L) {
+        memcpy(dst, src, L * sizeof(float));
+        return;
     }
+    for (int l = 0; l < L; l++) dst[l] = l < lanes ? src[l] : 0.0f;
 }
 
 /* ---- the forward problem (also backward-data) ---- */
@@ -155,10 +170,12 @@ size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_d
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) { /* M = sum V^T Z, then V and A dY A^T for a chunk */
         size_t chunk = (size_t)wgrad_chunk(NULL, C, K, tiles_of(d));
         size_t copies = (size_t)direct_max(1, wgrad_private_copies(C, K));
-        return copies * (weights + 36 * chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K))) + 64;
+        return copies * (weights + 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K)))) +
+               64;
     }
     size_t chunk = (size_t)chunk_cap(C, K);
-    return weights + WINO_MAX_THREADS * 36 * chunk * ((size_t)kpad_of(C) + (size_t)kpad_of(K)) + 64;
+    return weights + WINO_MAX_THREADS * 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K))) +
+           64;
 }
 
 /* U[t][kv][c][16] = (G g G^T)[t] for output channel kv*16+lane, input channel c; `flip` reads the
@@ -212,9 +229,19 @@ static inline __attribute__((always_inline)) void transform_inputs(const wino_pr
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
         int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
         int h0 = (rest / p->tiles_w) * 4 - p->pad_h, w0 = (rest % p->tiles_w) * 4 - p->pad_w;
+        size_t ps = plane_floats(plane, cpad);
+        bool inside = h0 >= 0 && h0 + 6 <= p->in_h && w0 >= 0 && w0 + 6 <= p->in_w;
+        const float *corner = inside ? p->x + (((size_t)n * p->in_h + h0) * p->in_w + w0) * p->in_c : NULL;
         for (int c0 = 0; c0 < cpad; c0 += L) {
             float d[6][6][L], t[6][6][L], v[6][6][L];
             int lanes = direct_min(L, p->in_c - c0);
+            float *out = V + (size_t)i * cpad + c0;
+            if (inside && lanes == L) { /* straight from x to V, no staging copies */
+                ptrdiff_t row = (ptrdiff_t)p->in_w * p->in_c;
+                for (int b = 0; b < 6; b++) input_1d(corner + (size_t)b * p->in_c + c0, row, t[0][b], 6 * L);
+                for (int a = 0; a < 6; a++) input_1d(t[a][0], L, out + 6 * (size_t)a * ps, (ptrdiff_t)ps);
+                continue;
+            }
             for (int a = 0; a < 6; a++)
                 for (int b = 0; b < 6; b++) {
                     int h = h0 + a, ww = w0 + b;
@@ -223,12 +250,11 @@ static inline __attribute__((always_inline)) void transform_inputs(const wino_pr
                         continue;
                     }
                     const float *src = p->x + (((size_t)n * p->in_h + h) * p->in_w + ww) * p->in_c + c0;
-                    for (int l = 0; l < L; l++) d[a][b][l] = l < lanes ? src[l] : 0.0f;
+                    copy_lanes(d[a][b], src, lanes);
                 }
             for (int b = 0; b < 6; b++) input_1d(d[0][b], 6 * L, t[0][b], 6 * L);
             for (int a = 0; a < 6; a++) input_1d(t[a][0], L, v[a][0], L);
-            for (int q = 0; q < 36; q++)
-                memcpy(V + ((size_t)q * plane + i) * cpad + c0, v[q / 6][q % 6], L * sizeof(float));
+            for (int q = 0; q < 36; q++) memcpy(out + q * ps, v[q / 6][q % 6], L * sizeof(float));
         }
     }
 }
@@ -240,16 +266,27 @@ static inline __attribute__((always_inline)) void transform_outputs(const wino_p
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
         int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
         int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
+        size_t ps = plane_floats(count, kpad);
+        bool inside = h0 + 4 <= p->out_h && w0 + 4 <= p->out_w;
         for (int k0 = 0; k0 < p->out_c; k0 += L) {
-            float m[6][6][L], t[4][6][L], o[4][4][L];
-            for (int q = 0; q < 36; q++) memcpy(m[q / 6][q % 6], M + ((size_t)q * count + i) * kpad + k0, L * sizeof(float));
-            for (int b = 0; b < 6; b++) output_1d(m[0][b], 6 * L, t[0][b], 6 * L);
-            for (int a = 0; a < 4; a++) output_1d(t[a][0], L, o[a][0], L);
+            float t[4][6][L], o[4][4][L];
+            const float *in = M + (size_t)i * kpad + k0;
+            for (int b = 0; b < 6; b++) output_1d(in + b * ps, 6 * (ptrdiff_t)ps, t[0][b], 6 * L);
             int lanes = direct_min(L, p->out_c - k0);
+            if (inside && lanes == L) { /* straight into y */
+                for (int a = 0; a < 4; a++)
+                    output_1d(t[a][0], L, p->y + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0) * p->out_c + k0,
+                              p->out_c);
+                continue;
+            }
+            for (int a = 0; a < 4; a++) output_1d(t[a][0], L, o[a][0], L);
             for (int a = 0; a < 4 && h0 + a < p->out_h; a++)
                 for (int b = 0; b < 4 && w0 + b < p->out_w; b++) {
                     float *dst = p->y + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0 + b) * p->out_c + k0;
-                    for (int l = 0; l < lanes; l++) dst[l] = o[a][b][l];
+                    if (lanes == L)
+                        memcpy(dst, o[a][b], sizeof o[a][b]);
+                    else
+                        for (int l = 0; l < lanes; l++) dst[l] = o[a][b][l];
                 }
         }
     }
@@ -266,10 +303,10 @@ static void multiply(plait_isa isa, const float *V, const float *U, float *M, in
             for (int i = 0; i < count;) {
                 int mr = direct_min(s->tile_w, count - i);
                 direct_tile t = {
-                    .x = V + ((size_t)q * count + i) * cpad, .x_pixel = cpad, .x_vthread = 0, .x_tap_row = 0,
+                    .x = V + q * plane_floats(count, cpad) + (size_t)i * cpad, .x_pixel = cpad, .x_vthread = 0, .x_tap_row = 0,
                     .x_tap_col = 0, .w = U + ((size_t)q * kvecs + kv) * C * L, .w_kvec = (ptrdiff_t)C * L,
                     .w_tap_row = 0, .w_tap_col = 0, .taps_h = 1, .taps_w = 1, .channels = C,
-                    .y = M + ((size_t)q * count + i) * kpad + (size_t)kv * L, .y_pixel = kpad, .y_vthread = 0,
+                    .y = M + q * plane_floats(count, kpad) + (size_t)i * kpad + (size_t)kv * L, .y_pixel = kpad, .y_vthread = 0,
                     .accumulate = 0, .last_lanes = L,
                 };
                 direct_run_tile(isa, &t, 1, mr, nr, s->unroll);
@@ -297,12 +334,12 @@ static void wino_run(const wino_problem *p, const float *U, float *scratch, cons
     long tiles = (long)p->batch * p->tiles_h * p->tiles_w;
     long chunks = (tiles + p->chunk - 1) / p->chunk;
     int threads = direct_min(plait_threads(), WINO_MAX_THREADS);
-    size_t per_thread = 36 * (size_t)p->chunk * ((size_t)cpad + (size_t)kpad);
+    size_t per_thread = 36 * (plane_floats(p->chunk, cpad) + plane_floats(p->chunk, kpad));
     plait_isa isa = direct_isa_resolved();
 #pragma omp parallel num_threads(threads)
     {
         float *V = scratch + per_thread * (size_t)omp_get_thread_num();
-        float *M = V + 36 * (size_t)p->chunk * cpad;
+        float *M = V + 36 * plane_floats(p->chunk, cpad);
 #pragma omp for schedule(dynamic, 1)
         for (long chunk = 0; chunk < chunks; chunk++) {
             long first = chunk * p->chunk;
@@ -362,9 +399,19 @@ static inline __attribute__((always_inline)) void transform_gradients(const wino
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
         int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
         int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
+        size_t ps = plane_floats(plane, kpad);
+        bool inside = h0 + 4 <= p->out_h && w0 + 4 <= p->out_w;
+        const float *corner = dy + (((size_t)n * p->out_h + h0) * p->out_w + w0) * p->out_c;
         for (int k0 = 0; k0 < kpad; k0 += L) {
             float g[4][4][L], t[6][4][L], z[6][6][L];
             int lanes = direct_min(L, p->out_c - k0);
+            float *out = Z + (size_t)i * kpad + k0;
+            if (inside && lanes == L) { /* straight from dy to Z */
+                ptrdiff_t row = (ptrdiff_t)p->out_w * p->out_c;
+                for (int b = 0; b < 4; b++) gradient_1d(corner + (size_t)b * p->out_c + k0, row, t[0][b], 4 * L);
+                for (int a = 0; a < 6; a++) gradient_1d(t[a][0], L, out + 6 * (size_t)a * ps, (ptrdiff_t)ps);
+                continue;
+            }
             for (int a = 0; a < 4; a++)
                 for (int b = 0; b < 4; b++) {
                     if (h0 + a >= p->out_h || w0 + b >= p->out_w) {
@@ -372,12 +419,11 @@ static inline __attribute__((always_inline)) void transform_gradients(const wino
                         continue;
                     }
                     const float *src = dy + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0 + b) * p->out_c + k0;
-                    for (int l = 0; l < L; l++) g[a][b][l] = l < lanes ? src[l] : 0.0f;
+                    copy_lanes(g[a][b], src, lanes);
                 }
             for (int b = 0; b < 4; b++) gradient_1d(g[0][b], 4 * L, t[0][b], 4 * L);
             for (int a = 0; a < 6; a++) gradient_1d(t[a][0], L, z[a][0], L);
-            for (int q = 0; q < 36; q++)
-                memcpy(Z + ((size_t)q * plane + i) * kpad + k0, z[q / 6][q % 6], L * sizeof(float));
+            for (int q = 0; q < 36; q++) memcpy(out + q * ps, z[q / 6][q % 6], L * sizeof(float));
         }
     }
 }
@@ -444,8 +490,8 @@ static void wgrad_unit(const wgrad_grid *g, long unit, float *M, const float *V,
     if (zero)
         for (int i = 0; i < mc; i++) memset(acc + (size_t)i * g->kpad, 0, (size_t)nr * L * sizeof(float));
     direct_wtile t = {
-        .x = V + (size_t)q * count * g->cpad + c0, .x_pixel = g->cpad, .x_row = 0, .x_image = 0,
-        .dy = Z + (size_t)q * count * g->kpad + (size_t)kv * L, .dy_pixel = g->kpad, .dy_row = 0, .dy_image = 0,
+        .x = V + q * plane_floats(count, g->cpad) + c0, .x_pixel = g->cpad, .x_row = 0, .x_image = 0,
+        .dy = Z + q * plane_floats(count, g->kpad) + (size_t)kv * L, .dy_pixel = g->kpad, .dy_row = 0, .dy_image = 0,
         .pixels = count, .rows = 1, .images = 1,
         .acc = acc, .acc_c = g->kpad, .last_lanes = L,
     };
@@ -467,7 +513,7 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
     tile_c = direct_max(1, direct_min(direct_min(tile_c, DIRECT_MAX_TILE_W), C));
     while (tile_c * tile_k > max_tile) tile_c--;
     float *M = workspace; /* [36][C][kpad] */
-    float *V = M + 36 * (size_t)C * kpad, *Z = V + 36 * (size_t)p.chunk * cpad;
+    float *V = M + 36 * (size_t)C * kpad, *Z = V + 36 * plane_floats(p.chunk, cpad);
     long tiles = (long)p.batch * p.tiles_h * p.tiles_w;
     int c_tiles = direct_ceil_div(C, tile_c), k_tiles = direct_ceil_div(kvecs, tile_k);
     long units = 36L * c_tiles * k_tiles;
@@ -477,13 +523,13 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
         PICK_ISA(transforms, isa);
     int threads = plait_threads();
     long chunks = (tiles + p.chunk - 1) / p.chunk;
-    size_t m_floats = 36 * (size_t)C * kpad, per_thread = m_floats + 36 * (size_t)p.chunk * (cpad + kpad);
+    size_t m_floats = 36 * (size_t)C * kpad, per_thread = m_floats + 36 * (plane_floats(p.chunk, cpad) + plane_floats(p.chunk, kpad));
     if (threads > 1 && threads <= wgrad_private_copies(C, K) && chunks >= 2 * threads) {
         /* private M per thread: its chunks t, t + threads, ... (at least two each) */
 #pragma omp parallel num_threads(threads)
         {
             int t = omp_get_thread_num();
-            float *Mt = M + per_thread * (size_t)t, *Vt = Mt + m_floats, *Zt = Vt + 36 * (size_t)p.chunk * cpad;
+            float *Mt = M + per_thread * (size_t)t, *Vt = Mt + m_floats, *Zt = Vt + 36 * plane_floats(p.chunk, cpad);
             for (long chunk = t; chunk < chunks; chunk += threads) {
                 long first = chunk * p.chunk;
                 int count = (int)(tiles - first < p.chunk ? tiles - first : p.chunk);
