@@ -461,11 +461,14 @@ static inline __attribute__((always_inline)) void finish_block(const float *M, i
                                                                int c0, float *dw) {
     float o[9][L][L]; /* [tap][k lane][c lane] */
     int cn = direct_min(L, C - c0), kn = direct_min(L, K - kv * L);
+    size_t ps = plane_floats(C, kpad);
     for (int i = 0; i < cn; i++) {
-        float m[6][6][L], t[3][6][L], r[3][3][L];
-        for (int q = 0; q < 36; q++)
-            memcpy(m[q / 6][q % 6], M + q * plane_floats(C, kpad) + (size_t)(c0 + i) * kpad + (size_t)kv * L, L * sizeof(float));
-        for (int b = 0; b < 6; b++) weight_grad_1d(m[0][b], 6 * L, t[0][b], 6 * L);
+        float t[3][6][L], r[3][3][L];
+        const float *row = M + (size_t)(c0 + i) * kpad + (size_t)kv * L;
+        /* the next block (16 channels on) reads the same column 16 rows down, in each of the 36 planes: more
+         * streams than the hardware prefetchers follow, and M (36 x C x K) is far larger than the caches */
+        for (int q = 0; q < 36; q++) __builtin_prefetch(row + q * ps + (size_t)L * kpad);
+        for (int b = 0; b < 6; b++) weight_grad_1d(row + b * ps, 6 * (ptrdiff_t)ps, t[0][b], 6 * L);
         for (int a = 0; a < 3; a++) weight_grad_1d(t[a][0], L, r[a][0], L);
         for (int tap = 0; tap < 9; tap++)
             for (int l = 0; l < L; l++) o[tap][l][i] = r[tap / 3][tap % 3][l];
