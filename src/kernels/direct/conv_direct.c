@@ -134,12 +134,15 @@ void plait_conv_set_fast_defaults(bool enabled) { fast_defaults = enabled; }
  * quarter of the multiplications and OpenBLAS's AVX2 GEMM reaches 70-85%. Measured over the CIFAR ResNet-20,
  * ResNet-18 and ResNet-50 layers (docs/kernels.md), the search picked Winograd on the 3x3 stride-1 layers
  * with 32 or more channels (1.2-4.4x the direct default) and im2col + BLAS on most other layers with 64 or
- * more (1.1-2x); with 16 channels, and for the 3-channel stem, the direct kernels won. Except 1x1 layers
+ * more (1.1-2x); for the 3-channel stem the direct kernels won. Except 1x1 layers
  * that sum over only 64 channels (forward and backward-data): OpenBLAS packs its operands for a reduction
  * too short to pay for it, and the direct 3x16 tile on two images ran 1.3-1.8x faster on one and two threads
- * (stride 1 and 2). On AVX-512 (28 accumulators) the direct kernels win everywhere except 3x3 stride-1 layers
- * of 64 or more channels, where Winograd's 7x4 tile ran 1.4-2.4x the direct default (Xeon, 2026-12-04; at 32
- * channels it tied). im2col + BLAS is not a default there: it depends on OpenBLAS knowing the CPU, and
+ * (stride 1 and 2). On AVX-512 (28 accumulators) the direct kernels win everywhere except 3x3 stride-1 layers,
+ * where Winograd's 7x4 tile ran 1.4-2.4x the direct default at 64+ channels. Since the transforms run on
+ * whole vectors (2026-12-04, Xeon, one thread, batch 32) Winograd also wins at 32 channels (1.9x the direct
+ * default on AVX-512, 1.6-2.5x on AVX2) and at 16 (1.2-1.7x, 1.25-1.85x). The default stops at 32: with
+ * 16-channel layers too, the loss curve of a small ResNet-20 left the im2col path's by 0.5-2% from the sixth step
+ * (tests/test_train.c allows 0.2%); a tuning file can still pick Winograd there. im2col + BLAS is not a default there: it depends on OpenBLAS knowing the CPU, and
  * Debian's 0.3.21 runs its SSE3 kernels on that Xeon. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
     int narrow = d->in_channels < d->out_channels ? d->in_channels : d->out_channels;
@@ -147,7 +150,7 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
     bool avx512 = isa == PLAIT_ISA_AVX512;
     if (!fast_defaults || d->groups != 1 || (isa != PLAIT_ISA_AVX2 && !avx512))
         return plait_conv_direct_schedule(d, direction);
-    if (narrow >= (avx512 ? 64 : 32) && direct_winograd_supports(d))
+    if (narrow >= 32 && direct_winograd_supports(d))
         return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 ? 7 : 6, .tile_k = avx512 ? 4 : 1,
                                      .vthreads = 1, .unroll = 1};
     if (isa == PLAIT_ISA_AVX2 && narrow >= 64) {
