@@ -104,6 +104,18 @@ static inline __attribute__((always_inline)) void copy_lanes(float *dst, const f
     for (int l = 0; l < L; l++) dst[l] = l < lanes ? src[l] : 0.0f;
 }
 
+/* The first `lanes` of one staged vector into a pixel of the output. The lane test inside a fixed-length loop
+ * becomes one masked store on AVX-512; a loop to `lanes` became a rep movs, whose start-up cost dominated
+ * the 3-channel backward-data of a stem (measured 23% of that call). */
+static inline __attribute__((always_inline)) void store_lanes(float *dst, const float *src, int lanes) {
+    if (lanes == L) {
+        memcpy(dst, src, L * sizeof(float));
+        return;
+    }
+    for (int l = 0; l < L; l++)
+        if (l < lanes) dst[l] = src[l];
+}
+
 /* ---- the forward problem (also backward-data) ---- */
 
 typedef struct wino_problem {
@@ -291,10 +303,7 @@ static inline __attribute__((always_inline)) void transform_outputs(const wino_p
             for (int a = 0; a < 4 && h0 + a < p->out_h; a++)
                 for (int b = 0; b < 4 && w0 + b < p->out_w; b++) {
                     float *dst = p->y + (((size_t)n * p->out_h + h0 + a) * p->out_w + w0 + b) * p->out_c + k0;
-                    if (lanes == L)
-                        memcpy(dst, o[a][b], sizeof o[a][b]);
-                    else
-                        for (int l = 0; l < lanes; l++) dst[l] = o[a][b][l];
+                    store_lanes(dst, o[a][b], lanes);
                 }
         }
     }
