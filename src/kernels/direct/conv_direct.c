@@ -140,10 +140,11 @@ void plait_conv_set_fast_defaults(bool enabled) { fast_defaults = enabled; }
  * (stride 1 and 2). On AVX-512 (28 accumulators) the direct kernels win everywhere except 3x3 stride-1 layers,
  * where Winograd's 7x4 tile ran 1.4-2.4x the direct default at 64+ channels. Since the transforms run on
  * whole vectors (2026-12-04, Xeon, one thread, batch 32) Winograd also wins at 32 channels (1.9x the direct
- * default on AVX-512, 1.6-2.5x on AVX2) and at 16 (1.2-1.7x, 1.25-1.85x). The default stops at 32: with
- * 16-channel layers too, the loss curve of a small ResNet-20 left the im2col path's by 0.5-2% from the sixth step
- * (tests/test_train.c allows 0.2%); a tuning file can still pick Winograd there. im2col + BLAS is not a default there: it depends on OpenBLAS knowing the CPU, and
- * Debian's 0.3.21 runs its SSE3 kernels on that Xeon. */
+ * default on AVX-512, 1.6-2.5x on AVX2) and at 16 (1.2-1.7x, 1.25-1.85x). The default stops at 32: with the
+ * 16-channel layers too, the loss curve of a small ResNet-20 left the im2col path's by 0.5-2% from the sixth
+ * step (tests/test_train.c allows 0.2%); a tuning file can still pick Winograd there. im2col + BLAS is not an
+ * AVX-512 default: it depends on OpenBLAS knowing the CPU, and Debian's 0.3.21 runs its SSE3 kernels on that
+ * Xeon. */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
     int narrow = d->in_channels < d->out_channels ? d->in_channels : d->out_channels;
     plait_isa isa = direct_isa_resolved();

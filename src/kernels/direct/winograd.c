@@ -19,7 +19,7 @@ static int kpad_of(int k) { return direct_ceil_div(k, L) * L; }
  * same L1 set, as they did when planes were a power of two apart (16 KiB at 64 tiles of 64 channels). */
 static size_t plane_floats(int tiles, int pad) { return (size_t)tiles * (size_t)pad + L; }
 
-/* The transforms are 16-lane C loops that GCC vectorizes for the target it compiles for: PER_ISA wraps an
+/* The transforms are written once on 16-lane generic vectors and compiled per target: PER_ISA wraps an
  * always-inline BODY into NAME_avx512, NAME_avx2 and NAME_portable, and PICK_ISA chooses one at run time. */
 #define PER_ISA(NAME, BODY, PARAMS, ARGS)                                      \
     static __attribute__((target("avx512f,fma"))) void NAME##_avx512 PARAMS { \
@@ -96,7 +96,7 @@ ALWAYS_INLINE void weight_grad_1d(const float *m, ptrdiff_t ms, float *o, ptrdif
 
 /* One pixel's 16 channels into a transform's staging vector, zero past `lanes`. The full vector is one
  * copy: the lane-by-lane loop it replaces (a compare per float) cost more than the transform itself. */
-static inline __attribute__((always_inline)) void copy_lanes(float *dst, const float *src, int lanes) {
+ALWAYS_INLINE void copy_lanes(float *dst, const float *src, int lanes) {
     if (lanes == L) {
         memcpy(dst, src, L * sizeof(float));
         return;
@@ -107,7 +107,7 @@ static inline __attribute__((always_inline)) void copy_lanes(float *dst, const f
 /* The first `lanes` of one staged vector into a pixel of the output. The lane test inside a fixed-length loop
  * becomes one masked store on AVX-512; a loop to `lanes` became a rep movs, whose start-up cost dominated
  * the 3-channel backward-data of a stem (measured 23% of that call). */
-static inline __attribute__((always_inline)) void store_lanes(float *dst, const float *src, int lanes) {
+ALWAYS_INLINE void store_lanes(float *dst, const float *src, int lanes) {
     if (lanes == L) {
         memcpy(dst, src, L * sizeof(float));
         return;
@@ -182,12 +182,12 @@ size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_d
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) { /* M = sum V^T Z, then V and A dY A^T for a chunk */
         size_t chunk = (size_t)wgrad_chunk(NULL, C, K, tiles_of(d));
         size_t copies = (size_t)direct_max(1, wgrad_private_copies(C, K));
-        return copies * (weights + 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K)))) +
-               64;
+        size_t transformed = 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K)));
+        return copies * (weights + transformed) + 64;
     }
     size_t chunk = (size_t)chunk_cap(C, K);
-    return weights + WINO_MAX_THREADS * 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K))) +
-           64;
+    size_t per_thread = 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K)));
+    return weights + WINO_MAX_THREADS * per_thread + 64;
 }
 
 /* U[t][kv][c][16] = (G g G^T)[t] for output channel kv*16+lane, input channel c; `flip` reads the
@@ -219,7 +219,8 @@ static inline __attribute__((always_inline)) void weight_block(const float *w, i
         for (int s = 0; s < 3; s++) weight_1d(g[i][s], 3 * L, t[0][s], 3 * L);
         for (int a = 0; a < 6; a++) weight_1d(t[a][0], L, u[a][0], L);
         for (int q = 0; q < 36; q++)
-            memcpy(U + q * plane_floats(C, kvecs * L) + ((size_t)kv * C + c0 + i) * L, u[q / 6][q % 6], L * sizeof(float));
+            memcpy(U + q * plane_floats(C, kvecs * L) + ((size_t)kv * C + c0 + i) * L, u[q / 6][q % 6],
+                   L * sizeof(float));
     }
 }
 
@@ -243,7 +244,7 @@ static void transform_weights(const float *w, int K, int C, bool flip, float *U)
 
 /* V[t][i][c] for the tiles [first, first + count) of p, channels padded to cpad, `plane` tiles between
  * transform points. */
-static inline __attribute__((always_inline)) void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad, int plane) {
+ALWAYS_INLINE void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad, int plane) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
@@ -280,7 +281,7 @@ static inline __attribute__((always_inline)) void transform_inputs(const wino_pr
 }
 
 /* y for the tiles of a chunk from M[t][i][kpad]. */
-static inline __attribute__((always_inline)) void transform_outputs(const wino_problem *p, long first, int count, const float *M, int kpad) {
+ALWAYS_INLINE void transform_outputs(const wino_problem *p, long first, int count, const float *M, int kpad) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
@@ -320,10 +321,12 @@ static void multiply(plait_isa isa, const float *V, const float *U, float *M, in
             for (int i = 0; i < count;) {
                 int mr = direct_min(s->tile_w, count - i);
                 direct_tile t = {
-                    .x = V + q * plane_floats(count, cpad) + (size_t)i * cpad, .x_pixel = cpad, .x_vthread = 0, .x_tap_row = 0,
-                    .x_tap_col = 0, .w = U + q * plane_floats(C, kpad) + (size_t)kv * C * L, .w_kvec = (ptrdiff_t)C * L,
+                    .x = V + q * plane_floats(count, cpad) + (size_t)i * cpad, .x_pixel = cpad, .x_vthread = 0,
+                    .x_tap_row = 0, .x_tap_col = 0, .w = U + q * plane_floats(C, kpad) + (size_t)kv * C * L,
+                    .w_kvec = (ptrdiff_t)C * L,
                     .w_tap_row = 0, .w_tap_col = 0, .taps_h = 1, .taps_w = 1, .channels = C,
-                    .y = M + q * plane_floats(count, kpad) + (size_t)i * kpad + (size_t)kv * L, .y_pixel = kpad, .y_vthread = 0,
+                    .y = M + q * plane_floats(count, kpad) + (size_t)i * kpad + (size_t)kv * L, .y_pixel = kpad,
+                    .y_vthread = 0,
                     .accumulate = 0, .last_lanes = L,
                 };
                 direct_run_tile(isa, &t, 1, mr, nr, s->unroll);
@@ -543,7 +546,8 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
         PICK_ISA(transforms, isa);
     int threads = plait_threads();
     long chunks = (tiles + p.chunk - 1) / p.chunk;
-    size_t m_floats = 36 * plane_floats(C, kpad), per_thread = m_floats + 36 * (plane_floats(p.chunk, cpad) + plane_floats(p.chunk, kpad));
+    size_t m_floats = 36 * plane_floats(C, kpad);
+    size_t per_thread = m_floats + 36 * (plane_floats(p.chunk, cpad) + plane_floats(p.chunk, kpad));
     if (threads > 1 && threads <= wgrad_private_copies(C, K) && chunks >= 2 * threads) {
         /* private M per thread: its chunks t, t + threads, ... (at least two each) */
 #pragma omp parallel num_threads(threads)
