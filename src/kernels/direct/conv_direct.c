@@ -151,15 +151,12 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
     bool avx512 = isa == PLAIT_ISA_AVX512;
     if (!fast_defaults || d->groups != 1 || (isa != PLAIT_ISA_AVX2 && !avx512))
         return plait_conv_direct_schedule(d, direction);
-    if (narrow >= 32 && direct_winograd_supports(d))
-        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 ? 7 : 6, .tile_k = avx512 ? 4 : 1,
-                                     .vthreads = 1, .unroll = 1};
     /* Backward-data of a stem (3 input channels): one vector of outputs per tile, summed over 16+ channels;
      * Winograd ran 1.3-1.7x the direct default on AVX-512 and 1.2-1.9x on AVX2 (16-64 output channels). */
-    if (direction == PLAIT_CONV_BACKWARD_DATA && d->in_channels < 16 && d->out_channels >= 16 &&
-        direct_winograd_supports(d))
-        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 ? 7 : 6, .tile_k = 1,
-                                     .vthreads = 1, .unroll = 1};
+    bool stem_backward_data = direction == PLAIT_CONV_BACKWARD_DATA && d->in_channels < 16 && d->out_channels >= 16;
+    if ((narrow >= 32 || stem_backward_data) && direct_winograd_supports(d))
+        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 ? 7 : 6,
+                                     .tile_k = avx512 && !stem_backward_data ? 4 : 1, .vthreads = 1, .unroll = 1};
     if (isa == PLAIT_ISA_AVX2 && narrow >= 64) {
         int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
         bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;

@@ -19,6 +19,12 @@ static int kpad_of(int k) { return direct_ceil_div(k, L) * L; }
  * same L1 set, as they did when planes were a power of two apart (16 KiB at 64 tiles of 64 channels). */
 static size_t plane_floats(int tiles, int pad) { return (size_t)tiles * (size_t)pad + L; }
 
+/* A chunk's transformed tiles: the 36 planes of its inputs (cpad channels) and of its products or gradients
+ * (kpad channels). */
+static size_t chunk_floats(int chunk, int cpad, int kpad) {
+    return 36 * (plane_floats(chunk, cpad) + plane_floats(chunk, kpad));
+}
+
 /* The transforms are written once on 16-lane generic vectors and compiled per target: PER_ISA wraps an
  * always-inline BODY into NAME_avx512, NAME_avx2 and NAME_portable, and PICK_ISA chooses one at run time. */
 #define PER_ISA(NAME, BODY, PARAMS, ARGS)                                      \
@@ -182,20 +188,17 @@ size_t direct_winograd_workspace_floats(const plait_conv2d_desc *d, plait_conv_d
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) { /* M = sum V^T Z, then V and A dY A^T for a chunk */
         size_t chunk = (size_t)wgrad_chunk(NULL, C, K, tiles_of(d));
         size_t copies = (size_t)direct_max(1, wgrad_private_copies(C, K));
-        size_t transformed = 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K)));
-        return copies * (weights + transformed) + 64;
+        return copies * (weights + chunk_floats((int)chunk, kpad_of(C), kpad_of(K))) + 64;
     }
     size_t chunk = (size_t)chunk_cap(C, K);
-    size_t per_thread = 36 * (plane_floats((int)chunk, kpad_of(C)) + plane_floats((int)chunk, kpad_of(K)));
-    return weights + WINO_MAX_THREADS * per_thread + 64;
+    return weights + WINO_MAX_THREADS * chunk_floats((int)chunk, kpad_of(C), kpad_of(K)) + 64;
 }
 
 /* U[t][kv][c][16] = (G g G^T)[t] for output channel kv*16+lane, input channel c; `flip` reads the
  * weights of backward-data: g[r][s] = w[c][2-r][2-s][k] from OHWI w with K and C swapped. One block is 16
  * output x 16 input channels, so that w is read in runs of 16 contiguous channels (rows of w, or columns
  * when flipped) rather than one float per 9*C. */
-static inline __attribute__((always_inline)) void weight_block(const float *w, int K, int C, bool flip, int kv,
-                                                               int c0, float *U) {
+ALWAYS_INLINE void weight_block(const float *w, int K, int C, bool flip, int kv, int c0, float *U) {
     int kvecs = direct_ceil_div(K, L), cn = direct_min(L, C - c0);
     float g[L][9][L]; /* [c lane][tap][k lane] */
     int kn = direct_min(L, K - kv * L);
@@ -336,9 +339,8 @@ static void multiply(plait_isa isa, const float *V, const float *U, float *M, in
 }
 
 /* One chunk: transforms, then products on the micro-kernels, then the inverse transforms. */
-static inline __attribute__((always_inline)) void chunk_body(const wino_problem *p, long first, int count, float *V,
-                                                             float *M, const float *U, const plait_conv_schedule *s,
-                                                             plait_isa isa) {
+ALWAYS_INLINE void chunk_body(const wino_problem *p, long first, int count, float *V, float *M, const float *U,
+                              const plait_conv_schedule *s, plait_isa isa) {
     int cpad = kpad_of(p->in_c), kpad = kpad_of(p->out_c);
     transform_inputs(p, first, count, V, cpad, count);
     multiply(isa, V, U, M, count, p->in_c, cpad, p->out_c, s);
@@ -354,7 +356,7 @@ static void wino_run(const wino_problem *p, const float *U, float *scratch, cons
     long tiles = (long)p->batch * p->tiles_h * p->tiles_w;
     long chunks = (tiles + p->chunk - 1) / p->chunk;
     int threads = direct_min(plait_threads(), WINO_MAX_THREADS);
-    size_t per_thread = 36 * (plane_floats(p->chunk, cpad) + plane_floats(p->chunk, kpad));
+    size_t per_thread = chunk_floats(p->chunk, cpad, kpad);
     plait_isa isa = direct_isa_resolved();
 #pragma omp parallel num_threads(threads)
     {
@@ -411,9 +413,8 @@ void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_
 /* ---- backward-weights: dW = G^T [ sum over tiles (A dY A^T) x (B^T X B) ] G ---- */
 
 /* Z[t][i][k] = (A dy A^T)[t] for the 4x4 output tiles of a chunk (zero outside the output). */
-static inline __attribute__((always_inline)) void transform_gradients(const wino_problem *p, const float *dy,
-                                                                      long first, int count, float *Z, int kpad,
-                                                                      int plane) {
+ALWAYS_INLINE void transform_gradients(const wino_problem *p, const float *dy, long first, int count, float *Z,
+                                       int kpad, int plane) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
         int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
@@ -448,8 +449,8 @@ static inline __attribute__((always_inline)) void transform_gradients(const wino
     }
 }
 
-static inline __attribute__((always_inline)) void transforms_body(const wino_problem *p, const float *dy, long first,
-                                                                  int count, float *V, float *Z, int plane) {
+ALWAYS_INLINE void transforms_body(const wino_problem *p, const float *dy, long first, int count, float *V, float *Z,
+                                   int plane) {
     transform_inputs(p, first, count, V, kpad_of(p->in_c), plane);
     transform_gradients(p, dy, first, count, Z, kpad_of(p->out_c), plane);
 }
@@ -469,8 +470,7 @@ static void run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile
 
 /* dw[k][r][s][c] += (G^T M G)[r][s] for 16 output channels (kv) x 16 input channels from c0: the results
  * are turned in a small buffer so that dw ([K][3][3][C]) is updated in runs of contiguous input channels. */
-static inline __attribute__((always_inline)) void finish_block(const float *M, int C, int K, int kpad, int kv,
-                                                               int c0, float *dw) {
+ALWAYS_INLINE void finish_block(const float *M, int C, int K, int kpad, int kv, int c0, float *dw) {
     float o[9][L][L]; /* [tap][k lane][c lane] */
     int cn = direct_min(L, C - c0), kn = direct_min(L, K - kv * L);
     size_t ps = plane_floats(C, kpad);
@@ -547,7 +547,7 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
     int threads = plait_threads();
     long chunks = (tiles + p.chunk - 1) / p.chunk;
     size_t m_floats = 36 * plane_floats(C, kpad);
-    size_t per_thread = m_floats + 36 * (plane_floats(p.chunk, cpad) + plane_floats(p.chunk, kpad));
+    size_t per_thread = m_floats + chunk_floats(p.chunk, cpad, kpad);
     if (threads > 1 && threads <= wgrad_private_copies(C, K) && chunks >= 2 * threads) {
         /* private M per thread: its chunks t, t + threads, ... (at least two each) */
 #pragma omp parallel num_threads(threads)
