@@ -110,6 +110,11 @@ static void unknown_model_and_missing_data(void) {
     snprintf(args, sizeof args, "train --dataset cifar10 --data %s --sam-rho 0.05 --parallel dp --quiet", data_dir);
     CHECK(run_plait(args, err, sizeof err) == 1);
     CHECKF(strstr(err, "--sam-rho trains in one process only") && count_lines(err) == 1, "%s", err);
+    snprintf(args, sizeof args, "train --dataset cifar10 --data %s --ema 0.99 --parallel dp --quiet", data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "--ema trains in one process only") && count_lines(err) == 1, "%s", err);
+    CHECK(run_plait("train --ema 1 --quiet", err, sizeof err) == 2);
+    CHECKF(strstr(err, "--ema") && count_lines(err) == 1, "%s", err);
     CHECK(run_plait("summary --model resnet19", err, sizeof err) == 1);
     CHECKF(strstr(err, "resnet19") && count_lines(err) == 1, "%s", err);
 }
@@ -150,6 +155,39 @@ static void resume_continues_exactly(void) {
     CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
     snprintf(command, sizeof command, "cmp -s %s/once/last.safetensors %s/thrice/last.safetensors", tmp, tmp);
     CHECKF(system(command) == 0, "resuming at an epoch boundary diverged");
+    /* the weight average continues exactly too, and the two files are checked against each other */
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 12 --ema 0.9 --checkpoint-dir %s/ema_once",
+             common, data_dir, tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 7 --ema 0.9 --checkpoint-dir %s/ema_twice",
+             common, data_dir, tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(command, sizeof command, "cp %s/ema_twice/ema.safetensors %s/ema_at_7.safetensors", tmp, tmp);
+    CHECK(system(command) == 0);
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 12 --ema 0.9 --checkpoint-dir %s/ema_twice --resume",
+             common, data_dir, tmp);
+    CHECKF(run_plait(args, err, sizeof err) == 0, "%s", err);
+    snprintf(command, sizeof command,
+             "cmp -s %s/ema_once/ema.safetensors %s/ema_twice/ema.safetensors && "
+             "cmp -s %s/ema_once/last.safetensors %s/ema_twice/last.safetensors && "
+             "cmp -s %s/ema_once/last.safetensors %s/once/last.safetensors && "
+             "! cmp -s %s/ema_once/ema.safetensors %s/once/last.safetensors",
+             tmp, tmp, tmp, tmp, tmp, tmp, tmp, tmp);
+    CHECKF(system(command) == 0, "weight averages of 12 steps in one go and 7 + 5 resumed differ, or --ema moved "
+                                 "the weights");
+    snprintf(command, sizeof command, "grep -q '\"ema_test_accuracy\"' %s/ema_once/metrics.jsonl", tmp);
+    CHECK(system(command) == 0);
+    /* an average from another step, or none, cannot continue the run */
+    snprintf(command, sizeof command, "cp %s/ema_at_7.safetensors %s/ema_twice/ema.safetensors", tmp, tmp);
+    CHECK(system(command) == 0);
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 14 --ema 0.9 --checkpoint-dir %s/ema_twice --resume",
+             common, data_dir, tmp);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "is at step 7 but the checkpoint at step 12") && count_lines(err) == 1, "%s", err);
+    snprintf(args, sizeof args, "train %s --data %s --epochs 2 --steps 14 --ema 0.9 --checkpoint-dir %s/once --resume",
+             common, data_dir, tmp);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "--ema with --resume needs") && count_lines(err) == 1, "%s", err);
     snprintf(command, sizeof command, "test -s %s/once/metrics.jsonl && grep -q '\"event\": *\"train\"' %s/once/metrics.jsonl",
              tmp, tmp);
     CHECK(system(command) == 0);

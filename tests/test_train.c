@@ -6,6 +6,7 @@
 
 #include "plait/train.h"
 #include "testing.h"
+#include "train/train_internal.h"
 
 /* 8x8 RGB images; class k has a bright 2x2 patch at a class-dependent position on noise. */
 static void make_batch(int n, int classes, uint64_t seed, plait_tensor *images, int32_t *labels) {
@@ -192,6 +193,69 @@ static void sharpness_aware_step_matches_by_hand(void) {
     plait_tensor_free(&images);
 }
 
+/* The weight average against its definition in float64: after each step's update every weight and
+ * running statistic is the decayed sum of the live values it saw; the live model is left untouched. */
+static void weight_average_follows_its_definition(void) {
+    CHECK(fabsf(plait_weight_average_decay_at(0.999f, 1) - 2.0f / 11.0f) < 1e-7f);
+    CHECK(plait_weight_average_decay_at(0.9f, 1000) == 0.9f);
+    plait_model *live;
+    CHECK(plait_model_create("resnet20", (plait_shape){1, 8, 8, 3}, 5, 3, &live) == PLAIT_OK);
+    plait_weight_average average;
+    CHECK(plait_weight_average_create(live, 1.0f, &average) == PLAIT_ERROR);
+    CHECKF(strstr(plait_last_error(), "--ema must be in [0, 1)"), "%s", plait_last_error());
+    const float decay = 0.6f;
+    CHECK(plait_weight_average_create(live, decay, &average) == PLAIT_OK);
+    plait_param **p;
+    plait_buffer **b;
+    int params, buffers;
+    CHECK(plait_model_params(live, 0, live->unit_count, &p, &params) == PLAIT_OK);
+    CHECK(plait_model_buffers(live, 0, live->unit_count, &b, &buffers) == PLAIT_OK);
+    CHECK(params == average.param_count && buffers == average.buffer_count);
+    size_t total = 0;
+    for (int i = 0; i < params; i++) total += p[i]->count;
+    for (int i = 0; i < buffers; i++) total += b[i]->count;
+    double *expected = malloc(total * sizeof(double));
+    size_t at = 0;
+    for (int i = 0; i < params; i++)
+        for (size_t j = 0; j < p[i]->count; j++) expected[at++] = p[i]->value[j];
+    for (int i = 0; i < buffers; i++)
+        for (size_t j = 0; j < b[i]->count; j++) expected[at++] = b[i]->value[j];
+    plait_rng rng;
+    plait_rng_seed(&rng, 77);
+    for (long step = 1; step <= 6; step++) {
+        double keep = plait_weight_average_decay_at(decay, step);
+        at = 0;
+        for (int i = 0; i < params; i++)
+            for (size_t j = 0; j < p[i]->count; j++, at++) {
+                p[i]->value[j] = plait_rng_uniform(&rng) * 2 - 1;
+                expected[at] = keep * expected[at] + (1 - keep) * p[i]->value[j];
+            }
+        for (int i = 0; i < buffers; i++)
+            for (size_t j = 0; j < b[i]->count; j++, at++) {
+                b[i]->value[j] = plait_rng_uniform(&rng) + 0.5f;
+                expected[at] = keep * expected[at] + (1 - keep) * b[i]->value[j];
+            }
+        plait_weight_average_update(&average, step);
+    }
+    double worst = 0;
+    at = 0;
+    for (int i = 0; i < params; i++) {
+        CHECKF(average.params[i]->momentum == NULL, "the average of %s keeps a momentum array", p[i]->name);
+        for (size_t j = 0; j < p[i]->count; j++, at++)
+            worst = fmax(worst, fabs(average.params[i]->value[j] - expected[at]));
+    }
+    for (int i = 0; i < buffers; i++)
+        for (size_t j = 0; j < b[i]->count; j++, at++)
+            worst = fmax(worst, fabs(average.buffers[i]->value[j] - expected[at]) / expected[at]);
+    CHECKF(worst < 1e-5, "the weight average is off its definition by %g", worst);
+    CHECK(fabs(average.params[0]->value[0] - p[0]->value[0]) > 1e-4); /* an average, not a copy */
+    free(expected);
+    free(p);
+    free(b);
+    plait_weight_average_free(&average);
+    plait_model_free(live);
+}
+
 /* A data set of n random 8x8 RGB images; mirror: each left-right mirrored; symmetric: each made
  * left-right symmetric. */
 static void make_dataset(int n, uint64_t seed, bool mirror, bool symmetric, plait_dataset *d) {
@@ -256,5 +320,6 @@ int main(void) {
     testing_run("sharpness_aware_step_matches_by_hand", sharpness_aware_step_matches_by_hand);
     testing_run("direct_kernels_follow_reference_path", direct_kernels_follow_reference_path);
     testing_run("flip_evaluation_is_mirror_invariant", flip_evaluation_is_mirror_invariant);
+    testing_run("weight_average_follows_its_definition", weight_average_follows_its_definition);
     return testing_finish();
 }

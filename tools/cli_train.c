@@ -52,6 +52,9 @@ static const char *train_help =
     "  --sam-rho X            sharpness-aware minimization: each step also takes the gradient at the\n"
     "                         weights moved X along the normalized gradient (one process only) [0: off]\n"
     "  --sam-epochs N         with --sam-rho: only the last N epochs use it [0: all epochs]\n"
+    "  --ema DECAY            also keep an exponential moving average of the weights and batch-norm\n"
+    "                         statistics (decay per step, e.g. 0.999), scored beside the weights each\n"
+    "                         epoch and saved as DIR/ema.safetensors (one process only) [0: off]\n"
     "\n"
     "run:\n"
     "  --threads N            threads for kernels and BLAS [2]\n"
@@ -97,7 +100,7 @@ enum {
     OPT_GAMMA, OPT_CUTOUT, OPT_CROP_OFF, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
     OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
     OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP, OPT_TRAIN_FLIP, OPT_ZERO_INIT,
-    OPT_SAM_RHO, OPT_SAM_EPOCHS
+    OPT_SAM_RHO, OPT_SAM_EPOCHS, OPT_EMA
 };
 
 static const struct option train_options[] = {
@@ -115,7 +118,8 @@ static const struct option train_options[] = {
     {"gamma", required_argument, 0, OPT_GAMMA}, {"momentum", required_argument, 0, OPT_MOMENTUM},
     {"nesterov", required_argument, 0, OPT_NESTEROV}, {"weight-decay", required_argument, 0, OPT_WD},
     {"label-smoothing", required_argument, 0, OPT_SMOOTH}, {"sam-rho", required_argument, 0, OPT_SAM_RHO},
-    {"sam-epochs", required_argument, 0, OPT_SAM_EPOCHS}, {"threads", required_argument, 0, OPT_THREADS},
+    {"sam-epochs", required_argument, 0, OPT_SAM_EPOCHS}, {"ema", required_argument, 0, OPT_EMA},
+    {"threads", required_argument, 0, OPT_THREADS},
     {"seed", required_argument, 0, OPT_SEED}, {"checkpoint-dir", required_argument, 0, OPT_CKPT_DIR},
     {"resume", no_argument, 0, OPT_RESUME}, {"init", required_argument, 0, OPT_INIT},
     {"metrics", required_argument, 0, OPT_METRICS}, {"quiet", no_argument, 0, OPT_QUIET},
@@ -175,6 +179,7 @@ int cli_train(int argc, char **argv) {
         case OPT_SMOOTH: if (!cli_parse_float("--label-smoothing", optarg, 0, 0.999, &x)) return 2; c.label_smoothing = (float)x; break;
         case OPT_SAM_RHO: if (!cli_parse_float("--sam-rho", optarg, 0, 10, &x)) return 2; c.sam_rho = (float)x; break;
         case OPT_SAM_EPOCHS: if (!cli_parse_int("--sam-epochs", optarg, 0, 100000, &n)) return 2; c.sam_epochs = (int)n; break;
+        case OPT_EMA: if (!cli_parse_float("--ema", optarg, 0, 0.999999, &x)) return 2; c.ema_decay = (float)x; break;
         case OPT_THREADS: if (!cli_parse_int("--threads", optarg, 1, 1024, &n)) return 2; c.threads = (int)n; break;
         case OPT_SEED: if (!cli_parse_int("--seed", optarg, 0, LONG_MAX, &n)) return 2; c.seed = (uint64_t)n; break;
         case OPT_CKPT_DIR: c.checkpoint_dir = optarg; break;
@@ -215,6 +220,8 @@ int cli_train(int argc, char **argv) {
            r.seconds, r.images_per_second, (double)r.last_loss);
     if (r.test_accuracy >= 0) printf(", test accuracy %.2f%%", 100.0 * r.test_accuracy);
     if (r.test_flip_accuracy >= 0) printf(" (%.2f%% with flip)", 100.0 * r.test_flip_accuracy);
+    if (r.ema_test_accuracy >= 0) printf(", weight average %.2f%%", 100.0 * r.ema_test_accuracy);
+    if (r.ema_test_flip_accuracy >= 0) printf(" (%.2f%% with flip)", 100.0 * r.ema_test_flip_accuracy);
     if (r.allreduce_hidden_seconds + r.allreduce_exposed_seconds > 0)
         printf(", all-reduce %.2f s hidden / %.2f s exposed", r.allreduce_hidden_seconds, r.allreduce_exposed_seconds);
     printf("\n");

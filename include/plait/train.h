@@ -31,6 +31,8 @@ typedef struct plait_train_config {
     int crop_off_epochs; /* the last N epochs train without random crop and cutout (flip kept); 0 = none */
     float sam_rho;       /* sharpness-aware minimization radius; 0 = plain SGD */
     int sam_epochs;      /* SAM in the last N epochs only; 0 = all epochs */
+    float ema_decay;     /* exponential moving average of the weights, evaluated beside them and saved as
+                          * checkpoint_dir/ema.safetensors; 0 = none (one process only) */
     bool zero_init_residual; /* plait_model_zero_init_residual after creation (--init/--resume override it) */
     int train_limit, test_limit; /* use only the first N samples of each split; 0 = all */
     const char *checkpoint_dir;  /* NULL: no checkpoints */
@@ -60,6 +62,7 @@ typedef struct plait_train_result {
     float last_loss, train_accuracy;
     float test_loss, test_accuracy; /* of the last evaluation, -1 if none */
     float test_flip_accuracy;       /* the same with test_flip, -1 if none */
+    float ema_test_accuracy, ema_test_flip_accuracy; /* the same of the weight average, -1 if none */
     double seconds, images_per_second;
     /* Parallel runs: gradient all-reduce seconds over the run, mean over the replicated ranks,
      * overlapped with backward (hidden) and waited for by the optimizer step (exposed). */

@@ -136,6 +136,9 @@ static int validate_config(const plait_train_config *c) {
         return plait_fail("--sam-epochs must be in [0, %d] (got %d)", c->epochs, c->sam_epochs);
     if (c->sam_rho > 0 && pipe_train_wants_executor(c))
         return plait_fail("--sam-rho trains in one process only, not under --parallel, --plan or several ranks");
+    if (!(c->ema_decay >= 0 && c->ema_decay < 1)) return plait_fail("--ema must be in [0, 1)");
+    if (c->ema_decay > 0 && pipe_train_wants_executor(c))
+        return plait_fail("--ema trains in one process only, not under --parallel, --plan or several ranks");
     return PLAIT_OK;
 }
 
@@ -202,11 +205,13 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
     plait_set_threads(c->threads);
     memset(result, 0, sizeof *result);
     result->test_loss = result->test_accuracy = result->test_flip_accuracy = -1;
+    result->ema_test_accuracy = result->ema_test_flip_accuracy = -1;
 
     int status = PLAIT_ERROR;
     plait_dataset train = {0}, test = {0};
     plait_model *model = NULL;
     plait_trainer *t = NULL;
+    plait_weight_average average = {0};
     plait_executor *executor = NULL;
     plait_plan plan = {0};
     bool parallel = pipe_train_wants_executor(c);
@@ -215,7 +220,7 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
     plait_tensor images = {0};
     int32_t *labels = NULL;
     FILE *metrics = NULL;
-    char checkpoint_path[4096] = "";
+    char checkpoint_path[4096] = "", average_path[4096] = "";
 
     if (plait_dataset_open(c->dataset, c->data_path, c->image_size, c->seed, &train, &test) != PLAIT_OK) goto done;
     if (plait_dataset_keep_random(&train, c->train_limit, c->seed) != PLAIT_OK ||
@@ -257,11 +262,21 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
             goto done;
         }
         snprintf(checkpoint_path, sizeof checkpoint_path, "%s/last.safetensors", c->checkpoint_dir);
+        if (c->ema_decay > 0)
+            snprintf(average_path, sizeof average_path, "%s/ema.safetensors", c->checkpoint_dir);
     }
     if (c->resume) {
         if (pipe_load_checkpoint(model, c->checkpoint_dir, &position) != PLAIT_OK) goto done;
     } else if (c->init_path) {
         if (plait_train_load_weights(model, c->init_path) != PLAIT_OK) goto done;
+    }
+    if (c->ema_decay > 0) {
+        if (plait_weight_average_create(model, c->ema_decay, &average) != PLAIT_OK) goto done;
+        if (c->resume && access(average_path, R_OK) != 0) {
+            plait_fail("--ema with --resume needs %s (was the run started without --ema?)", average_path);
+            goto done;
+        }
+        if (c->resume && plait_train_load_average(average.model, average_path, position.step) != PLAIT_OK) goto done;
     }
 
     plait_loader_config lc = {.batch_size = c->batch_size,
@@ -345,6 +360,7 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                 result->allreduce_exposed_seconds += stats.mean_allreduce_exposed;
             }
             step++, batch++, steps_this_run++, epoch_batches++;
+            if (average.model) plait_weight_average_update(&average, step);
             epoch_images += images.shape.n, epoch_right += right;
             images_this_run += images.shape.n;
             loss_sum += loss;
@@ -388,6 +404,13 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                 result->test_accuracy = single.accuracy;
                 if (c->test_flip) result->test_flip_accuracy = flip.accuracy;
             }
+            if (average.model) {
+                if (plait_evaluate_with_flip(average.model, &test, 256, 0, &single, c->test_flip ? &flip : NULL) !=
+                    PLAIT_OK)
+                    goto done;
+                result->ema_test_accuracy = single.accuracy;
+                if (c->test_flip) result->ema_test_flip_accuracy = flip.accuracy;
+            }
         }
         if (c->progress && leader) {
             fprintf(stderr, "epoch %d/%d: train loss %.4f acc %.4f, %.1f img/s", epoch + 1, c->epochs,
@@ -398,6 +421,10 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                         (double)result->test_accuracy);
             if (epoch_done && result->test_flip_accuracy >= 0)
                 fprintf(stderr, " (with flip %.4f)", (double)result->test_flip_accuracy);
+            if (epoch_done && result->ema_test_accuracy >= 0)
+                fprintf(stderr, ", EMA acc %.4f", (double)result->ema_test_accuracy);
+            if (epoch_done && result->ema_test_flip_accuracy >= 0)
+                fprintf(stderr, " (with flip %.4f)", (double)result->ema_test_flip_accuracy);
             fputc('\n', stderr);
         }
         if (metrics && epoch_done) {
@@ -408,6 +435,10 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
                                      "test_accuracy", (double)result->test_accuracy);
             if (result->test_flip_accuracy >= 0)
                 json_object_set_new(line, "test_flip_accuracy", json_real(result->test_flip_accuracy));
+            if (result->ema_test_accuracy >= 0)
+                json_object_set_new(line, "ema_test_accuracy", json_real(result->ema_test_accuracy));
+            if (result->ema_test_flip_accuracy >= 0)
+                json_object_set_new(line, "ema_test_flip_accuracy", json_real(result->ema_test_flip_accuracy));
             json_dumpf(line, metrics, JSON_COMPACT | JSON_REAL_PRECISION(6));
             fputc('\n', metrics);
             fflush(metrics);
@@ -416,6 +447,10 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
         position = (plait_train_position){.epoch = epoch_done ? epoch + 1 : epoch,
                                           .batch = epoch_done ? 0 : batch,
                                           .step = step};
+        /* The average first: a stop between the two files leaves it ahead of last.safetensors, which
+         * --resume refuses rather than continuing from an inconsistent pair. */
+        if (average_path[0] && plait_train_save_checkpoint(average.model, average_path, &position) != PLAIT_OK)
+            goto done;
         if (checkpoint_path[0] && save_checkpoint(model, c->checkpoint_dir, executor, &plan, &position) != PLAIT_OK)
             goto done;
         if (epoch_done) result->epochs_done = epoch + 1;
@@ -434,6 +469,7 @@ done:
     plait_executor_free(executor);
     plait_plan_free(&plan);
     plait_trainer_free(t);
+    plait_weight_average_free(&average);
     plait_model_free(model);
     plait_dataset_free(&train);
     plait_dataset_free(&test);

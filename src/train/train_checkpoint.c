@@ -42,6 +42,19 @@ int plait_train_load_weights(plait_model *m, const char *path) {
     return plait_checkpoint_load(paths, 1, m, 0, m->unit_count, PLAIT_CHECKPOINT_WEIGHTS, NULL);
 }
 
+int plait_train_load_average(plait_model *m, const char *path, long step) {
+    safetensors_file *f;
+    if (safetensors_read(path, &f) != PLAIT_OK) return PLAIT_ERROR;
+    const char *text = safetensors_metadata(f, "step");
+    long saved = text ? atol(text) : -1;
+    safetensors_free(f);
+    if (saved != step)
+        return plait_fail("weight average %s is at step %ld but the checkpoint at step %ld; it cannot continue "
+                          "this run",
+                          path, saved, step);
+    return plait_train_load_weights(m, path);
+}
+
 int plait_eval_checkpoint(const plait_eval_config *e, plait_eval_score *single, plait_eval_score *flip, int *count) {
     plait_set_threads(e->threads);
     if (plait_train_use_tuning_file() != PLAIT_OK) return PLAIT_ERROR;
