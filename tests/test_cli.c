@@ -113,6 +113,9 @@ static void unknown_model_and_missing_data(void) {
     snprintf(args, sizeof args, "train --dataset cifar10 --data %s --ema 0.99 --parallel dp --quiet", data_dir);
     CHECK(run_plait(args, err, sizeof err) == 1);
     CHECKF(strstr(err, "--ema trains in one process only") && count_lines(err) == 1, "%s", err);
+    snprintf(args, sizeof args, "train --dataset cifar10 --data %s --lr 0.05 --min-lr 0.05 --quiet", data_dir);
+    CHECK(run_plait(args, err, sizeof err) == 1);
+    CHECKF(strstr(err, "--min-lr must be at least 0 and below --lr") && count_lines(err) == 1, "%s", err);
     CHECK(run_plait("train --ema 1 --quiet", err, sizeof err) == 2);
     CHECKF(strstr(err, "--ema") && count_lines(err) == 1, "%s", err);
     CHECK(run_plait("summary --model resnet19", err, sizeof err) == 1);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/direct/direct.h"
 #include "kernels/reference.h"
 #include "plait/tune.h"
 #include "testing.h"
@@ -270,6 +271,30 @@ static void sampled_schedules_body(void) {
 
 static void sampled_schedules(void) { for_each_isa(sampled_schedules_body); }
 
+/* Backward-weights in row runs (the taps of a kernel row merged with few channels): every run tile width,
+ * so tiles start and end inside a tap and span two or three of them; borders, padding 0-3, stride 2, odd
+ * sizes, and images narrower than the kernel row (every column then runs tap by tap). */
+static void row_run_weights_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {2, 9, 11, 3, 20, 3, 3, 1, 1, 1, 1, 1}, {1, 13, 11, 3, 16, 7, 7, 1, 1, 3, 3, 1},
+        {5, 7, 7, 5, 33, 3, 3, 2, 1, 0, 0, 1},  {1, 7, 13, 3, 17, 5, 5, 1, 1, 2, 2, 1},
+        {1, 6, 2, 3, 16, 3, 3, 1, 1, 1, 1, 1},  {2, 13, 13, 3, 20, 7, 7, 2, 2, 3, 3, 1},
+        {1, 9, 11, 4, 16, 3, 3, 2, 2, 1, 1, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int run = cases[i].kernel_w * cases[i].in_channels;
+        for (int tw = 1; tw <= run && tw <= DIRECT_MAX_TILE_W; tw++)
+            for (int tk = 1; tk <= 2; tk++) {
+                plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_h = 3, .block_w = 2,
+                                         .loop_order = PLAIT_LOOP_ROWS_OUTER, .unroll = 1};
+                if (!plait_conv_schedule_valid(&cases[i], PLAIT_CONV_BACKWARD_WEIGHTS, &s)) continue;
+                check_direction(&cases[i], PLAIT_CONV_BACKWARD_WEIGHTS, &s, 1200 + i * 40 + (unsigned long)tw);
+            }
+    }
+}
+
+static void row_run_weights(void) { for_each_isa(row_run_weights_body); }
+
 /* Winograd F(4x4, 3x3) on 3x3 stride-1 shapes with sizes that are not multiples of the 4x4 tile. */
 static void winograd_body(void) {
     const plait_conv2d_desc cases[] = {
@@ -412,6 +437,7 @@ int main(void) {
     testing_run("random_shapes", random_shapes);
     testing_run("depthwise_shapes", depthwise_shapes);
     testing_run("sampled_schedules", sampled_schedules);
+    testing_run("row_run_weights", row_run_weights);
     testing_run("winograd", winograd);
     testing_run("two_threads", two_threads);
     testing_run("tuning_file_round_trip", tuning_file_round_trip);

@@ -43,6 +43,7 @@ static const char *train_help =
     "  --lr X                 peak learning rate [0.1]\n"
     "  --schedule NAME        constant step cosine linear onecycle [cosine]\n"
     "  --warmup N             linear warm-up steps (not onecycle) [0]\n"
+    "  --min-lr X             cosine and linear: the learning rate the schedule ends at [0]\n"
     "  --step-size N          step schedule: steps between decays [1/3 of the run]\n"
     "  --gamma X              step schedule: decay factor [0.1]\n"
     "  --momentum X           SGD momentum [0.9]\n"
@@ -100,7 +101,7 @@ enum {
     OPT_GAMMA, OPT_CUTOUT, OPT_CROP_OFF, OPT_MOMENTUM, OPT_NESTEROV, OPT_WD, OPT_SMOOTH, OPT_THREADS, OPT_SEED, OPT_CKPT_DIR, OPT_RESUME,
     OPT_INIT, OPT_METRICS, OPT_QUIET, OPT_CHECKPOINT, OPT_HELP, OPT_PARALLEL, OPT_PLAN, OPT_PIPE_SCHEDULE,
     OPT_BUCKET_MB, OPT_STREAMS, OPT_TRACE, OPT_TRACE_STEPS, OPT_HARDWARE, OPT_FLIP, OPT_TRAIN_FLIP, OPT_ZERO_INIT,
-    OPT_SAM_RHO, OPT_SAM_EPOCHS, OPT_EMA
+    OPT_SAM_RHO, OPT_SAM_EPOCHS, OPT_EMA, OPT_MIN_LR
 };
 
 static const struct option train_options[] = {
@@ -114,7 +115,8 @@ static const struct option train_options[] = {
     {"epochs", required_argument, 0, OPT_EPOCHS}, {"steps", required_argument, 0, OPT_STEPS},
     {"batch-size", required_argument, 0, OPT_BATCH}, {"microbatches", required_argument, 0, OPT_MICRO},
     {"lr", required_argument, 0, OPT_LR}, {"schedule", required_argument, 0, OPT_SCHEDULE},
-    {"warmup", required_argument, 0, OPT_WARMUP}, {"step-size", required_argument, 0, OPT_STEP_SIZE},
+    {"warmup", required_argument, 0, OPT_WARMUP}, {"min-lr", required_argument, 0, OPT_MIN_LR},
+    {"step-size", required_argument, 0, OPT_STEP_SIZE},
     {"gamma", required_argument, 0, OPT_GAMMA}, {"momentum", required_argument, 0, OPT_MOMENTUM},
     {"nesterov", required_argument, 0, OPT_NESTEROV}, {"weight-decay", required_argument, 0, OPT_WD},
     {"label-smoothing", required_argument, 0, OPT_SMOOTH}, {"sam-rho", required_argument, 0, OPT_SAM_RHO},
@@ -171,6 +173,7 @@ int cli_train(int argc, char **argv) {
                 return cli_error("--schedule expects constant, step, cosine, linear or onecycle, got '%s'", optarg);
             break;
         case OPT_WARMUP: if (!cli_parse_int("--warmup", optarg, 0, 1000000000, &n)) return 2; c.lr.warmup_steps = n; break;
+        case OPT_MIN_LR: if (!cli_parse_float("--min-lr", optarg, 0, 100, &x)) return 2; c.lr.min_lr = (float)x; break;
         case OPT_STEP_SIZE: if (!cli_parse_int("--step-size", optarg, 1, 1000000000, &step_size)) return 2; break;
         case OPT_GAMMA: if (!cli_parse_float("--gamma", optarg, 0, 1, &x)) return 2; c.lr.gamma = (float)x; break;
         case OPT_MOMENTUM: if (!cli_parse_float("--momentum", optarg, 0, 0.9999, &x)) return 2; c.momentum = (float)x; break;

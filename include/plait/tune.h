@@ -55,6 +55,8 @@ typedef enum plait_loop_order {
  *     tile_w    input channels in the register tile;  tile_k  vectors of 16 output channels
  *     block_h   output rows per pixel block (all threads sweep the same block, sharing it in cache)
  *     block_w   images per pixel block (several small images keep the gradient tile in registers longer)
+ *     loop_order 1 = row runs: at each output pixel the taps of a kernel row and the channels form one run of
+ *               kernel_w * C floats of x and of the gradient, and tile_w spans that run (few channels)
  *     block_c, block_k  channel ranges per work unit; the rest are unused (0 or 1).
  */
 typedef struct plait_conv_schedule {

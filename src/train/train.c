@@ -125,6 +125,9 @@ static int validate_config(const plait_train_config *c) {
     if (c->microbatches < 1 || c->batch_size % c->microbatches != 0)
         return plait_fail("--microbatches (%d) must divide --batch-size (%d)", c->microbatches, c->batch_size);
     if (!(c->lr.base_lr > 0)) return plait_fail("--lr must be positive");
+    if (!(c->lr.min_lr >= 0 && c->lr.min_lr < c->lr.base_lr))
+        return plait_fail("--min-lr must be at least 0 and below --lr (got %g and %g)", (double)c->lr.min_lr,
+                          (double)c->lr.base_lr);
     if (c->threads < 1) return plait_fail("--threads must be at least 1 (got %d)", c->threads);
     if (c->resume && !c->checkpoint_dir) return plait_fail("--resume needs --checkpoint-dir");
     if (c->label_smoothing < 0 || c->label_smoothing >= 1) return plait_fail("--label-smoothing must be in [0, 1)");

@@ -51,19 +51,25 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
         }
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
-        for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++)
-            for (int tc = 1; tc <= direct_min(v.c, DIRECT_MAX_TILE_W); tc++) {
-                if (tc * tk > max_tile) break;
-                if (2 * tc * tk < max_tile && tc < v.c) continue; /* registers left idle */
-                static const int pixels[] = {32, 128, 512};
-                for (int b = 0; b < 3; b++) {
-                    int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
-                    int images = direct_max(1, pixels[b] / (rows * v.out_w));
-                    plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows,
-                                             .block_w = images, .unroll = 1};
-                    count = add(out, count, capacity, d, direction, s);
+        /* row runs (taps of a kernel row merged with the channels) where one tap's channels are fewer
+         * than a register tile holds */
+        int orders = v.taps_w > 1 && v.c < DIRECT_LANES ? 2 : 1;
+        for (int lo = 0; lo < orders; lo++) {
+            int run = lo ? v.taps_w * v.c : v.c;
+            for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++)
+                for (int tc = 1; tc <= direct_min(run, DIRECT_MAX_TILE_W); tc++) {
+                    if (tc * tk > max_tile) break;
+                    if (2 * tc * tk < max_tile && tc < run) continue; /* registers left idle */
+                    static const int pixels[] = {32, 128, 512};
+                    for (int b = 0; b < 3; b++) {
+                        int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
+                        int images = direct_max(1, pixels[b] / (rows * v.out_w));
+                        plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows,
+                                                 .block_w = images, .loop_order = lo, .unroll = 1};
+                        count = add(out, count, capacity, d, direction, s);
+                    }
                 }
-            }
+        }
         return count;
     }
     static const int vthreads[] = {1, 2, 4};
@@ -135,7 +141,9 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         double pixels = (double)v.batch * v.out_h * v.out_w;
-        double tiles = (double)v.taps_h * v.taps_w * direct_ceil_div(v.c, s->tile_w) * direct_ceil_div(kvecs, s->tile_k);
+        bool runs = s->loop_order == PLAIT_LOOP_ROWS_OUTER;
+        double tiles = (double)v.taps_h * (runs ? 1 : v.taps_w) * direct_ceil_div(runs ? v.taps_w * v.c : v.c, s->tile_w) *
+                       direct_ceil_div(kvecs, s->tile_k);
         double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
         double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
         double blocks = (double)direct_ceil_div(v.batch, s->block_w > 0 ? s->block_w : 1) *

@@ -2,7 +2,14 @@
  * (r, s)][c]. Work units are (tap, channel tile, output-channel tile) of a packed gradient
  * [R][S][C][Kpad]; every thread owns the same units in every pixel block (static schedule), so no
  * reduction is needed, and all threads sweep the same pixel block (block_w images x block_h output rows)
- * so it is shared in cache. */
+ * so it is shared in cache.
+ *
+ * Row runs (loop_order 1): at each output pixel the taps s of kernel row r and the channels c are one run
+ * of S * C floats, both in x (input pixel ow * stride + s, channel c) and in the packed gradient (row r,
+ * index s * C + c),
+ * so a unit tiles that run instead of one tap's C channels. A 3-channel stem then fills a 9 x 3 register
+ * tile where one tap gave 3 x 4, and reads dy once per kernel row instead of once per tap. Columns where
+ * some tap of the row falls outside the image run tap by tap. */
 #include <string.h>
 
 #include "kernels/direct/direct.h"
@@ -21,6 +28,70 @@ static void run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile
         fn(t);
     else
         direct_wtile_portable(t, tile_c, tile_k);
+}
+
+/* A unit's pixel block and output-channel vectors. */
+typedef struct wtile_range {
+    int n, images, h0, h1, kv, nr;
+} wtile_range;
+
+static direct_wtile wtile_at(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy,
+                             float *acc, int r, int sc, int oh0, int oh1, int ow0, int ow1) {
+    const int K = d->out_channels, C = d->in_channels, S = d->kernel_w;
+    const int OH = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+    const int OW = direct_out_size(d->in_w, S, d->stride_w, d->pad_w);
+    const int kpad = direct_ceil_div(K, DIRECT_LANES) * DIRECT_LANES;
+    int ih = oh0 * d->stride_h - d->pad_h + r, iw = ow0 * d->stride_w - d->pad_w + sc;
+    int k_left = K - (u->kv + u->nr - 1) * DIRECT_LANES;
+    return (direct_wtile){
+        .x = x + (((size_t)u->n * d->in_h + ih) * d->in_w + iw) * C,
+        .x_pixel = (ptrdiff_t)d->stride_w * C,
+        .x_row = (ptrdiff_t)d->stride_h * d->in_w * C,
+        .x_image = (ptrdiff_t)d->in_h * d->in_w * C,
+        .dy = dy + (((size_t)u->n * OH + oh0) * OW + ow0) * K + (size_t)u->kv * DIRECT_LANES,
+        .dy_pixel = K,
+        .dy_row = (ptrdiff_t)OW * K,
+        .dy_image = (ptrdiff_t)OH * OW * K,
+        .images = u->images,
+        .pixels = ow1 - ow0,
+        .rows = oh1 - oh0,
+        .acc = acc + ((size_t)r * S + sc) * C * kpad + (size_t)u->kv * DIRECT_LANES,
+        .acc_c = kpad,
+        .last_lanes = k_left < DIRECT_LANES ? k_left : DIRECT_LANES,
+    };
+}
+
+/* Output rows of the block that kernel row r reaches inside the image. */
+static void rows_inside(const plait_conv2d_desc *d, const wtile_range *u, int r, int *oh0, int *oh1) {
+    *oh0 = direct_max(u->h0, first_inside(r - d->pad_h, d->stride_h));
+    *oh1 = direct_min(u->h1, end_inside(r - d->pad_h, d->stride_h, d->in_h));
+}
+
+/* Tap (r, sc), channels [c0, c0 + mc), output columns [from, to) narrowed to those inside the image. */
+static void run_tap(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy, float *acc,
+                    int r, int sc, int c0, int mc, int from, int to, plait_isa isa) {
+    int oh0, oh1;
+    rows_inside(d, u, r, &oh0, &oh1);
+    int ow0 = direct_max(from, first_inside(sc - d->pad_w, d->stride_w));
+    int ow1 = direct_min(to, end_inside(sc - d->pad_w, d->stride_w, d->in_w));
+    if (oh0 >= oh1 || ow0 >= ow1 || mc <= 0) return;
+    direct_wtile t = wtile_at(d, u, x, dy, acc, r, sc, oh0, oh1, ow0, ow1);
+    t.x += c0;
+    t.acc += (size_t)c0 * t.acc_c;
+    run_wtile(isa, &t, mc, u->nr);
+}
+
+/* Kernel row r, elements [c0, c0 + mc) of its run of S * C, over columns [ow0, ow1) where every tap of
+ * the row is inside the image. */
+static void run_run(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy, float *acc,
+                    int r, int c0, int mc, int ow0, int ow1, plait_isa isa) {
+    int oh0, oh1;
+    rows_inside(d, u, r, &oh0, &oh1);
+    if (oh0 >= oh1) return;
+    direct_wtile t = wtile_at(d, u, x, dy, acc, r, 0, oh0, oh1, ow0, ow1);
+    t.x += c0;
+    t.acc += (size_t)c0 * t.acc_c;
+    run_wtile(isa, &t, mc, u->nr);
 }
 
 void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
@@ -46,8 +117,10 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     const int kvecs = direct_ceil_div(K, DIRECT_LANES), kpad = kvecs * DIRECT_LANES;
     float *acc = workspace;
     memset(acc, 0, (size_t)R * S * C * kpad * sizeof(float));
-    const int c_tiles = direct_ceil_div(C, s.tile_w), k_tiles = direct_ceil_div(kvecs, s.tile_k);
-    const long units = (long)R * S * c_tiles * k_tiles;
+    const bool row_runs = s.loop_order == PLAIT_LOOP_ROWS_OUTER;
+    const int run = row_runs ? S * C : C, taps = row_runs ? R : R * S;
+    const int c_tiles = direct_ceil_div(run, s.tile_w), k_tiles = direct_ceil_div(kvecs, s.tile_k);
+    const long units = (long)taps * c_tiles * k_tiles;
     const int block_h = s.block_h > 0 ? s.block_h : OH;
     const plait_isa isa = direct_isa_resolved();
     const int block_n = s.block_w > 0 ? s.block_w : 1;
@@ -61,33 +134,24 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                 long rest = unit / k_tiles;
                 int ct = (int)(rest % c_tiles);
                 int tap = (int)(rest / c_tiles);
-                int r = tap / S, sc = tap % S;
-                int oh0 = direct_max(h0, first_inside(r - d->pad_h, d->stride_h));
-                int oh1 = direct_min(h1, end_inside(r - d->pad_h, d->stride_h, d->in_h));
-                int ow0 = first_inside(sc - d->pad_w, d->stride_w);
-                int ow1 = direct_min(OW, end_inside(sc - d->pad_w, d->stride_w, d->in_w));
-                if (oh0 >= oh1 || ow0 >= ow1) continue;
-                int c0 = ct * s.tile_w, mc = direct_min(s.tile_w, C - c0);
+                int c0 = ct * s.tile_w, mc = direct_min(s.tile_w, run - c0);
                 int kv = kt * s.tile_k, nr = direct_min(s.tile_k, kvecs - kv);
-                int ih = oh0 * d->stride_h - d->pad_h + r, iw = ow0 * d->stride_w - d->pad_w + sc;
-                int k_left = K - (kv + nr - 1) * DIRECT_LANES;
-                direct_wtile t = {
-                    .x = x + (((size_t)n * d->in_h + ih) * d->in_w + iw) * C + c0,
-                    .x_pixel = (ptrdiff_t)d->stride_w * C,
-                    .x_row = (ptrdiff_t)d->stride_h * d->in_w * C,
-                    .x_image = (ptrdiff_t)d->in_h * d->in_w * C,
-                    .dy = dy + (((size_t)n * OH + oh0) * OW + ow0) * K + (size_t)kv * DIRECT_LANES,
-                    .dy_pixel = K,
-                    .dy_row = (ptrdiff_t)OW * K,
-                    .dy_image = (ptrdiff_t)OH * OW * K,
-                    .images = direct_min(block_n, d->batch - n),
-                    .pixels = ow1 - ow0,
-                    .rows = oh1 - oh0,
-                    .acc = acc + ((size_t)tap * C + c0) * kpad + (size_t)kv * DIRECT_LANES,
-                    .acc_c = kpad,
-                    .last_lanes = k_left < DIRECT_LANES ? k_left : DIRECT_LANES,
-                };
-                run_wtile(isa, &t, mc, nr);
+                wtile_range range = {.n = n, .images = direct_min(block_n, d->batch - n), .h0 = h0, .h1 = h1,
+                                     .kv = kv, .nr = nr};
+                if (!row_runs) {
+                    run_tap(d, &range, x, dy, acc, tap / S, tap % S, c0, mc, 0, OW, isa);
+                    continue;
+                }
+                /* columns where the whole kernel row is inside the image, as one run of S * C */
+                int lo = first_inside(-d->pad_w, d->stride_w);
+                int hi = direct_min(OW, end_inside(S - 1 - d->pad_w, d->stride_w, d->in_w));
+                if (lo < hi) run_run(d, &range, x, dy, acc, tap, c0, mc, lo, hi, isa);
+                else lo = hi = OW;
+                for (int sc = c0 / C; sc * C < c0 + mc; sc++) { /* the rest tap by tap */
+                    int from = direct_max(c0, sc * C), to = direct_min(c0 + mc, (sc + 1) * C);
+                    run_tap(d, &range, x, dy, acc, tap, sc, from - sc * C, to - from, 0, lo, isa);
+                    run_tap(d, &range, x, dy, acc, tap, sc, from - sc * C, to - from, hi, OW, isa);
+                }
             }
         }
     /* dw[k][tap][c] += acc[tap][c][k] */

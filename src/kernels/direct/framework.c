@@ -115,14 +115,20 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
     int ow = w0;
     while (ow < w1) {
         int s_lo = 0, s_hi = p->taps_w, count = 1, v = vthreads, repeat = 1;
-        if (ow >= b->interior_lo && ow < b->interior_hi) {
+        bool interior = ow >= b->interior_lo && ow < b->interior_hi;
+        if (interior) {
             int span = direct_min(w1, b->interior_hi) - ow;
             count = direct_min(s->tile_w, span);
             repeat = span / count; /* every full tile of the interior in one micro-kernel call */
         } else {
             tap_range(ow, p->stride_w, p->pad_w, p->taps_w, p->in_w, &s_lo, &s_hi);
         }
-        t.taps_w = s_hi - s_lo;
+        /* With every channel in the block, a kernel row's taps and channels are one run of x and of the
+         * packed weights (x_tap_col = in_c, w_tap_col = 16 in_c): one channel loop of taps_w * in_c, the same
+         * sums in the same order, without a short loop per tap (a 3-channel stem ran 3 iterations a tap). */
+        bool row_run = interior && cb == p->in_c;
+        t.taps_w = row_run ? 1 : s_hi - s_lo;
+        t.channels = row_run ? p->taps_w * cb : cb;
         t.w = w_base + (size_t)s_lo * (size_t)t.w_tap_col;
         t.y = y_row + (size_t)ow * (size_t)p->y_pixel;
         /* Pointers are formed only for taps inside the image. */
