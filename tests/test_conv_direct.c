@@ -266,6 +266,11 @@ static void sampled_schedules_body(void) {
                                  .pad_copy = 1};
     check_direction(&cases[0], PLAIT_CONV_FORWARD, &split, 990);
     check_direction(&cases[0], PLAIT_CONV_BACKWARD_DATA, &split, 991);
+    /* backward-weights with channel tiles fastest (split_k), uneven tiles on both channel axes */
+    plait_conv_schedule dy_shared = {.tile_w = 7, .tile_k = 2, .vthreads = 1, .block_h = 4, .block_w = 2,
+                                     .split_k = 1, .unroll = 1};
+    check_direction(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &dy_shared, 992);
+    check_direction(&cases[2], PLAIT_CONV_BACKWARD_WEIGHTS, &dy_shared, 993);
     free(space);
 }
 

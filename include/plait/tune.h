@@ -57,6 +57,8 @@ typedef enum plait_loop_order {
  *     block_w   images per pixel block (several small images keep the gradient tile in registers longer)
  *     loop_order 1 = row runs: at each output pixel the taps of a kernel row and the channels form one run of
  *               kernel_w * C floats of x and of the gradient, and tile_w spans that run (few channels)
+ *     split_k   1 = work units ordered channel tiles fastest (consecutive units share a tile of dy),
+ *               0 = output-channel tiles fastest (they share a tile of x)
  *     block_c, block_k  channel ranges per work unit; the rest are unused (0 or 1).
  */
 typedef struct plait_conv_schedule {

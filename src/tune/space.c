@@ -64,9 +64,12 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                     for (int b = 0; b < 3; b++) {
                         int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
                         int images = direct_max(1, pixels[b] / (rows * v.out_w));
-                        plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows,
-                                                 .block_w = images, .loop_order = lo, .unroll = 1};
-                        count = add(out, count, capacity, d, direction, s);
+                        for (int sk = 0; sk < 2; sk++) {
+                            plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows,
+                                                     .block_w = images, .loop_order = lo, .split_k = sk,
+                                                     .unroll = 1};
+                            count = add(out, count, capacity, d, direction, s);
+                        }
                     }
                 }
         }

@@ -130,10 +130,10 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
             int h1 = direct_min(OH, h0 + block_h);
 #pragma omp for schedule(static) nowait
             for (long unit = 0; unit < units; unit++) {
-                int kt = (int)(unit % k_tiles);
-                long rest = unit / k_tiles;
-                int ct = (int)(rest % c_tiles);
-                int tap = (int)(rest / c_tiles);
+                /* split_k: channel tiles fastest, so consecutive units reuse one dy tile from L1 */
+                int kt = s.split_k ? (int)(unit / c_tiles % k_tiles) : (int)(unit % k_tiles);
+                int ct = s.split_k ? (int)(unit % c_tiles) : (int)(unit / k_tiles % c_tiles);
+                int tap = (int)(unit / ((long)c_tiles * k_tiles));
                 int c0 = ct * s.tile_w, mc = direct_min(s.tile_w, run - c0);
                 int kv = kt * s.tile_k, nr = direct_min(s.tile_k, kvecs - kv);
                 wtile_range range = {.n = n, .images = direct_min(block_n, d->batch - n), .h0 = h0, .h1 = h1,
