@@ -131,6 +131,17 @@ typedef struct wino_problem {
     int tiles_h, tiles_w, chunk;
 } wino_problem;
 
+/* A tile's image and the first output row and column it covers (tiles run image by image, row-major). */
+typedef struct tile_place {
+    int n, h0, w0;
+} tile_place;
+
+ALWAYS_INLINE tile_place tile_at(const wino_problem *p, long tile) {
+    long per_image = (long)p->tiles_h * p->tiles_w;
+    int rest = (int)(tile % per_image);
+    return (tile_place){(int)(tile / per_image), rest / p->tiles_w * 4, rest % p->tiles_w * 4};
+}
+
 bool direct_winograd_supports(const plait_conv2d_desc *d) {
     return d->groups == 1 && d->kernel_h == 3 && d->kernel_w == 3 && d->stride_h == 1 && d->stride_w == 1 &&
            d->pad_h <= 2 && d->pad_w <= 2;
@@ -250,9 +261,8 @@ static void transform_weights(const float *w, int K, int C, bool flip, float *U)
 ALWAYS_INLINE void transform_inputs(const wino_problem *p, long first, int count, float *V, int cpad, int plane) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
-        int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
-        int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
-        int h0 = (rest / p->tiles_w) * 4 - p->pad_h, w0 = (rest % p->tiles_w) * 4 - p->pad_w;
+        tile_place at = tile_at(p, tile);
+        int n = at.n, h0 = at.h0 - p->pad_h, w0 = at.w0 - p->pad_w;
         size_t ps = plane_floats(plane, cpad);
         bool inside = h0 >= 0 && h0 + 6 <= p->in_h && w0 >= 0 && w0 + 6 <= p->in_w;
         const float *corner = inside ? p->x + (((size_t)n * p->in_h + h0) * p->in_w + w0) * p->in_c : NULL;
@@ -287,9 +297,8 @@ ALWAYS_INLINE void transform_inputs(const wino_problem *p, long first, int count
 ALWAYS_INLINE void transform_outputs(const wino_problem *p, long first, int count, const float *M, int kpad) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
-        int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
-        int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
-        int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
+        tile_place at = tile_at(p, tile);
+        int n = at.n, h0 = at.h0, w0 = at.w0;
         size_t ps = plane_floats(count, kpad);
         bool inside = h0 + 4 <= p->out_h && w0 + 4 <= p->out_w;
         for (int k0 = 0; k0 < p->out_c; k0 += L) {
@@ -417,9 +426,8 @@ ALWAYS_INLINE void transform_gradients(const wino_problem *p, const float *dy, l
                                        int kpad, int plane) {
     for (int i = 0; i < count; i++) {
         long tile = first + i;
-        int n = (int)(tile / ((long)p->tiles_h * p->tiles_w));
-        int rest = (int)(tile % ((long)p->tiles_h * p->tiles_w));
-        int h0 = (rest / p->tiles_w) * 4, w0 = (rest % p->tiles_w) * 4;
+        tile_place at = tile_at(p, tile);
+        int n = at.n, h0 = at.h0, w0 = at.w0;
         size_t ps = plane_floats(plane, kpad);
         bool inside = h0 + 4 <= p->out_h && w0 + 4 <= p->out_w;
         const float *corner = dy + (((size_t)n * p->out_h + h0) * p->out_w + w0) * p->out_c;
