@@ -145,7 +145,8 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         double pixels = (double)v.batch * v.out_h * v.out_w;
         bool runs = s->loop_order == PLAIT_LOOP_ROWS_OUTER;
-        double tiles = (double)v.taps_h * (runs ? 1 : v.taps_w) * direct_ceil_div(runs ? v.taps_w * v.c : v.c, s->tile_w) *
+        int run = runs ? v.taps_w * v.c : v.c;
+        double tiles = (double)v.taps_h * (runs ? 1 : v.taps_w) * direct_ceil_div(run, s->tile_w) *
                        direct_ceil_div(kvecs, s->tile_k);
         double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
         double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);

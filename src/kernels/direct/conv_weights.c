@@ -6,10 +6,9 @@
  *
  * Row runs (loop_order 1): at each output pixel the taps s of kernel row r and the channels c are one run
  * of S * C floats, both in x (input pixel ow * stride + s, channel c) and in the packed gradient (row r,
- * index s * C + c),
- * so a unit tiles that run instead of one tap's C channels. A 3-channel stem then fills a 9 x 3 register
- * tile where one tap gave 3 x 4, and reads dy once per kernel row instead of once per tap. Columns where
- * some tap of the row falls outside the image run tap by tap. */
+ * index s * C + c), so a unit tiles that run instead of one tap's C channels. A 3-channel stem then fills
+ * a 7 x 4 register tile where one tap allowed 3 x 4, and reads dy once per kernel row instead of once per
+ * tap. Columns where some tap of the row falls outside the image run tap by tap. */
 #include <string.h>
 
 #include "kernels/direct/direct.h"
@@ -67,13 +66,12 @@ static void rows_inside(const plait_conv2d_desc *d, const wtile_range *u, int r,
     *oh1 = direct_min(u->h1, end_inside(r - d->pad_h, d->stride_h, d->in_h));
 }
 
-/* Tap (r, sc), channels [c0, c0 + mc), output columns [from, to) narrowed to those inside the image. */
-static void run_tap(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy, float *acc,
-                    int r, int sc, int c0, int mc, int from, int to, plait_isa isa) {
+/* Elements [c0, c0 + mc) from tap (r, sc) on (one tap's channels, or with sc = 0 a row's run of S * C),
+ * over output columns [ow0, ow1) where all of them are inside the image. */
+static void run_span(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy, float *acc,
+                     int r, int sc, int c0, int mc, int ow0, int ow1, plait_isa isa) {
     int oh0, oh1;
     rows_inside(d, u, r, &oh0, &oh1);
-    int ow0 = direct_max(from, first_inside(sc - d->pad_w, d->stride_w));
-    int ow1 = direct_min(to, end_inside(sc - d->pad_w, d->stride_w, d->in_w));
     if (oh0 >= oh1 || ow0 >= ow1 || mc <= 0) return;
     direct_wtile t = wtile_at(d, u, x, dy, acc, r, sc, oh0, oh1, ow0, ow1);
     t.x += c0;
@@ -81,17 +79,12 @@ static void run_tap(const plait_conv2d_desc *d, const wtile_range *u, const floa
     run_wtile(isa, &t, mc, u->nr);
 }
 
-/* Kernel row r, elements [c0, c0 + mc) of its run of S * C, over columns [ow0, ow1) where every tap of
- * the row is inside the image. */
-static void run_run(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy, float *acc,
-                    int r, int c0, int mc, int ow0, int ow1, plait_isa isa) {
-    int oh0, oh1;
-    rows_inside(d, u, r, &oh0, &oh1);
-    if (oh0 >= oh1) return;
-    direct_wtile t = wtile_at(d, u, x, dy, acc, r, 0, oh0, oh1, ow0, ow1);
-    t.x += c0;
-    t.acc += (size_t)c0 * t.acc_c;
-    run_wtile(isa, &t, mc, u->nr);
+/* Tap (r, sc), channels [c0, c0 + mc), output columns [from, to) narrowed to those inside the image. */
+static void run_tap(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy, float *acc,
+                    int r, int sc, int c0, int mc, int from, int to, plait_isa isa) {
+    int ow0 = direct_max(from, first_inside(sc - d->pad_w, d->stride_w));
+    int ow1 = direct_min(to, end_inside(sc - d->pad_w, d->stride_w, d->in_w));
+    run_span(d, u, x, dy, acc, r, sc, c0, mc, ow0, ow1, isa);
 }
 
 void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
@@ -145,7 +138,7 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                 /* columns where the whole kernel row is inside the image, as one run of S * C */
                 int lo = first_inside(-d->pad_w, d->stride_w);
                 int hi = direct_min(OW, end_inside(S - 1 - d->pad_w, d->stride_w, d->in_w));
-                if (lo < hi) run_run(d, &range, x, dy, acc, tap, c0, mc, lo, hi, isa);
+                if (lo < hi) run_span(d, &range, x, dy, acc, tap, 0, c0, mc, lo, hi, isa);
                 else lo = hi = OW;
                 for (int sc = c0 / C; sc * C < c0 + mc; sc++) { /* the rest tap by tap */
                     int from = direct_max(c0, sc * C), to = direct_min(c0 + mc, (sc + 1) * C);
