@@ -275,11 +275,13 @@ int plait_train(const plait_train_config *config, plait_train_result *result) {
     }
     if (c->ema_decay > 0) {
         if (plait_weight_average_create(model, c->ema_decay, &average) != PLAIT_OK) goto done;
-        if (c->resume && access(average_path, R_OK) != 0) {
-            plait_fail("--ema with --resume needs %s (was the run started without --ema?)", average_path);
-            goto done;
+        if (c->resume) {
+            if (access(average_path, R_OK) != 0) {
+                plait_fail("--ema with --resume needs %s (was the run started without --ema?)", average_path);
+                goto done;
+            }
+            if (plait_train_load_average(average.model, average_path, position.step) != PLAIT_OK) goto done;
         }
-        if (c->resume && plait_train_load_average(average.model, average_path, position.step) != PLAIT_OK) goto done;
     }
 
     plait_loader_config lc = {.batch_size = c->batch_size,

@@ -31,19 +31,19 @@ int plait_weight_average_create(plait_model *live, float decay, plait_weight_ave
     out->decay = decay;
     if (!(decay >= 0 && decay < 1)) return plait_fail("--ema must be in [0, 1) (got %g)", (double)decay);
     if (plait_model_create(live->name, live->input, live->classes, 0, &out->model) != PLAIT_OK) goto fail;
-    int live_count, count;
-    if (plait_model_params(live, 0, live->unit_count, &out->live_params, &live_count) != PLAIT_OK ||
-        plait_model_params(out->model, 0, out->model->unit_count, &out->params, &count) != PLAIT_OK)
+    int live_params, live_buffers, live_layers;
+    plait_model *m = out->model;
+    if (plait_model_params(live, 0, live->unit_count, &out->live_params, &live_params) != PLAIT_OK ||
+        plait_model_params(m, 0, m->unit_count, &out->params, &out->param_count) != PLAIT_OK ||
+        plait_model_buffers(live, 0, live->unit_count, &out->live_buffers, &live_buffers) != PLAIT_OK ||
+        plait_model_buffers(m, 0, m->unit_count, &out->buffers, &out->buffer_count) != PLAIT_OK ||
+        plait_model_layers(live, 0, live->unit_count, &out->live_layers, &live_layers) != PLAIT_OK ||
+        plait_model_layers(m, 0, m->unit_count, &out->layers, &out->layer_count) != PLAIT_OK)
         goto fail;
-    out->param_count = count;
-    if (plait_model_buffers(live, 0, live->unit_count, &out->live_buffers, &live_count) != PLAIT_OK ||
-        plait_model_buffers(out->model, 0, out->model->unit_count, &out->buffers, &count) != PLAIT_OK)
+    if (live_params != out->param_count || live_buffers != out->buffer_count || live_layers != out->layer_count) {
+        plait_fail("model %s rebuilt with a different set of tensors", live->name);
         goto fail;
-    out->buffer_count = count;
-    if (plait_model_layers(live, 0, live->unit_count, &out->live_layers, &live_count) != PLAIT_OK ||
-        plait_model_layers(out->model, 0, out->model->unit_count, &out->layers, &count) != PLAIT_OK)
-        goto fail;
-    out->layer_count = count;
+    }
     /* The average never takes an optimizer step; without momentum arrays its file holds weights only. */
     for (int i = 0; i < out->param_count; i++) {
         plait_free(out->params[i]->momentum);

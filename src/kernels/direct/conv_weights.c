@@ -114,6 +114,10 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     const int run = row_runs ? S * C : C, taps = row_runs ? R : R * S;
     const int c_tiles = direct_ceil_div(run, s.tile_w), k_tiles = direct_ceil_div(kvecs, s.tile_k);
     const long units = (long)taps * c_tiles * k_tiles;
+    /* row runs: the columns where every tap of a kernel row is inside the image; the rest go tap by tap */
+    int run_lo = first_inside(-d->pad_w, d->stride_w);
+    int run_hi = direct_min(OW, end_inside(S - 1 - d->pad_w, d->stride_w, d->in_w));
+    if (run_lo >= run_hi) run_lo = run_hi = OW;
     const int block_h = s.block_h > 0 ? s.block_h : OH;
     const plait_isa isa = direct_isa_resolved();
     const int block_n = s.block_w > 0 ? s.block_w : 1;
@@ -135,15 +139,11 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                     run_tap(d, &range, x, dy, acc, tap / S, tap % S, c0, mc, 0, OW, isa);
                     continue;
                 }
-                /* columns where the whole kernel row is inside the image, as one run of S * C */
-                int lo = first_inside(-d->pad_w, d->stride_w);
-                int hi = direct_min(OW, end_inside(S - 1 - d->pad_w, d->stride_w, d->in_w));
-                if (lo < hi) run_span(d, &range, x, dy, acc, tap, 0, c0, mc, lo, hi, isa);
-                else lo = hi = OW;
+                run_span(d, &range, x, dy, acc, tap, 0, c0, mc, run_lo, run_hi, isa);
                 for (int sc = c0 / C; sc * C < c0 + mc; sc++) { /* the rest tap by tap */
                     int from = direct_max(c0, sc * C), to = direct_min(c0 + mc, (sc + 1) * C);
-                    run_tap(d, &range, x, dy, acc, tap, sc, from - sc * C, to - from, 0, lo, isa);
-                    run_tap(d, &range, x, dy, acc, tap, sc, from - sc * C, to - from, hi, OW, isa);
+                    run_tap(d, &range, x, dy, acc, tap, sc, from - sc * C, to - from, 0, run_lo, isa);
+                    run_tap(d, &range, x, dy, acc, tap, sc, from - sc * C, to - from, run_hi, OW, isa);
                 }
             }
         }
