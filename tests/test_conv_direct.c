@@ -300,6 +300,49 @@ static void row_run_weights_body(void) {
 
 static void row_run_weights(void) { for_each_isa(row_run_weights_body); }
 
+/* Packed 1x1 backward-weights (tiles accumulate straight into dw): tails of both channel axes (the tile's last
+ * vector must neither read nor write past a row of dw, which the next k tile owns), blocks that split rows and
+ * images unevenly or hold whole images (x then read in place when its channels fit one tile), stride 2. */
+static void packed_weights_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {5, 7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1}, {1, 13, 13, 3, 40, 1, 1, 1, 1, 0, 0, 1},
+        {5, 13, 7, 17, 36, 1, 1, 2, 2, 0, 0, 1}, {2, 7, 13, 70, 33, 1, 1, 2, 1, 0, 0, 1},
+        {3, 5, 5, 64, 20, 1, 1, 1, 1, 0, 0, 1},
+    };
+    static const int widths[] = {1, 2, 5, 9, 16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const plait_conv2d_desc *d = &cases[i];
+        int oh = ref_out(d->in_h, 1, d->stride_h, 0);
+        const int blocks[][2] = {{3, 2}, {oh, 1}, {oh, d->batch}, {1, 1}};
+        for (int tk = 1; tk <= 4 && (tk - 1) * DIRECT_LANES < d->in_channels; tk++)
+            for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+                for (int b = 0; b < 4; b++) {
+                    plait_conv_schedule s = {.tile_w = widths[w], .tile_k = tk, .vthreads = 1, .unroll = 1,
+                                             .block_h = blocks[b][0], .block_w = blocks[b][1], .pad_copy = 1};
+                    if (!plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s)) continue;
+                    check_direction(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s, 1500 + i * 100 + w * 10 + (unsigned long)b);
+                }
+    }
+}
+
+static void packed_weights(void) { for_each_isa(packed_weights_body); }
+
+/* Packing is 1x1 without padding only, in blocks the workspace holds. */
+static void packed_weights_limits(void) {
+    plait_conv_schedule s = {.tile_w = 4, .tile_k = 2, .vthreads = 1, .unroll = 1, .block_h = 1, .block_w = 1,
+                             .pad_copy = 1};
+    const plait_conv2d_desc pointwise = {2, 8, 8, 32, 32, 1, 1, 1, 1, 0, 0, 1};
+    const plait_conv2d_desc padded = {2, 8, 8, 32, 32, 1, 1, 1, 1, 1, 1, 1};
+    const plait_conv2d_desc three = {2, 8, 8, 32, 32, 3, 3, 1, 1, 1, 1, 1};
+    const plait_conv2d_desc wide = {1, 1, 4096, 32, 32, 1, 1, 1, 1, 0, 0, 1};
+    CHECK(plait_conv_schedule_valid(&pointwise, PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+    CHECK(!plait_conv_schedule_valid(&padded, PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+    CHECK(!plait_conv_schedule_valid(&three, PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+    CHECK(!plait_conv_schedule_valid(&wide, PLAIT_CONV_BACKWARD_WEIGHTS, &s)); /* one row is 4096 pixels */
+    s.loop_order = PLAIT_LOOP_ROWS_OUTER;
+    CHECK(!plait_conv_schedule_valid(&pointwise, PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+}
+
 /* Winograd F(4x4, 3x3) on 3x3 stride-1 shapes with sizes that are not multiples of the 4x4 tile. */
 static void winograd_body(void) {
     const plait_conv2d_desc cases[] = {
@@ -443,6 +486,8 @@ int main(void) {
     testing_run("depthwise_shapes", depthwise_shapes);
     testing_run("sampled_schedules", sampled_schedules);
     testing_run("row_run_weights", row_run_weights);
+    testing_run("packed_weights", packed_weights);
+    testing_run("packed_weights_limits", packed_weights_limits);
     testing_run("winograd", winograd);
     testing_run("two_threads", two_threads);
     testing_run("tuning_file_round_trip", tuning_file_round_trip);

@@ -50,6 +50,22 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                 }
         }
     }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_packed_weights_applies(d)) {
+        /* packed 1x1 (roles swapped: tile_w output channels x tile_k vectors of input channels) */
+        int cvecs = direct_ceil_div(v.c, DIRECT_LANES);
+        static const int pixels[] = {256, 512, 1024, 2048};
+        for (int tk = 1; tk <= direct_min(cvecs, DIRECT_MAX_TILE_K); tk++)
+            for (int wide = 0; wide < 2; wide++) {
+                int tw = direct_min(direct_min(DIRECT_MAX_TILE_W, v.k), max_tile / (tk + 1 - wide));
+                for (int b = 0; b < 4; b++) {
+                    int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
+                    int images = direct_max(1, pixels[b] / (rows * v.out_w));
+                    plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_h = rows,
+                                             .block_w = images, .pad_copy = 1, .unroll = 1};
+                    count = add(out, count, capacity, d, direction, s);
+                }
+            }
+    }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         /* row runs (taps of a kernel row merged with the channels) where one tap's channels are fewer
          * than a register tile holds */
@@ -141,6 +157,20 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double stream = u_bytes > L2_BYTES ? weights / L3_BYTES_PER_CYCLE : weights / L2_BYTES_PER_CYCLE;
         double chunks = ceil(tiles / chunk), balance = ceil(chunks / threads) / (chunks / threads);
         return (products + transforms + stream) * balance / threads / CYCLES_PER_SECOND;
+    }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && s->pad_copy) {
+        /* packed 1x1: contiguous panels, accumulators in dw; pays a copy of dy and (unless it fits one tile) x */
+        double pixels = (double)v.batch * v.out_h * v.out_w;
+        int cvecs = direct_ceil_div(v.c, DIRECT_LANES);
+        double tiles = (double)direct_ceil_div(v.k, s->tile_w) * direct_ceil_div(cvecs, s->tile_k);
+        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
+        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double block = direct_packed_block_pixels(d, s), blocks = ceil(pixels / block);
+        double copied = v.k + (cvecs <= s->tile_k && v.stride_h == 1 ? 0 : v.c);
+        double copy = pixels * copied * 8 / MEMORY_BYTES_PER_CYCLE;
+        double balance = ceil(tiles / threads) / (tiles / threads);
+        return ((tiles * pixels * per_pixel + tiles * blocks * (2.0 * fma + 30) + copy) / threads * balance) /
+               CYCLES_PER_SECOND;
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         double pixels = (double)v.batch * v.out_h * v.out_w;

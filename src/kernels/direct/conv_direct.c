@@ -64,6 +64,10 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
     }
     int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && !s->winograd) {
+        /* packed (pad_copy): 1x1 without padding, blocks of at most DIRECT_MAX_PACKED_PIXELS pixels */
+        if (s->pad_copy && (!direct_packed_weights_applies(d) || s->loop_order != PLAIT_LOOP_K_OUTER ||
+                            direct_packed_block_pixels(d, s) > DIRECT_MAX_PACKED_PIXELS))
+            return false;
         return s->vthreads == 1 && s->tile_w <= DIRECT_MAX_TILE_W && s->tile_w * s->tile_k <= max_tile;
     }
     if (s->vthreads != 1 && s->vthreads != 2 && s->vthreads != 4) return false;
@@ -96,7 +100,16 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
         while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
         /* pixel blocks of about 128 outputs: a few rows of a large image, or several small images; 512 in row
          * runs, whose border columns go tap by tap in small calls (the search's pick on both stems) */
+        /* 1x1 layers with 256+ channels on both sides: the packed path (1.1-1.5x unpacked on the ResNet-50
+         * layers, 2026-12-05; below that the copy costs what it saves), tile 9 x 3 over ~1024-pixel blocks */
         int pixels_per_row = out_w(d), pixels = s.loop_order == PLAIT_LOOP_ROWS_OUTER ? 512 : 128;
+        if (!avx2 && direct_packed_weights_applies(d) && d->in_channels >= 256 && d->out_channels >= 256 &&
+            out_w(d) <= 1024) {
+            s.pad_copy = 1;
+            s.tile_k = direct_min(3, direct_ceil_div(d->in_channels, DIRECT_LANES));
+            s.tile_w = direct_min(plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k, d->out_channels);
+            pixels = 1024;
+        }
         s.block_h = direct_max(1, direct_min(out_h(d), pixels / pixels_per_row));
         s.block_w = direct_max(1, pixels / (s.block_h * pixels_per_row));
         return s;
@@ -214,6 +227,10 @@ static size_t direct_schedules_workspace_bytes(const plait_conv2d_desc *d, plait
                         ? (size_t)d->kernel_h * d->kernel_w * d->in_channels *
                               (size_t)(direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES)
                         : packed_weight_floats(d, direction) + padded_input_floats(d, direction);
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_packed_weights_applies(d)) {
+        size_t packed = direct_packed_weights_floats(d);
+        if (packed > floats) floats = packed;
+    }
     if (direct_winograd_supports(d)) {
         size_t wino = direct_winograd_workspace_floats(d, direction);
         if (wino > floats) floats = wino;

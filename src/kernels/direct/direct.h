@@ -51,8 +51,8 @@ void direct_tile_portable(const direct_tile *t, int vthreads, int tile_w, int ti
  * Contract: for i < MC input channels, j < NR vectors of 16 output channels,
  *   acc[i*acc_c + 16*j + lane] += sum over b < images, q < rows, p < pixels of
  *     x[b*x_image + q*x_row + p*x_pixel + i] * dy[b*dy_image + q*dy_row + p*dy_pixel + 16*j + lane]
- * (acc is the packed gradient [R][S][C][Kpad]; dy loads past K stay inside the row's allocation
- * only when the caller guarantees it, so the framework passes last_lanes and masks the final vector). */
+ * Only the first last_lanes lanes of vector NR-1 are loaded or stored, in dy and in acc: acc is the packed
+ * gradient [R][S][C][Kpad], or (the packed 1x1 path, roles swapped) dw itself, whose rows end at C. */
 typedef struct direct_wtile {
     const float *x;
     ptrdiff_t x_pixel, x_row, x_image;
@@ -67,6 +67,17 @@ typedef void (*direct_wtile_fn)(const direct_wtile *t);
 direct_wtile_fn direct_wtile_avx512(int tile_c, int tile_k);
 direct_wtile_fn direct_wtile_avx2(int tile_c, int tile_k);
 void direct_wtile_portable(const direct_wtile *t, int tile_c, int tile_k);
+/* One backward-weights micro-kernel call on the given ISA (portable when it has no such tile shape). */
+void direct_run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile_k);
+
+/* Backward-weights of 1x1 convolutions without padding as a packed GEMM (schedule pad_copy = 1; see
+ * conv_weights_packed.c). Workspace: direct_packed_weights_floats. */
+#define DIRECT_MAX_PACKED_PIXELS 2048
+bool direct_packed_weights_applies(const plait_conv2d_desc *d);
+int direct_packed_block_pixels(const plait_conv2d_desc *d, const plait_conv_schedule *s);
+size_t direct_packed_weights_floats(const plait_conv2d_desc *d);
+void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                    const float *dy, float *dw, void *workspace);
 
 /* ---- level 1 ----------------------------------------------------------------------------------
  * A convolution as the framework sees it: out[n][oh][ow][k] over a grid out_h x out_w that may be a

@@ -37,7 +37,8 @@ AVX512 INLINE void wtile_avx512_body(const direct_wtile *t, const int MC, const 
 #pragma GCC unroll 16
     for (int i = 0; i < MC; i++)
 #pragma GCC unroll 4
-        for (int j = 0; j < NR; j++) _mm512_storeu_ps(t->acc + i * t->acc_c + DIRECT_LANES * j, acc[i * NR + j]);
+        for (int j = 0; j < NR; j++)
+            _mm512_mask_storeu_ps(t->acc + i * t->acc_c + DIRECT_LANES * j, j == NR - 1 ? tail : 0xffff, acc[i * NR + j]);
 }
 
 AVX2 INLINE __m256i lane_mask(int valid, int half) {
@@ -55,7 +56,7 @@ AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int 
 #pragma GCC unroll 16
     for (int i = 0; i < MC; i++)
 #pragma GCC unroll 8
-        for (int j = 0; j < 2 * NR; j++) acc[i * 2 * NR + j] = _mm256_loadu_ps(t->acc + i * t->acc_c + 8 * j);
+        for (int j = 0; j < 2 * NR; j++) acc[i * 2 * NR + j] = _mm256_maskload_ps(t->acc + i * t->acc_c + 8 * j, masks[j]);
     for (int b = 0; b < t->images; b++)
     for (int q = 0; q < t->rows; q++) {
         const float *xp = t->x + b * t->x_image + q * t->x_row;
@@ -78,7 +79,7 @@ AVX2 INLINE void wtile_avx2_body(const direct_wtile *t, const int MC, const int 
 #pragma GCC unroll 16
     for (int i = 0; i < MC; i++)
 #pragma GCC unroll 8
-        for (int j = 0; j < 2 * NR; j++) _mm256_storeu_ps(t->acc + i * t->acc_c + 8 * j, acc[i * 2 * NR + j]);
+        for (int j = 0; j < 2 * NR; j++) _mm256_maskstore_ps(t->acc + i * t->acc_c + 8 * j, masks[j], acc[i * 2 * NR + j]);
 }
 
 #define WTILE512(MC, NR) \

@@ -466,16 +466,6 @@ PER_ISA(transforms, transforms_body,
         (const wino_problem *p, const float *dy, long first, int count, float *V, float *Z, int plane),
         (p, dy, first, count, V, Z, plane))
 
-static void run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile_k) {
-    direct_wtile_fn fn = NULL;
-    if (isa == PLAIT_ISA_AVX512) fn = direct_wtile_avx512(tile_c, tile_k);
-    if (isa == PLAIT_ISA_AVX2) fn = direct_wtile_avx2(tile_c, tile_k);
-    if (fn)
-        fn(t);
-    else
-        direct_wtile_portable(t, tile_c, tile_k);
-}
-
 /* dw[k][r][s][c] += (G^T M G)[r][s] for 16 output channels (kv) x 16 input channels from c0: the results
  * are turned in a small buffer so that dw ([K][3][3][C]) is updated in runs of contiguous input channels. */
 ALWAYS_INLINE void finish_block(const float *M, int C, int K, int kpad, int kv, int c0, float *dw) {
@@ -526,7 +516,7 @@ static void wgrad_unit(const wgrad_grid *g, long unit, float *M, const float *V,
         .pixels = count, .rows = 1, .images = 1,
         .acc = acc, .acc_c = g->kpad, .last_lanes = L,
     };
-    run_wtile(g->isa, &t, mc, nr);
+    direct_run_wtile(g->isa, &t, mc, nr);
 }
 
 void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
