@@ -302,7 +302,8 @@ static void row_run_weights(void) { for_each_isa(row_run_weights_body); }
 
 /* Packed 1x1 backward-weights (tiles accumulate straight into dw): tails of both channel axes (the tile's last
  * vector must neither read nor write past a row of dw, which the next k tile owns), blocks that split rows and
- * images unevenly or hold whole images (x then read in place when its channels fit one tile), stride 2. */
+ * images unevenly or hold whole images, dy in place or in panels, x in place when its channels fit one tile,
+ * stride 2. */
 static void packed_weights_body(void) {
     const plait_conv2d_desc cases[] = {
         {5, 7, 7, 33, 17, 1, 1, 1, 1, 0, 0, 1}, {1, 13, 13, 3, 40, 1, 1, 1, 1, 0, 0, 1},
@@ -316,9 +317,10 @@ static void packed_weights_body(void) {
         const int blocks[][2] = {{3, 2}, {oh, 1}, {oh, d->batch}, {1, 1}};
         for (int tk = 1; tk <= 4 && (tk - 1) * DIRECT_LANES < d->in_channels; tk++)
             for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
-                for (int b = 0; b < 4; b++) {
+                for (int b = 0; b < 8; b++) { /* dy in place (split_k 0) or in panels (1) */
                     plait_conv_schedule s = {.tile_w = widths[w], .tile_k = tk, .vthreads = 1, .unroll = 1,
-                                             .block_h = blocks[b][0], .block_w = blocks[b][1], .pad_copy = 1};
+                                             .block_h = blocks[b / 2][0], .block_w = blocks[b / 2][1], .pad_copy = 1,
+                                             .split_k = b % 2};
                     if (!plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s)) continue;
                     check_direction(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s, 1500 + i * 100 + w * 10 + (unsigned long)b);
                 }

@@ -58,7 +58,11 @@ typedef enum plait_loop_order {
  *     loop_order 1 = row runs: at each output pixel the taps of a kernel row and the channels form one run of
  *               kernel_w * C floats of x and of the gradient, and tile_w spans that run (few channels)
  *     split_k   1 = work units ordered channel tiles fastest (consecutive units share a tile of dy),
- *               0 = output-channel tiles fastest (they share a tile of x)
+ *               0 = output-channel tiles fastest (they share a tile of x); with pad_copy: 1 = dy copied into
+ *               panels too, 0 = dy read in place
+ *     pad_copy  1 = packed 1x1 (no padding): per pixel block x (and dy if split_k) copied into contiguous
+ *               panels, the tile's roles swapped (tile_w output channels x tile_k vectors of input channels)
+ *               so it accumulates straight into dw
  *     block_c, block_k  channel ranges per work unit; the rest are unused (0 or 1).
  */
 typedef struct plait_conv_schedule {

@@ -53,17 +53,18 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_packed_weights_applies(d)) {
         /* packed 1x1 (roles swapped: tile_w output channels x tile_k vectors of input channels) */
         int cvecs = direct_ceil_div(v.c, DIRECT_LANES);
-        static const int pixels[] = {256, 512, 1024, 2048};
+        static const int pixels[] = {128, 256, 512, 1024};
         for (int tk = 1; tk <= direct_min(cvecs, DIRECT_MAX_TILE_K); tk++)
             for (int wide = 0; wide < 2; wide++) {
                 int tw = direct_min(direct_min(DIRECT_MAX_TILE_W, v.k), max_tile / (tk + 1 - wide));
-                for (int b = 0; b < 4; b++) {
-                    int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
-                    int images = direct_max(1, pixels[b] / (rows * v.out_w));
-                    plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_h = rows,
-                                             .block_w = images, .pad_copy = 1, .unroll = 1};
-                    count = add(out, count, capacity, d, direction, s);
-                }
+                for (int b = 0; b < 4; b++)
+                    for (int packed_dy = 0; packed_dy < 2; packed_dy++) {
+                        int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
+                        int images = direct_max(1, pixels[b] / (rows * v.out_w));
+                        plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_h = rows,
+                                                 .block_w = images, .pad_copy = 1, .split_k = packed_dy, .unroll = 1};
+                        count = add(out, count, capacity, d, direction, s);
+                    }
             }
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
@@ -166,8 +167,10 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
         double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
         double block = direct_packed_block_pixels(d, s), blocks = ceil(pixels / block);
-        double copied = v.k + (cvecs <= s->tile_k && v.stride_h == 1 ? 0 : v.c);
+        double copied = (s->split_k ? v.k : 0) + (cvecs <= s->tile_k ? 0 : v.c);
         double copy = pixels * copied * 8 / MEMORY_BYTES_PER_CYCLE;
+        /* dy in place: rows of 4 KB and more apart share a few L1 sets, so its broadcasts miss to L2 */
+        if (!s->split_k && v.k >= 1024) per_pixel += s->tile_w / 2.0;
         double balance = ceil(tiles / threads) / (tiles / threads);
         return ((tiles * pixels * per_pixel + tiles * blocks * (2.0 * fma + 30) + copy) / threads * balance) /
                CYCLES_PER_SECOND;

@@ -100,15 +100,21 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
         while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
         /* pixel blocks of about 128 outputs: a few rows of a large image, or several small images; 512 in row
          * runs, whose border columns go tap by tap in small calls (the search's pick on both stems) */
-        /* 1x1 layers with 256+ channels on both sides: the packed path (1.1-1.5x unpacked on the ResNet-50
-         * layers, 2026-12-05; below that the copy costs what it saves), tile 9 x 3 over ~1024-pixel blocks */
+        /* 1x1 layers: the packed path (conv_weights_packed.c), except with few input channels and many output
+         * channels, where it measured level or slower (64 -> 256). Measured 2026-12-05 on the ResNet-50 1x1 layers,
+         * one thread, against the unpacked default: 1.1-1.7x on 128+ input channels, level at 64. Blocks of 256
+         * pixels; dy copied into panels from 1024 output channels on (in place, its rows 4 KB apart share L1 sets:
+         * 512 -> 2048 ran 112 GFLOP/s in place, 141 packed); the tile 9 x 3, or 6 x 4 when four vectors hold every
+         * input channel (x is then read in place too). */
         int pixels_per_row = out_w(d), pixels = s.loop_order == PLAIT_LOOP_ROWS_OUTER ? 512 : 128;
-        if (!avx2 && direct_packed_weights_applies(d) && d->in_channels >= 256 && d->out_channels >= 256 &&
-            out_w(d) <= 1024) {
+        if (!avx2 && direct_packed_weights_applies(d) && (d->in_channels >= 128 || d->out_channels <= 128) &&
+            out_w(d) <= 256) {
+            int cvecs = direct_ceil_div(d->in_channels, DIRECT_LANES);
             s.pad_copy = 1;
-            s.tile_k = direct_min(3, direct_ceil_div(d->in_channels, DIRECT_LANES));
-            s.tile_w = direct_min(plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k, d->out_channels);
-            pixels = 1024;
+            s.split_k = d->out_channels >= 1024;
+            s.tile_k = cvecs <= 4 ? cvecs : 3;
+            s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 6 : direct_min(DIRECT_MAX_TILE_W, 28 / s.tile_k));
+            pixels = 256;
         }
         s.block_h = direct_max(1, direct_min(out_h(d), pixels / pixels_per_row));
         s.block_w = direct_max(1, pixels / (s.block_h * pixels_per_row));

@@ -58,14 +58,15 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
         for (int h0 = 0; h0 < OH; h0 += block_h) {
             const int images = direct_min(block_n, d->batch - n0), rows = direct_min(block_h, OH - h0);
             const int pixels = images * rows * OW;
-            /* x rows that fit one c tile, stride 1, a contiguous block: x is its own panel (64-channel layers,
-             * where copying costs about what the products do) */
-            const bool x_in_place = l.c_tiles == 1 && d->stride_h == 1 && d->stride_w == 1 && (images == 1 || rows == OH);
+            /* dy is read in place unless split_k asks for panels; x too when its channels fit one c tile (then
+             * its rows are short, and copying costs about what the products do) */
+            const bool dy_in_place = !s->split_k, x_in_place = l.c_tiles == 1;
 #pragma omp for schedule(static)
             for (int p = 0; p < pixels; p++) {
+                if (dy_in_place && x_in_place) continue;
                 int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
                 const float *ds = dy + (((size_t)n * OH + oh) * OW + ow) * K;
-                for (int k0 = 0; k0 < K; k0 += TW) { /* the panel of k tile k0 / TW starts at k0 * pixels */
+                for (int k0 = 0; k0 < K && !dy_in_place; k0 += TW) { /* k tile k0 / TW's panel starts at k0 * pixels */
                     int mk = direct_min(TW, K - k0);
                     memcpy(dy_panels + (size_t)k0 * pixels + (size_t)p * mk, ds + k0, (size_t)mk * sizeof(float));
                 }
@@ -84,18 +85,24 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                 int ct = (int)(unit / l.k_tiles), kt = (int)(unit % l.k_tiles);
                 int k0 = kt * TW, mk = direct_min(TW, K - k0), nr = direct_min(TK, l.cvecs - ct * TK);
                 int c_left = C - (ct * TK + nr - 1) * DIRECT_LANES;
-                direct_wtile t = {
-                    .x = dy_panels + (size_t)k0 * pixels,
-                    .x_pixel = mk,
-                    .dy = x_in_place ? x + ((size_t)n0 * OH + h0) * OW * C : x_panels + (size_t)ct * pixels * x_width,
-                    .dy_pixel = x_in_place ? C : x_width,
-                    .pixels = pixels,
-                    .rows = 1,
-                    .images = 1,
-                    .acc = dw + (size_t)k0 * C + (size_t)ct * x_width,
-                    .acc_c = C,
-                    .last_lanes = direct_min(c_left, DIRECT_LANES),
-                };
+                direct_wtile t = {.pixels = OW, .rows = rows, .images = images, .acc = dw + (size_t)k0 * C + (size_t)ct * x_width,
+                                  .acc_c = C, .last_lanes = direct_min(c_left, DIRECT_LANES)};
+                /* the tile's broadcast operand is dy, its vector operand x (roles swapped) */
+                if (dy_in_place) {
+                    t.x = dy + (((size_t)n0 * OH + h0) * OW) * K + k0;
+                    t.x_pixel = K, t.x_row = (ptrdiff_t)OW * K, t.x_image = (ptrdiff_t)OH * OW * K;
+                } else {
+                    t.x = dy_panels + (size_t)k0 * pixels;
+                    t.x_pixel = mk, t.x_row = (ptrdiff_t)OW * mk, t.x_image = (ptrdiff_t)rows * OW * mk;
+                }
+                if (x_in_place) {
+                    t.dy = x + (((size_t)n0 * d->in_h + (size_t)h0 * d->stride_h) * d->in_w) * C;
+                    t.dy_pixel = (ptrdiff_t)d->stride_w * C, t.dy_row = (ptrdiff_t)d->stride_h * d->in_w * C;
+                    t.dy_image = (ptrdiff_t)d->in_h * d->in_w * C;
+                } else {
+                    t.dy = x_panels + (size_t)ct * pixels * x_width;
+                    t.dy_pixel = x_width, t.dy_row = (ptrdiff_t)OW * x_width, t.dy_image = (ptrdiff_t)rows * OW * x_width;
+                }
                 direct_run_wtile(isa, &t, mk, nr);
             }
         }
