@@ -6,6 +6,7 @@
  * The roles of the backward-weights tile are swapped: its rows are output channels and its vectors input
  * channels, which is dw's own layout, so the tile accumulates straight into dw: no gradient workspace to
  * clear, and no transpose of it at the end (1 ms of a 1024 x 1024 layer's 9). */
+#include <omp.h>
 #include <string.h>
 
 #include "kernels/direct/direct.h"
@@ -50,60 +51,76 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
     float *x_panels = (float *)(((size_t)(dy_panels + (size_t)l.block_pixels * K) + 63) & ~(size_t)63);
     const int block_h = s->block_h > 0 ? direct_min(s->block_h, OH) : OH;
     const int block_n = s->block_w > 0 ? s->block_w : 1;
-    const long units = (long)l.k_tiles * l.c_tiles;
     const plait_isa isa = direct_isa_resolved();
     const int x_width = TK * DIRECT_LANES;
 #pragma omp parallel num_threads(plait_threads())
-    for (int n0 = 0; n0 < d->batch; n0 += block_n)
-        for (int h0 = 0; h0 < OH; h0 += block_h) {
-            const int images = direct_min(block_n, d->batch - n0), rows = direct_min(block_h, OH - h0);
-            const int pixels = images * rows * OW;
-            /* dy is read in place unless split_k asks for panels; x too when its channels fit one c tile (then
-             * its rows are short, and copying costs about what the products do) */
-            const bool dy_in_place = !s->split_k, x_in_place = l.c_tiles == 1;
+    {
+        /* each thread owns a range of k tiles (rows of dw) over every block: it copies its own dy panels and
+         * reads only its own dy, so two cores do not pass dy between their L2s; the x panels are copied by all
+         * and read by all, one panel per c tile and block. dy is read in place unless split_k asks for panels; x
+         * too when its channels fit one c tile (its rows are then short, and copying costs what it saves) */
+        const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+        const int kt0 = (int)((long)l.k_tiles * me / threads), kt1 = (int)((long)l.k_tiles * (me + 1) / threads);
+        const bool dy_in_place = !s->split_k, x_in_place = l.c_tiles == 1;
+        for (int n0 = 0; n0 < d->batch; n0 += block_n)
+            for (int h0 = 0; h0 < OH; h0 += block_h) {
+                const int images = direct_min(block_n, d->batch - n0), rows = direct_min(block_h, OH - h0);
+                const int pixels = images * rows * OW;
+                if (!x_in_place) {
 #pragma omp for schedule(static)
-            for (int p = 0; p < pixels; p++) {
-                if (dy_in_place && x_in_place) continue;
-                int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
-                const float *ds = dy + (((size_t)n * OH + oh) * OW + ow) * K;
-                for (int k0 = 0; k0 < K && !dy_in_place; k0 += TW) { /* k tile k0 / TW's panel starts at k0 * pixels */
-                    int mk = direct_min(TW, K - k0);
-                    memcpy(dy_panels + (size_t)k0 * pixels + (size_t)p * mk, ds + k0, (size_t)mk * sizeof(float));
+                    for (int p = 0; p < pixels; p++) {
+                        int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
+                        const float *xs = x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w +
+                                               (size_t)ow * d->stride_w) * C;
+                        for (int ct = 0; ct < l.c_tiles; ct++) {
+                            float *to = x_panels + ((size_t)ct * pixels + p) * x_width;
+                            int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
+                            memcpy(to, xs + c0, (size_t)valid * sizeof(float));
+                            memset(to + valid, 0, (size_t)(x_width - valid) * sizeof(float));
+                        }
+                    }
                 }
-                const float *xs = x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w +
-                                       (size_t)ow * d->stride_w) * C;
-                for (int ct = 0; ct < l.c_tiles && !x_in_place; ct++) {
-                    float *to = x_panels + ((size_t)ct * pixels + p) * x_width;
-                    int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
-                    memcpy(to, xs + c0, (size_t)valid * sizeof(float));
-                    memset(to + valid, 0, (size_t)(x_width - valid) * sizeof(float));
+                for (int p = 0; p < pixels && !dy_in_place; p++) {
+                    int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
+                    const float *ds = dy + (((size_t)n * OH + oh) * OW + ow) * K;
+                    /* k tile k0 / TW's panel starts at k0 * pixels */
+                    for (int k0 = kt0 * TW; k0 < direct_min(K, kt1 * TW); k0 += TW) {
+                        int mk = direct_min(TW, K - k0);
+                        memcpy(dy_panels + (size_t)k0 * pixels + (size_t)p * mk, ds + k0, (size_t)mk * sizeof(float));
+                    }
                 }
+                for (long unit = 0; unit < (long)l.c_tiles * (kt1 - kt0); unit++) { /* c tile outside k tile */
+                    int ct = (int)(unit / (kt1 - kt0)), kt = kt0 + (int)(unit % (kt1 - kt0));
+                    int k0 = kt * TW, mk = direct_min(TW, K - k0), nr = direct_min(TK, l.cvecs - ct * TK);
+                    int c_left = C - (ct * TK + nr - 1) * DIRECT_LANES;
+                    direct_wtile t = {.pixels = OW, .rows = rows, .images = images, .acc = dw + (size_t)k0 * C + (size_t)ct * x_width,
+                                      .acc_c = C, .last_lanes = direct_min(c_left, DIRECT_LANES)};
+                    /* the tile's broadcast operand is dy, its vector operand x (roles swapped) */
+                    if (dy_in_place) {
+                        t.x = dy + (((size_t)n0 * OH + h0) * OW) * K + k0;
+                        t.x_pixel = K, t.x_row = (ptrdiff_t)OW * K, t.x_image = (ptrdiff_t)OH * OW * K;
+                    } else {
+                        t.x = dy_panels + (size_t)k0 * pixels;
+                        t.x_pixel = mk, t.x_row = (ptrdiff_t)OW * mk, t.x_image = (ptrdiff_t)rows * OW * mk;
+                    }
+                    if (x_in_place) {
+                        t.dy = x + (((size_t)n0 * d->in_h + (size_t)h0 * d->stride_h) * d->in_w) * C;
+                        t.dy_pixel = (ptrdiff_t)d->stride_w * C, t.dy_row = (ptrdiff_t)d->stride_h * d->in_w * C;
+                        t.dy_image = (ptrdiff_t)d->in_h * d->in_w * C;
+                    } else {
+                        t.dy = x_panels + (size_t)ct * pixels * x_width;
+                        t.dy_pixel = x_width, t.dy_row = (ptrdiff_t)OW * x_width;
+                        t.dy_image = (ptrdiff_t)rows * OW * x_width;
+                    }
+                    /* a block of whole images or of rows of one image is one run of pixels in dy, and in x at stride
+                     * 1: then the tile runs it as one loop (4 to 32-pixel rows cost a loop exit each) */
+                    if ((images == 1 || rows == OH) && (!x_in_place || (d->stride_h == 1 && d->stride_w == 1))) {
+                        t.pixels = pixels;
+                        t.rows = t.images = 1;
+                    }
+                    direct_run_wtile(isa, &t, mk, nr);
+                }
+#pragma omp barrier
             }
-            /* units c tile outside k tile: a thread's consecutive calls share one x panel */
-#pragma omp for schedule(static)
-            for (long unit = 0; unit < units; unit++) {
-                int ct = (int)(unit / l.k_tiles), kt = (int)(unit % l.k_tiles);
-                int k0 = kt * TW, mk = direct_min(TW, K - k0), nr = direct_min(TK, l.cvecs - ct * TK);
-                int c_left = C - (ct * TK + nr - 1) * DIRECT_LANES;
-                direct_wtile t = {.pixels = OW, .rows = rows, .images = images, .acc = dw + (size_t)k0 * C + (size_t)ct * x_width,
-                                  .acc_c = C, .last_lanes = direct_min(c_left, DIRECT_LANES)};
-                /* the tile's broadcast operand is dy, its vector operand x (roles swapped) */
-                if (dy_in_place) {
-                    t.x = dy + (((size_t)n0 * OH + h0) * OW) * K + k0;
-                    t.x_pixel = K, t.x_row = (ptrdiff_t)OW * K, t.x_image = (ptrdiff_t)OH * OW * K;
-                } else {
-                    t.x = dy_panels + (size_t)k0 * pixels;
-                    t.x_pixel = mk, t.x_row = (ptrdiff_t)OW * mk, t.x_image = (ptrdiff_t)rows * OW * mk;
-                }
-                if (x_in_place) {
-                    t.dy = x + (((size_t)n0 * d->in_h + (size_t)h0 * d->stride_h) * d->in_w) * C;
-                    t.dy_pixel = (ptrdiff_t)d->stride_w * C, t.dy_row = (ptrdiff_t)d->stride_h * d->in_w * C;
-                    t.dy_image = (ptrdiff_t)d->in_h * d->in_w * C;
-                } else {
-                    t.dy = x_panels + (size_t)ct * pixels * x_width;
-                    t.dy_pixel = x_width, t.dy_row = (ptrdiff_t)OW * x_width, t.dy_image = (ptrdiff_t)rows * OW * x_width;
-                }
-                direct_run_wtile(isa, &t, mk, nr);
-            }
-        }
+    }
 }
