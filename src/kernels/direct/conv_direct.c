@@ -103,16 +103,14 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
         /* 1x1 layers: the packed path (conv_weights_packed.c), except with few input channels and many output
          * channels (64 -> 256: level) and with at most 64 output channels, whose dy rows the unpacked tile reads
          * whole and in place (256 -> 64: 0.94x packed). Measured 2026-12-05 on the ResNet-50 1x1 layers, one
-         * thread, against the unpacked default: 1.1x geomean, 1.2-1.3x on 8x8 and 4x4 images; on two threads
-         * 1.0-1.3x on outputs of 8x8 and less, but 0.8-0.98x on 16x16 and 32x32 ones (each core reads the x panels
-         * the other copied), which stay unpacked there. Blocks of 256
+         * thread, against the unpacked default: 1.1x geomean, 1.2-1.3x on 8x8 and 4x4 images; two threads, each
+         * with its own x panels: 1.1x geomean, 0.93-1.38x. Blocks of 256
          * pixels; dy copied into panels from 1024 output channels on (in place, its rows 4 KB apart share L1 sets:
          * 512 -> 2048 ran 112 GFLOP/s in place, 141 packed); the tile 9 x 3, or 6 x 4 when four vectors hold every
          * input channel (x is then read in place too). */
         int pixels_per_row = out_w(d), pixels = s.loop_order == PLAIT_LOOP_ROWS_OUTER ? 512 : 128;
-        bool few_pixels = out_h(d) * out_w(d) <= 64;
         if (!avx2 && direct_packed_weights_applies(d) && (d->in_channels >= 128 || d->out_channels <= 128) &&
-            d->out_channels > 64 && out_w(d) <= 256 && (plait_threads() == 1 || few_pixels)) {
+            d->out_channels > 64 && out_w(d) <= 256) {
             int cvecs = direct_ceil_div(d->in_channels, DIRECT_LANES);
             s.pad_copy = 1;
             s.split_k = d->out_channels >= 1024;

@@ -42,6 +42,21 @@ size_t direct_packed_weights_floats(const plait_conv2d_desc *d) {
     return (size_t)DIRECT_MAX_PACKED_PIXELS * (d->out_channels + cpad) + 16;
 }
 
+/* Pixel p of the block at image n0, output row h0 (rows rows per image) into every x panel, zero past C. */
+static void copy_x_pixel(const plait_conv2d_desc *d, const packed_layout *l, int x_width, const float *x, int n0,
+                         int h0, int rows, int p, int pixels, float *x_panels) {
+    const int C = d->in_channels, OW = direct_out_size(d->in_w, 1, d->stride_w, 0);
+    int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
+    const float *xs =
+        x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w + (size_t)ow * d->stride_w) * C;
+    for (int ct = 0; ct < l->c_tiles; ct++) {
+        float *to = x_panels + ((size_t)ct * pixels + p) * x_width;
+        int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
+        memcpy(to, xs + c0, (size_t)valid * sizeof(float));
+        memset(to + valid, 0, (size_t)(x_width - valid) * sizeof(float));
+    }
+}
+
 void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace) {
     const int K = d->out_channels, C = d->in_channels, TW = s->tile_w, TK = s->tile_k;
@@ -62,45 +77,44 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const int kt0 = (int)((long)l.k_tiles * me / threads), kt1 = (int)((long)l.k_tiles * (me + 1) / threads);
         const bool dy_in_place = !s->split_k, x_in_place = l.c_tiles == 1;
+        /* where the workspace holds a set of x panels per thread, each thread copies its own: then no core reads
+         * what the other wrote, and the threads never wait for each other */
+        const bool own_x = threads > 1 && (long)threads * l.block_pixels <= DIRECT_MAX_PACKED_PIXELS;
+        float *const x_mine = own_x ? x_panels + (size_t)me * l.block_pixels * l.c_tiles * x_width : x_panels;
         for (int n0 = 0; n0 < d->batch; n0 += block_n)
             for (int h0 = 0; h0 < OH; h0 += block_h) {
                 const int images = direct_min(block_n, d->batch - n0), rows = direct_min(block_h, OH - h0);
                 const int pixels = images * rows * OW;
-                if (!x_in_place) {
+                if (!x_in_place && own_x) {
+                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine);
+                } else if (!x_in_place) {
 #pragma omp for schedule(static)
-                    for (int p = 0; p < pixels; p++) {
-                        int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
-                        const float *xs = x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w +
-                                               (size_t)ow * d->stride_w) * C;
-                        for (int ct = 0; ct < l.c_tiles; ct++) {
-                            float *to = x_panels + ((size_t)ct * pixels + p) * x_width;
-                            int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
-                            memcpy(to, xs + c0, (size_t)valid * sizeof(float));
-                            memset(to + valid, 0, (size_t)(x_width - valid) * sizeof(float));
-                        }
-                    }
+                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine);
                 }
                 for (int p = 0; p < pixels && !dy_in_place; p++) {
                     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
                     const float *ds = dy + (((size_t)n * OH + oh) * OW + ow) * K;
-                    /* k tile k0 / TW's panel starts at k0 * pixels */
+                    /* k tile k0 / TW's panel starts at k0 * block_pixels, so a thread's panels stay its own from
+                     * block to block (a short last block must not move them into another thread's) */
                     for (int k0 = kt0 * TW; k0 < direct_min(K, kt1 * TW); k0 += TW) {
                         int mk = direct_min(TW, K - k0);
-                        memcpy(dy_panels + (size_t)k0 * pixels + (size_t)p * mk, ds + k0, (size_t)mk * sizeof(float));
+                        float *to = dy_panels + (size_t)k0 * l.block_pixels + (size_t)p * mk;
+                        memcpy(to, ds + k0, (size_t)mk * sizeof(float));
                     }
                 }
                 for (long unit = 0; unit < (long)l.c_tiles * (kt1 - kt0); unit++) { /* c tile outside k tile */
                     int ct = (int)(unit / (kt1 - kt0)), kt = kt0 + (int)(unit % (kt1 - kt0));
                     int k0 = kt * TW, mk = direct_min(TW, K - k0), nr = direct_min(TK, l.cvecs - ct * TK);
                     int c_left = C - (ct * TK + nr - 1) * DIRECT_LANES;
-                    direct_wtile t = {.pixels = OW, .rows = rows, .images = images, .acc = dw + (size_t)k0 * C + (size_t)ct * x_width,
-                                      .acc_c = C, .last_lanes = direct_min(c_left, DIRECT_LANES)};
+                    direct_wtile t = {.pixels = OW, .rows = rows, .images = images,
+                                      .acc = dw + (size_t)k0 * C + (size_t)ct * x_width, .acc_c = C,
+                                      .last_lanes = direct_min(c_left, DIRECT_LANES)};
                     /* the tile's broadcast operand is dy, its vector operand x (roles swapped) */
                     if (dy_in_place) {
                         t.x = dy + (((size_t)n0 * OH + h0) * OW) * K + k0;
                         t.x_pixel = K, t.x_row = (ptrdiff_t)OW * K, t.x_image = (ptrdiff_t)OH * OW * K;
                     } else {
-                        t.x = dy_panels + (size_t)k0 * pixels;
+                        t.x = dy_panels + (size_t)k0 * l.block_pixels;
                         t.x_pixel = mk, t.x_row = (ptrdiff_t)OW * mk, t.x_image = (ptrdiff_t)rows * OW * mk;
                     }
                     if (x_in_place) {
@@ -108,7 +122,7 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                         t.dy_pixel = (ptrdiff_t)d->stride_w * C, t.dy_row = (ptrdiff_t)d->stride_h * d->in_w * C;
                         t.dy_image = (ptrdiff_t)d->in_h * d->in_w * C;
                     } else {
-                        t.dy = x_panels + (size_t)ct * pixels * x_width;
+                        t.dy = x_mine + (size_t)ct * pixels * x_width;
                         t.dy_pixel = x_width, t.dy_row = (ptrdiff_t)OW * x_width;
                         t.dy_image = (ptrdiff_t)rows * OW * x_width;
                     }
@@ -120,7 +134,9 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                     }
                     direct_run_wtile(isa, &t, mk, nr);
                 }
+                if (!own_x) {
 #pragma omp barrier
+                }
             }
     }
 }
