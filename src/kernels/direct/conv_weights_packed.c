@@ -71,14 +71,15 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
 #pragma omp parallel num_threads(plait_threads())
     {
         /* each thread owns a range of k tiles (rows of dw) over every block: it copies its own dy panels and
-         * reads only its own dy, so two cores do not pass dy between their L2s; the x panels are copied by all
-         * and read by all, one panel per c tile and block. dy is read in place unless split_k asks for panels; x
-         * too when its channels fit one c tile (its rows are then short, and copying costs what it saves) */
+         * reads only its own dy, so two cores do not pass dy between their L2s. dy is read in place unless
+         * split_k asks for panels; x too when its channels fit one c tile (its rows are then short, and copying
+         * costs what it saves) */
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const int kt0 = (int)((long)l.k_tiles * me / threads), kt1 = (int)((long)l.k_tiles * (me + 1) / threads);
         const bool dy_in_place = !s->split_k, x_in_place = l.c_tiles == 1;
         /* where the workspace holds a set of x panels per thread, each thread copies its own: then no core reads
-         * what the other wrote, and the threads never wait for each other */
+         * what the other wrote, and the threads never wait for each other (else the threads share one set, copy
+         * it together and wait at each block's end) */
         const bool own_x = threads > 1 && (long)threads * l.block_pixels <= DIRECT_MAX_PACKED_PIXELS;
         float *const x_mine = own_x ? x_panels + (size_t)me * l.block_pixels * l.c_tiles * x_width : x_panels;
         for (int n0 = 0; n0 < d->batch; n0 += block_n)
