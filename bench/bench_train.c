@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plait/train.h"
 #include "train/train_internal.h"
@@ -104,6 +105,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train: --batch and --steps must be positive\n");
         return 2;
     }
+    /* a relative script path only resolves from the repository root: say so rather than print n/a silently */
+    if (torch && access(script, R_OK) != 0)
+        fprintf(stderr, "bench_train: no PyTorch script at %s (run from the repository root or pass --torch-script); "
+                        "PyTorch columns will read n/a\n", script);
     printf("training throughput, images/s (forward + backward + SGD step), batch %d, %d timed steps, CPU %s\n", batch,
            steps, plait_cpu_features()->model);
     printf("%-16s %7s %10s %10s %-14s %8s\n", "model", "threads", "plait", "pytorch", "torch format", "ratio");
