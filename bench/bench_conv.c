@@ -385,8 +385,7 @@ __attribute__((target("avx512f"))) static void touch_avx512(touch_run *r) {
 static void run_touch(void *context) { touch_avx512(context); }
 
 /* Seconds of the bound for a depthwise direction (0 without AVX-512). */
-static double touch_seconds(const plait_conv2d_desc *d, plait_conv_direction dir, float *x, size_t nx, float *y,
-                            size_t ny) {
+static double touch_seconds(plait_conv_direction dir, float *x, size_t nx, float *y, size_t ny) {
     if (!__builtin_cpu_supports("avx512f")) return 0;
     touch_run r = {.in = {dir == PLAIT_CONV_BACKWARD_DATA ? y : x, dir == PLAIT_CONV_BACKWARD_WEIGHTS ? y : NULL},
                    .in_floats = {dir == PLAIT_CONV_BACKWARD_DATA ? ny : nx, dir == PLAIT_CONV_BACKWARD_WEIGHTS ? ny : 0}};
@@ -396,7 +395,6 @@ static double touch_seconds(const plait_conv2d_desc *d, plait_conv_direction dir
         r.out = scratch = plait_alloc(r.out_floats * sizeof(float));
         memset(scratch, 0, r.out_floats * sizeof(float));
     }
-    (void)d;
     double best = best_time(run_touch, &r);
     r.stream = true;
     if (r.out) best = fmin(best, best_time(run_touch, &r));
@@ -446,7 +444,7 @@ static void bench_shape(const shape *sh, const char *directions, int measure, pl
             /* im2col runs one GEMM per group, hundreds of times slower on depthwise layers: not worth the wait */
             r.im2col = true;
             if (d->groups == 1) t_im2col = fmin(t_im2col, best_time(run_plait, &r));
-            if (d->groups > 1) t_touch = fmin(t_touch, touch_seconds(d, (plait_conv_direction)dir, x, nx, y, ny));
+            if (d->groups > 1) t_touch = fmin(t_touch, touch_seconds((plait_conv_direction)dir, x, nx, y, ny));
 #ifdef PLAIT_HAVE_DNNL
             char impl[64] = "-", impl2[64] = "-";
             double t_direct = dnnl_seconds(d, (plait_conv_direction)dir, dnnl_convolution_direct, impl, sizeof impl);

@@ -59,8 +59,8 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                 int tw = direct_min(direct_min(DIRECT_MAX_TILE_W, v.k), max_tile / (tk + 1 - wide));
                 for (int b = 0; b < 4; b++)
                     for (int packed_dy = 0; packed_dy < 2; packed_dy++) {
-                        int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
-                        int images = direct_max(1, pixels[b] / (rows * v.out_w));
+                        int rows, images;
+                        direct_pixel_block(v.out_h, v.out_w, pixels[b], &rows, &images);
                         plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_h = rows,
                                                  .block_w = images, .pad_copy = 1, .split_k = packed_dy, .unroll = 1};
                         count = add(out, count, capacity, d, direction, s);
@@ -79,8 +79,8 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                     if (2 * tc * tk < max_tile && tc < run) continue; /* registers left idle */
                     static const int pixels[] = {32, 128, 512};
                     for (int b = 0; b < 3; b++) {
-                        int rows = direct_max(1, direct_min(v.out_h, pixels[b] / v.out_w));
-                        int images = direct_max(1, pixels[b] / (rows * v.out_w));
+                        int rows, images;
+                        direct_pixel_block(v.out_h, v.out_w, pixels[b], &rows, &images);
                         for (int sk = 0; sk < 2; sk++) {
                             plait_conv_schedule s = {.tile_w = tc, .tile_k = tk, .vthreads = 1, .block_h = rows,
                                                      .block_w = images, .loop_order = lo, .split_k = sk,

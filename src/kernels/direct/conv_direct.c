@@ -100,26 +100,26 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
         while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
         /* pixel blocks of about 128 outputs: a few rows of a large image, or several small images; 512 in row
          * runs, whose border columns go tap by tap in small calls (the search's pick on both stems) */
+        int pixels = s.loop_order == PLAIT_LOOP_ROWS_OUTER ? 512 : 128;
         /* 1x1 layers: the packed path (conv_weights_packed.c), except with few input channels and many output
          * channels (64 -> 256: level) and with at most 64 output channels, whose dy rows the unpacked tile reads
          * whole and in place (256 -> 64: 0.94x packed). Measured 2026-12-05 on the ResNet-50 1x1 layers, one
          * thread, against the unpacked default: 1.1x geomean, 1.2-1.3x on 8x8 and 4x4 images; two threads, each
-         * with its own x panels: 1.1x geomean, 0.93-1.38x. Blocks of 256
-         * pixels; dy copied into panels from 1024 output channels on (in place, its rows 4 KB apart share L1 sets:
-         * 512 -> 2048 ran 112 GFLOP/s in place, 141 packed); the tile 9 x 3, or 6 x 4 when four vectors hold every
-         * input channel (x is then read in place too). */
-        int pixels_per_row = out_w(d), pixels = s.loop_order == PLAIT_LOOP_ROWS_OUTER ? 512 : 128;
+         * with its own x panels: 1.1x geomean, 0.93-1.38x. Blocks of 256 pixels; dy copied into panels from 1024
+         * output channels on (in place, its rows 4 KB apart share L1 sets: 512 -> 2048 ran 112 GFLOP/s in place,
+         * 141 packed); the tile 9 x 3, or 6 x 4 when four vectors hold every input channel (x is then read in
+         * place too), within the register file either way. */
         if (!avx2 && direct_packed_weights_applies(d) && (d->in_channels >= 128 || d->out_channels <= 128) &&
             d->out_channels > 64 && out_w(d) <= 256) {
             int cvecs = direct_ceil_div(d->in_channels, DIRECT_LANES);
             s.pad_copy = 1;
             s.split_k = d->out_channels >= 1024;
             s.tile_k = cvecs <= 4 ? cvecs : 3;
-            s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 6 : direct_min(DIRECT_MAX_TILE_W, 28 / s.tile_k));
+            int fits = direct_min(DIRECT_MAX_TILE_W, plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k);
+            s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 6 : fits);
             pixels = 256;
         }
-        s.block_h = direct_max(1, direct_min(out_h(d), pixels / pixels_per_row));
-        s.block_w = direct_max(1, pixels / (s.block_h * pixels_per_row));
+        direct_pixel_block(out_h(d), out_w(d), pixels, &s.block_h, &s.block_w);
         return s;
     }
     s.tile_k = direct_min(kvecs, avx2 ? 1 : 4);

@@ -11,20 +11,22 @@
 
 #include "kernels/direct/direct.h"
 
-/* Layout of one schedule: k tiles of tile_w output channels, c tiles of tile_k vectors of input channels. */
+/* Layout of one schedule: k tiles of tile_w output channels, c tiles of tile_k vectors of input channels, over
+ * blocks of block_n images x block_h output rows (out_h x out_w per image). */
 typedef struct packed_layout {
-    int k_tiles, c_tiles, cvecs, block_pixels;
+    int k_tiles, c_tiles, cvecs;
+    int out_h, out_w, block_h, block_n, block_pixels;
 } packed_layout;
 
 static packed_layout layout_of(const plait_conv2d_desc *d, const plait_conv_schedule *s) {
     packed_layout l;
-    int OW = direct_out_size(d->in_w, 1, d->stride_w, 0), OH = direct_out_size(d->in_h, 1, d->stride_h, 0);
+    l.out_w = direct_out_size(d->in_w, 1, d->stride_w, 0), l.out_h = direct_out_size(d->in_h, 1, d->stride_h, 0);
     l.cvecs = direct_ceil_div(d->in_channels, DIRECT_LANES);
     l.k_tiles = direct_ceil_div(d->out_channels, s->tile_w);
     l.c_tiles = direct_ceil_div(l.cvecs, s->tile_k);
-    int rows = s->block_h > 0 ? direct_min(s->block_h, OH) : OH;
-    int images = s->block_w > 0 ? direct_min(s->block_w, d->batch) : 1;
-    l.block_pixels = images * rows * OW;
+    l.block_h = s->block_h > 0 ? direct_min(s->block_h, l.out_h) : l.out_h;
+    l.block_n = s->block_w > 0 ? direct_min(s->block_w, d->batch) : 1;
+    l.block_pixels = l.block_n * l.block_h * l.out_w;
     return l;
 }
 
@@ -45,7 +47,7 @@ size_t direct_packed_weights_floats(const plait_conv2d_desc *d) {
 /* Pixel p of the block at image n0, output row h0 (rows rows per image) into every x panel, zero past C. */
 static void copy_x_pixel(const plait_conv2d_desc *d, const packed_layout *l, int x_width, const float *x, int n0,
                          int h0, int rows, int p, int pixels, float *x_panels) {
-    const int C = d->in_channels, OW = direct_out_size(d->in_w, 1, d->stride_w, 0);
+    const int C = d->in_channels, OW = l->out_w;
     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
     const float *xs =
         x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w + (size_t)ow * d->stride_w) * C;
@@ -60,12 +62,10 @@ static void copy_x_pixel(const plait_conv2d_desc *d, const packed_layout *l, int
 void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace) {
     const int K = d->out_channels, C = d->in_channels, TW = s->tile_w, TK = s->tile_k;
-    const int OH = direct_out_size(d->in_h, 1, d->stride_h, 0), OW = direct_out_size(d->in_w, 1, d->stride_w, 0);
     const packed_layout l = layout_of(d, s);
+    const int OH = l.out_h, OW = l.out_w, block_h = l.block_h, block_n = l.block_n;
     float *dy_panels = workspace;
     float *x_panels = (float *)(((size_t)(dy_panels + (size_t)l.block_pixels * K) + 63) & ~(size_t)63);
-    const int block_h = s->block_h > 0 ? direct_min(s->block_h, OH) : OH;
-    const int block_n = s->block_w > 0 ? s->block_w : 1;
     const plait_isa isa = direct_isa_resolved();
     const int x_width = TK * DIRECT_LANES;
 #pragma omp parallel num_threads(plait_threads())

@@ -18,6 +18,12 @@ static inline int direct_out_size(int in, int kernel, int stride, int pad) {
 static inline int direct_min(int a, int b) { return a < b ? a : b; }
 static inline int direct_max(int a, int b) { return a > b ? a : b; }
 static inline int direct_ceil_div(int a, int b) { return (a + b - 1) / b; }
+/* A backward-weights pixel block of about `pixels` outputs: whole rows of one image, or whole images when
+ * one image holds fewer (block_h rows, block_w images). */
+static inline void direct_pixel_block(int out_h, int out_w, int pixels, int *block_h, int *block_w) {
+    *block_h = direct_max(1, direct_min(out_h, pixels / out_w));
+    *block_w = direct_max(1, pixels / (*block_h * out_w));
+}
 
 /* ---- level 2: forward tile -------------------------------------------------------------------
  * Contract: `tiles` times (0 counts as 1), each time MR pixels further along the row (x advances by
