@@ -4,7 +4,7 @@
 
 #include "kernels/direct/direct.h"
 
-#define TARGET __attribute__((target("avx512f,fma")))
+#define TARGET __attribute__((target("avx512f,fma,prfchw")))
 #define INLINE static inline __attribute__((always_inline))
 
 /* Accumulators are indexed [(v * MR + m) * NR + j]; every loop has constant bounds after inlining, so
@@ -52,6 +52,17 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
             }
     const ptrdiff_t x_pixel = t->x_pixel, x_vthread = t->x_vthread, w_kvec = t->w_kvec;
     const int channels = t->channels;
+    /* The next tile's outputs, for writing: their read-for-ownership misses overlap this tile's sums instead
+     * of stalling its stores (128 -> 512 channels, 16x16, forward: 1.12x). Not on short sums (a 3-channel
+     * stem's 27), where the prefetches cost more than the sums hide. */
+    if (t->taps_h * t->taps_w * channels >= 64)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+                for (int j = 0; j < NR; j++)
+                    __builtin_prefetch(t->y + v * t->y_vthread + (MR + m) * t->y_pixel + DIRECT_LANES * j, 1, 3);
     for (int r = 0; r < t->taps_h; r++)
         for (int s = 0; s < t->taps_w; s++) {
             const float *xp = t->x + r * t->x_tap_row + s * t->x_tap_col;
