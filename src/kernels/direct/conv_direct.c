@@ -149,7 +149,12 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
      * a tile's weights (taps x block_c x 16 x tile_k floats) stay in L2. */
     int c_count = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
     double weight_bytes = 4.0 * d->kernel_h * d->kernel_w * c_count * kvecs * DIRECT_LANES;
-    if (weight_bytes > 512 * 1024) {
+    /* Not for 3x3 layers over a padded copy, which then goes in windows (framework.c), each copied once rather
+     * than once per K block: 16x16 and 8x8 stride-2 3x3 layers, forward and backward-data, ran 1.02-1.31x on two
+     * threads (one: 0.94-1.16x), 2026-12-05. The strided 1x1 backward-data with 8 MB of weights kept it (one
+     * thread 0.9x without). */
+    bool windowed_3x3 = s.pad_copy && (d->kernel_h > 1 || d->kernel_w > 1);
+    if (weight_bytes > 512 * 1024 && !windowed_3x3) {
         s.split_k = 1;
         s.block_k = s.tile_k;
         int taps = d->kernel_h * d->kernel_w;
