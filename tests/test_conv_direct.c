@@ -330,6 +330,38 @@ static void packed_weights_body(void) {
 static void packed_weights(void) { for_each_isa(packed_weights_body); }
 
 /* Packing is 1x1 without padding only, in blocks the workspace holds. */
+/* Patch tiles (backward-weights of stems over a padded x): the CIFAR stem's shape and its AVX-512 tiles (7 x 4
+ * with the last tile 6 wide, 14 x 2, 27 x 1), widths without a specialization (portable), output channels off
+ * the vector width, stride 2 on odd sizes, padding 0-2, blocks of rows and of whole images. */
+static void patch_weights_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {2, 8, 8, 3, 64, 3, 3, 1, 1, 1, 1, 1}, {5, 7, 9, 3, 17, 3, 3, 2, 2, 1, 1, 1},
+        {1, 13, 13, 3, 40, 3, 3, 1, 1, 2, 2, 1}, {3, 9, 7, 1, 33, 5, 5, 2, 1, 0, 2, 1},
+        {2, 7, 7, 2, 20, 3, 3, 1, 1, 0, 0, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const plait_conv2d_desc *d = &cases[i];
+        int patch = d->kernel_h * d->kernel_w * d->in_channels, oh = ref_out(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+        const int blocks[][2] = {{2, 1}, {oh, 1}, {oh, d->batch}};
+        const int widths[] = {patch, 14, 7, 5, 1};
+        CHECK(direct_patch_weights_applies(d));
+        for (int tk = 1; tk <= 4; tk++)
+            for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+                for (int b = 0; b < 3; b++) {
+                    plait_conv_schedule s = {.tile_w = widths[w], .tile_k = tk, .vthreads = 1, .unroll = 1,
+                                             .block_h = blocks[b][0], .block_w = blocks[b][1], .pad_copy = 1};
+                    if (!plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s)) continue;
+                    check_direction(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s, 2500 + i * 100 + w * 10 + (unsigned long)b);
+                }
+    }
+    /* a patch past the register file is not a patch layer; a tile past it is not a schedule */
+    const plait_conv2d_desc stem7 = {1, 13, 13, 3, 16, 7, 7, 2, 2, 3, 3, 1};
+    CHECK(!direct_patch_weights_applies(&stem7));
+    plait_conv_schedule wide = {.tile_w = 27, .tile_k = 2, .vthreads = 1, .unroll = 1, .pad_copy = 1};
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &wide));
+}
+static void patch_weights(void) { for_each_isa(patch_weights_body); }
+
 static void packed_weights_limits(void) {
     plait_conv_schedule s = {.tile_w = 4, .tile_k = 2, .vthreads = 1, .unroll = 1, .block_h = 1, .block_w = 1,
                              .pad_copy = 1};
@@ -379,6 +411,7 @@ static void two_threads(void) {
     winograd_body();
     sampled_schedules_body();
     packed_weights_body(); /* threads own ranges of k tiles, one of them none where there is one k tile */
+    patch_weights_body();
     depthwise_shapes_body();
     plait_set_threads(1);
 }
@@ -491,6 +524,7 @@ int main(void) {
     testing_run("row_run_weights", row_run_weights);
     testing_run("packed_weights", packed_weights);
     testing_run("packed_weights_limits", packed_weights_limits);
+    testing_run("patch_weights", patch_weights);
     testing_run("winograd", winograd);
     testing_run("two_threads", two_threads);
     testing_run("tuning_file_round_trip", tuning_file_round_trip);

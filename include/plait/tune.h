@@ -62,7 +62,9 @@ typedef enum plait_loop_order {
  *               panels too, 0 = dy read in place
  *     pad_copy  1 = packed 1x1 (no padding): per pixel block x (and dy if split_k) copied into contiguous
  *               panels, the tile's roles swapped (tile_w output channels x tile_k vectors of input channels)
- *               so it accumulates straight into dw
+ *               so it accumulates straight into dw; on layers whose patch kernel_h x kernel_w x C is at most
+ *               28 (stems): patch tiles over a zero-bordered copy of x, tile_w elements of the whole patch by
+ *               tile_k vectors
  *     block_c, block_k  channel ranges per work unit; the rest are unused (0 or 1).
  */
 typedef struct plait_conv_schedule {

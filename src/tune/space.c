@@ -67,6 +67,22 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                     }
             }
     }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_patch_weights_applies(d)) {
+        /* patch tiles over a padded x: the patch split into even tiles, by every tile_k that fits */
+        int patch = v.taps_h * v.taps_w * v.c;
+        static const int pixels[] = {128, 512, 2048};
+        for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++) {
+            int fits = direct_min(patch, max_tile / tk);
+            int tw = direct_ceil_div(patch, direct_ceil_div(patch, fits)); /* even tiles of at most `fits` */
+            for (int b = 0; b < 3; b++) {
+                int rows, images;
+                direct_pixel_block(v.out_h, v.out_w, pixels[b], &rows, &images);
+                plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_h = rows,
+                                         .block_w = images, .pad_copy = 1, .unroll = 1};
+                count = add(out, count, capacity, d, direction, s);
+            }
+        }
+    }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         /* row runs (taps of a kernel row merged with the channels) where one tap's channels are fewer
          * than a register tile holds */
@@ -158,6 +174,21 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double stream = u_bytes > L2_BYTES ? weights / L3_BYTES_PER_CYCLE : weights / L2_BYTES_PER_CYCLE;
         double chunks = ceil(tiles / chunk), balance = ceil(chunks / threads) / (chunks / threads);
         return (products + transforms + stream) * balance / threads / CYCLES_PER_SECOND;
+    }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && s->pad_copy && direct_patch_weights_applies(d)) {
+        /* whole patch: per pixel and vector of output channels one dy load and a broadcast per patch element,
+         * dy read once; a copy of x (few channels); the portable tile where AVX-512 has no such shape */
+        double pixels = (double)v.batch * v.out_h * v.out_w;
+        int patch = v.taps_h * v.taps_w * v.c;
+        double tiles = (double)direct_ceil_div(patch, s->tile_w) * direct_ceil_div(kvecs, s->tile_k);
+        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = s->tile_w + s->tile_k * lanes_per_vector;
+        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        if (direct_isa_resolved() != PLAIT_ISA_AVX512 ||
+            !direct_patch_tile_avx512(v.taps_w * v.c, 0, s->tile_w, direct_min(s->tile_k, kvecs)))
+            per_pixel = fma * 16; /* the portable tile */
+        double balance = ceil(tiles / threads) / (tiles / threads);
+        return (tiles * pixels * per_pixel / threads * balance + pixels * v.c * 8 / MEMORY_BYTES_PER_CYCLE) /
+               CYCLES_PER_SECOND;
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && s->pad_copy) {
         /* packed 1x1: contiguous panels, accumulators in dw; pays a copy of dy and (unless it fits one tile) x */

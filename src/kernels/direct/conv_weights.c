@@ -87,6 +87,107 @@ static void run_tap(const plait_conv2d_desc *d, const wtile_range *u, const floa
     run_span(d, u, x, dy, acc, r, sc, c0, mc, ow0, ow1, isa);
 }
 
+/* dw[k][tap][c] += acc[tap][c][k], in 16 x 16 blocks: a whole row or column at a time strides by kpad or
+ * R*S*C floats, and with powers of two those lines share a few cache sets and miss to L3 one by one (a
+ * 1024 x 1024 layer spent 4.9 ms here, more than its 1024 pixels' products) */
+static void add_transposed(const plait_conv2d_desc *d, const float *acc, float *dw) {
+    const int K = d->out_channels, C = d->in_channels, R = d->kernel_h, S = d->kernel_w;
+    const int kvecs = direct_ceil_div(K, DIRECT_LANES), kpad = kvecs * DIRECT_LANES;
+    const int c_blocks = direct_ceil_div(C, DIRECT_LANES);
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (int kb = 0; kb < kvecs; kb++)
+        for (int tap = 0; tap < R * S; tap++)
+            for (int cb = 0; cb < c_blocks; cb++) {
+                int k1 = direct_min(K, (kb + 1) * DIRECT_LANES), c1 = direct_min(C, (cb + 1) * DIRECT_LANES);
+                for (int k = kb * DIRECT_LANES; k < k1; k++) {
+                    float *to = dw + ((size_t)k * R * S + tap) * C;
+                    const float *from = acc + (size_t)tap * C * kpad + k;
+                    for (int c = cb * DIRECT_LANES; c < c1; c++) to[c] += from[(size_t)c * kpad];
+                }
+            }
+}
+
+bool direct_patch_weights_applies(const plait_conv2d_desc *d) {
+    return d->groups == 1 && (d->kernel_h > 1 || d->kernel_w > 1) &&
+           d->kernel_h * d->kernel_w * d->in_channels <= DIRECT_MAX_PATCH;
+}
+
+/* The padded copy holds the rows and columns the outputs' taps reach, zero outside the image. */
+static void patch_geometry(const plait_conv2d_desc *d, int *padded_h, int *padded_w, size_t *gradient_floats) {
+    const int OH = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+    const int OW = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    *padded_h = (OH - 1) * d->stride_h + d->kernel_h;
+    *padded_w = (OW - 1) * d->stride_w + d->kernel_w;
+    size_t kpad = (size_t)direct_ceil_div(d->out_channels, DIRECT_LANES) * DIRECT_LANES;
+    *gradient_floats = ((size_t)d->kernel_h * d->kernel_w * d->in_channels * kpad + 15) / 16 * 16;
+}
+
+size_t direct_patch_weights_floats(const plait_conv2d_desc *d) {
+    int padded_h, padded_w;
+    size_t gradient;
+    patch_geometry(d, &padded_h, &padded_w, &gradient);
+    return gradient + (size_t)d->batch * padded_h * padded_w * d->in_channels;
+}
+
+/* A stem's patch (3x3 taps x 3 channels = 27 elements) split evenly into tiles (7 + 7 + 7 + 6 elements by 4
+ * vectors), where row runs split each kernel row's 9 into 7 + 2 and the 2 x 4 tile waits on its FMA latency.
+ * Over a zero-bordered copy of x (small: 3 channels), so no pixel is a border pixel and one call covers a whole
+ * pixel block. */
+static void backward_weights_patch(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                   const float *dy, float *dw, void *workspace) {
+    const int K = d->out_channels, C = d->in_channels, R = d->kernel_h, S = d->kernel_w;
+    const int OH = direct_out_size(d->in_h, R, d->stride_h, d->pad_h);
+    const int OW = direct_out_size(d->in_w, S, d->stride_w, d->pad_w);
+    const int kvecs = direct_ceil_div(K, DIRECT_LANES), kpad = kvecs * DIRECT_LANES;
+    const int run = S * C, patch = R * run;
+    int padded_h, padded_w;
+    size_t gradient;
+    patch_geometry(d, &padded_h, &padded_w, &gradient);
+    float *acc = workspace, *padded = acc + gradient;
+    const size_t image = (size_t)padded_h * padded_w * C;
+    memset(acc, 0, gradient * sizeof(float));
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (int n = 0; n < d->batch; n++)
+        direct_copy_padded_rows(x, d->in_h, d->in_w, C, d->pad_h, d->pad_w, padded_w, n, 1, 0, padded_h,
+                                padded + (size_t)n * image);
+    const bool avx512 = direct_isa_resolved() == PLAIT_ISA_AVX512;
+    const int block_h = s->block_h > 0 ? s->block_h : OH, block_n = s->block_w > 0 ? s->block_w : 1;
+    const int e_tiles = direct_ceil_div(patch, s->tile_w), k_tiles = direct_ceil_div(kvecs, s->tile_k);
+#pragma omp parallel num_threads(plait_threads())
+    for (int n = 0; n < d->batch; n += block_n)
+        for (int h0 = 0; h0 < OH; h0 += block_h) {
+#pragma omp for schedule(static) nowait
+            for (int unit = 0; unit < e_tiles * k_tiles; unit++) {
+                const int first = unit % e_tiles * s->tile_w, count = direct_min(s->tile_w, patch - first);
+                const int kv = unit / e_tiles * s->tile_k, nr = direct_min(s->tile_k, kvecs - kv);
+                const int k_left = K - (kv + nr - 1) * DIRECT_LANES;
+                direct_wtile t = {
+                    .x = padded + (size_t)n * image + (size_t)h0 * d->stride_h * padded_w * C,
+                    .x_pixel = (ptrdiff_t)d->stride_w * C,
+                    .x_row = (ptrdiff_t)d->stride_h * padded_w * C,
+                    .x_image = (ptrdiff_t)image,
+                    .x_tap_row = (ptrdiff_t)padded_w * C,
+                    .dy = dy + (((size_t)n * OH + h0) * OW) * K + (size_t)kv * DIRECT_LANES,
+                    .dy_pixel = K,
+                    .dy_row = (ptrdiff_t)OW * K,
+                    .dy_image = (ptrdiff_t)OH * OW * K,
+                    .pixels = OW,
+                    .rows = direct_min(block_h, OH - h0),
+                    .images = direct_min(block_n, d->batch - n),
+                    .acc = acc + (size_t)first * kpad + (size_t)kv * DIRECT_LANES,
+                    .acc_c = kpad,
+                    .last_lanes = k_left < DIRECT_LANES ? k_left : DIRECT_LANES,
+                };
+                direct_wtile_fn tile = avx512 ? direct_patch_tile_avx512(run, first, count, nr) : NULL;
+                if (tile)
+                    tile(&t);
+                else
+                    direct_patch_tile_portable(&t, run, first, count, nr);
+            }
+        }
+    add_transposed(d, acc, dw);
+}
+
 void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
                                    const float *dy, float *dw, void *workspace) {
     if (d->groups > 1) {
@@ -102,6 +203,10 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     }
     if (s.winograd) {
         direct_winograd_backward_weights(d, &s, x, dy, dw, workspace);
+        return;
+    }
+    if (s.pad_copy && direct_patch_weights_applies(d)) {
+        backward_weights_patch(d, &s, x, dy, dw, workspace);
         return;
     }
     if (s.pad_copy) {
@@ -151,19 +256,5 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                 }
             }
         }
-    /* dw[k][tap][c] += acc[tap][c][k], in 16 x 16 blocks: a whole row or column at a time strides by kpad or
-     * R*S*C floats, and with powers of two those lines share a few cache sets and miss to L3 one by one (a
-     * 1024 x 1024 layer spent 4.9 ms here, more than its 1024 pixels' products) */
-    const int c_blocks = direct_ceil_div(C, DIRECT_LANES);
-#pragma omp parallel for schedule(static) num_threads(plait_threads())
-    for (int kb = 0; kb < kvecs; kb++)
-        for (int tap = 0; tap < R * S; tap++)
-            for (int cb = 0; cb < c_blocks; cb++) {
-                int k1 = direct_min(K, (kb + 1) * DIRECT_LANES), c1 = direct_min(C, (cb + 1) * DIRECT_LANES);
-                for (int k = kb * DIRECT_LANES; k < k1; k++) {
-                    float *to = dw + ((size_t)k * R * S + tap) * C;
-                    const float *from = acc + (size_t)tap * C * kpad + k;
-                    for (int c = cb * DIRECT_LANES; c < c1; c++) to[c] += from[(size_t)c * kpad];
-                }
-            }
+    add_transposed(d, acc, dw);
 }

@@ -68,6 +68,7 @@ typedef struct direct_wtile {
     float *acc;
     ptrdiff_t acc_c;
     int last_lanes;
+    ptrdiff_t x_tap_row; /* patch tiles only (below) */
 } direct_wtile;
 typedef void (*direct_wtile_fn)(const direct_wtile *t);
 direct_wtile_fn direct_wtile_avx512(int tile_c, int tile_k);
@@ -75,6 +76,26 @@ direct_wtile_fn direct_wtile_avx2(int tile_c, int tile_k);
 void direct_wtile_portable(const direct_wtile *t, int tile_c, int tile_k);
 /* One backward-weights micro-kernel call on the given ISA (portable when it has no such tile shape). */
 void direct_run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile_k);
+
+/* ---- level 2: patch backward-weights tile (stems) ---------------------------------------------
+ * Contract: as the backward-weights tile (MC elements x NR vectors of output channels), where the elements are
+ * [first, first + MC) of a patch of kernel rows of `run` (taps x channels) floats each: element e = first + i
+ * reads x at (e / run) * x_tap_row + e % run and accumulates into acc row i. The tiles then split the whole
+ * patch (27 elements for a 3x3 stem over 3 channels) evenly instead of each kernel row's run (9 = 7 + 2).
+ * NULL when the ISA has no such shape. */
+#define DIRECT_MAX_PATCH 28
+direct_wtile_fn direct_patch_tile_avx512(int run, int first, int count, int nr);
+void direct_patch_tile_portable(const direct_wtile *t, int run, int first, int count, int nr);
+/* Backward-weights with patch tiles over a zero-bordered copy of x (schedule pad_copy = 1 on layers whose
+ * patch kernel_h * kernel_w * C is at most DIRECT_MAX_PATCH; tile_w elements x tile_k vectors). Workspace:
+ * direct_patch_weights_floats. */
+bool direct_patch_weights_applies(const plait_conv2d_desc *d);
+size_t direct_patch_weights_floats(const plait_conv2d_desc *d);
+
+/* Rows [row0, row0 + rows) of images [n, n + images) of x ([N][in_h][in_w][c]) with `top` zero rows before
+ * the first and `left` zero columns before the first column, padded_w columns in all, packed into dst. */
+void direct_copy_padded_rows(const float *x, int in_h, int in_w, int c, int top, int left, int padded_w, int n,
+                             int images, int row0, int rows, float *dst);
 
 /* Backward-weights of 1x1 convolutions without padding as a packed GEMM (schedule pad_copy = 1; see
  * conv_weights_packed.c). Workspace: direct_packed_weights_floats. */

@@ -207,21 +207,26 @@ static direct_problem padded_geometry(const direct_problem *p, int *top, int *le
     return q;
 }
 
-/* Rows [row0, row0 + rows) of the padded images [n, n + images) of q, packed image after image into dst. */
-static void copy_padded_rows(const direct_problem *p, const direct_problem *q, int top, int left, int n, int images,
-                             int row0, int rows, float *dst) {
-    size_t row = (size_t)q->in_w * p->in_c, pixels = (size_t)p->in_w * p->in_c;
+void direct_copy_padded_rows(const float *x, int in_h, int in_w, int c, int top, int left, int padded_w, int n,
+                             int images, int row0, int rows, float *dst) {
+    size_t row = (size_t)padded_w * c, pixels = (size_t)in_w * c;
     for (int i = 0; i < images; i++)
         for (int r = 0; r < rows; r++, dst += row) {
             int h = row0 + r - top;
-            if (h < 0 || h >= p->in_h) {
+            if (h < 0 || h >= in_h) {
                 memset(dst, 0, row * sizeof(float));
                 continue;
             }
-            memset(dst, 0, (size_t)left * p->in_c * sizeof(float));
-            memcpy(dst + (size_t)left * p->in_c, p->x + ((size_t)(n + i) * p->in_h + h) * pixels, pixels * sizeof(float));
-            memset(dst + (size_t)left * p->in_c + pixels, 0, (row - pixels - (size_t)left * p->in_c) * sizeof(float));
+            memset(dst, 0, (size_t)left * c * sizeof(float));
+            memcpy(dst + (size_t)left * c, x + ((size_t)(n + i) * in_h + h) * pixels, pixels * sizeof(float));
+            memset(dst + (size_t)left * c + pixels, 0, (row - pixels - (size_t)left * c) * sizeof(float));
         }
+}
+
+/* Rows of the padded images [n, n + images) of q (the padded geometry of p). */
+static void copy_padded_rows(const direct_problem *p, const direct_problem *q, int top, int left, int n, int images,
+                             int row0, int rows, float *dst) {
+    direct_copy_padded_rows(p->x, p->in_h, p->in_w, p->in_c, top, left, q->in_w, n, images, row0, rows, dst);
 }
 
 void direct_run(const direct_problem *problem, const plait_conv_schedule *s, float *scratch) {

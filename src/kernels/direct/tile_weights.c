@@ -8,37 +8,78 @@
 #define AVX512 __attribute__((target("avx512f,fma")))
 #define AVX2 __attribute__((target("avx2,fma")))
 
-AVX512 INLINE void wtile_avx512_body(const direct_wtile *t, const int MC, const int NR) {
+/* The patch tile: elements [FIRST, FIRST + MC) of a patch of kernel rows of RUN floats, by NR vectors. The
+ * element offsets are constants, so each broadcast is one FMA with an embedded broadcast from a row pointer. */
+AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const int FIRST, const int MC, const int NR) {
     __m512 acc[DIRECT_MAX_TILE_W * DIRECT_MAX_TILE_K];
     const __mmask16 tail = (__mmask16)((1u << t->last_lanes) - 1u);
-#pragma GCC unroll 16
+#pragma GCC unroll 28
     for (int i = 0; i < MC; i++)
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++)
             acc[i * NR + j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, t->acc + i * t->acc_c + DIRECT_LANES * j);
     for (int b = 0; b < t->images; b++)
-    for (int q = 0; q < t->rows; q++) {
-        const float *xp = t->x + b * t->x_image + q * t->x_row;
-        const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
-        for (int p = 0; p < t->pixels; p++) {
-            __m512 g[DIRECT_MAX_TILE_K];
+        for (int q = 0; q < t->rows; q++) {
+            const float *xp = t->x + b * t->x_image + q * t->x_row;
+            const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
+            for (int p = 0; p < t->pixels; p++) {
+                __m512 g[DIRECT_MAX_TILE_K];
 #pragma GCC unroll 4
-            for (int j = 0; j < NR; j++) g[j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, dp + DIRECT_LANES * j);
-#pragma GCC unroll 16
-            for (int i = 0; i < MC; i++) {
-                __m512 b = _mm512_set1_ps(xp[i]);
+                for (int j = 0; j < NR; j++) g[j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, dp + DIRECT_LANES * j);
+#pragma GCC unroll 28
+                for (int i = 0; i < MC; i++) {
+                    const int e = FIRST + i;
+                    __m512 v = _mm512_set1_ps(xp[e / RUN * t->x_tap_row + e % RUN]);
 #pragma GCC unroll 4
-                for (int j = 0; j < NR; j++) acc[i * NR + j] = _mm512_fmadd_ps(b, g[j], acc[i * NR + j]);
+                    for (int j = 0; j < NR; j++) acc[i * NR + j] = _mm512_fmadd_ps(v, g[j], acc[i * NR + j]);
+                }
+                xp += t->x_pixel;
+                dp += t->dy_pixel;
             }
-            xp += t->x_pixel;
-            dp += t->dy_pixel;
         }
-    }
-#pragma GCC unroll 16
+#pragma GCC unroll 28
     for (int i = 0; i < MC; i++)
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++)
             _mm512_mask_storeu_ps(t->acc + i * t->acc_c + DIRECT_LANES * j, j == NR - 1 ? tail : 0xffff, acc[i * NR + j]);
+}
+
+/* The backward-weights tile is the patch tile of one run: x_tap_row is never used. */
+AVX512 INLINE void wtile_avx512_body(const direct_wtile *t, const int MC, const int NR) {
+    patch_avx512_body(t, MC, 0, MC, NR);
+}
+
+#define PATCH512(RUN, FIRST, MC, NR) \
+    static AVX512 void patch512_##RUN##_##FIRST##_##MC##_##NR(const direct_wtile *t) { patch_avx512_body(t, RUN, FIRST, MC, NR); }
+/* The 3x3 stem over 3 channels (27 elements, runs of 9): 7 x 4 tiles (the last 6 x 4), 14 x 2 (13 x 2), 27 x 1 */
+PATCH512(9, 0, 7, 4) PATCH512(9, 7, 7, 4) PATCH512(9, 14, 7, 4) PATCH512(9, 21, 6, 4)
+PATCH512(9, 0, 14, 2) PATCH512(9, 14, 13, 2) PATCH512(9, 0, 27, 1)
+
+direct_wtile_fn direct_patch_tile_avx512(int run, int first, int count, int nr) {
+    static const struct { int run, first, count, nr; direct_wtile_fn fn; } table[] = {
+        {9, 0, 7, 4, patch512_9_0_7_4},   {9, 7, 7, 4, patch512_9_7_7_4},     {9, 14, 7, 4, patch512_9_14_7_4},
+        {9, 21, 6, 4, patch512_9_21_6_4}, {9, 0, 14, 2, patch512_9_0_14_2},   {9, 14, 13, 2, patch512_9_14_13_2},
+        {9, 0, 27, 1, patch512_9_0_27_1},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (table[i].run == run && table[i].first == first && table[i].count == count && table[i].nr == nr)
+            return table[i].fn;
+    return NULL;
+}
+
+void direct_patch_tile_portable(const direct_wtile *t, int run, int first, int count, int nr) {
+    int lanes = (nr - 1) * DIRECT_LANES + t->last_lanes;
+    for (int b = 0; b < t->images; b++)
+        for (int q = 0; q < t->rows; q++)
+            for (int p = 0; p < t->pixels; p++) {
+                const float *xp = t->x + b * t->x_image + q * t->x_row + p * t->x_pixel;
+                const float *dp = t->dy + b * t->dy_image + q * t->dy_row + p * t->dy_pixel;
+                for (int i = 0; i < count; i++) {
+                    int e = first + i;
+                    float *a = t->acc + i * t->acc_c, v = xp[e / run * t->x_tap_row + e % run];
+                    for (int l = 0; l < lanes; l++) a[l] += v * dp[l];
+                }
+            }
 }
 
 AVX2 INLINE __m256i lane_mask(int valid, int half) {
@@ -130,15 +171,5 @@ direct_wtile_fn direct_wtile_avx2(int tile_c, int tile_k) {
 }
 
 void direct_wtile_portable(const direct_wtile *t, int tile_c, int tile_k) {
-    int lanes = (tile_k - 1) * DIRECT_LANES + t->last_lanes;
-    for (int b = 0; b < t->images; b++)
-    for (int q = 0; q < t->rows; q++)
-        for (int p = 0; p < t->pixels; p++) {
-            const float *xp = t->x + b * t->x_image + q * t->x_row + p * t->x_pixel;
-            const float *dp = t->dy + b * t->dy_image + q * t->dy_row + p * t->dy_pixel;
-            for (int i = 0; i < tile_c; i++) {
-                float *a = t->acc + i * t->acc_c;
-                for (int l = 0; l < lanes; l++) a[l] += xp[i] * dp[l];
-            }
-        }
+    direct_patch_tile_portable(t, tile_c, 0, tile_c, tile_k);
 }
