@@ -266,13 +266,15 @@ void direct_run(const direct_problem *problem, const plait_conv_schedule *s, flo
     int window_rows = direct_min(p->in_h, (block_h - 1) * p->stride_h + p->taps_h);
     size_t window_floats = ((size_t)group * (size_t)window_rows * (size_t)p->in_w * (size_t)p->in_c + 15) / 16 * 16;
     int threads = plait_threads();
-    bool windows = p != problem && !(s->split_k && k_blocks > 1) && (size_t)threads * window_floats <= direct_pad_floats(problem);
+    bool windows = p != problem && !(s->split_k && k_blocks > 1) &&
+                   (size_t)threads * window_floats <= direct_pad_floats(problem);
     if (p != problem && !windows) {
         padded.x = scratch;
-        size_t image = (size_t)padded.in_h * (size_t)padded.in_w * (size_t)p->in_c;
+        size_t row = (size_t)padded.in_w * (size_t)p->in_c;
 #pragma omp parallel for schedule(static) num_threads(threads)
-        for (int n = 0; n < p->batch; n++)
-            copy_padded_rows(problem, &padded, top, left, n, 1, 0, padded.in_h, scratch + (size_t)n * image);
+        for (long r = 0; r < (long)p->batch * padded.in_h; r++)
+            copy_padded_rows(problem, &padded, top, left, (int)(r / padded.in_h), 1, (int)(r % padded.in_h), 1,
+                             scratch + (size_t)r * row);
     }
 #pragma omp parallel num_threads(threads)
     {
