@@ -176,8 +176,8 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         return (products + transforms + stream) * balance / threads / CYCLES_PER_SECOND;
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && s->pad_copy && direct_patch_weights_applies(d)) {
-        /* whole patch: per pixel and vector of output channels one dy load and a broadcast per patch element,
-         * dy read once; a copy of x (few channels); the portable tile where AVX-512 has no such shape */
+        /* patch tiles: per pixel tile_w broadcasts and tile_k dy loads, one call per tile and pixel block, and a
+         * copy of x (few channels); the portable tile where AVX-512 has no such shape */
         double pixels = (double)v.batch * v.out_h * v.out_w;
         int patch = v.taps_h * v.taps_w * v.c;
         double tiles = (double)direct_ceil_div(patch, s->tile_w) * direct_ceil_div(kvecs, s->tile_k);
