@@ -72,8 +72,7 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
         int patch = v.taps_h * v.taps_w * v.c;
         static const int pixels[] = {128, 512, 2048};
         for (int tk = 1; tk <= direct_min(kvecs, DIRECT_MAX_TILE_K); tk++) {
-            int fits = direct_min(patch, max_tile / tk);
-            int tw = direct_ceil_div(patch, direct_ceil_div(patch, fits)); /* even tiles of at most `fits` */
+            int tw = direct_patch_tile_width(patch, tk, max_tile);
             for (int b = 0; b < 3; b++) {
                 int rows, images;
                 direct_pixel_block(v.out_h, v.out_w, pixels[b], &rows, &images);

@@ -130,8 +130,7 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
          * (one per FMA; 0.8x on one thread). */
         if (direct_isa_resolved() == PLAIT_ISA_AVX512 && direct_patch_weights_applies(d) && kvecs >= 2) {
             int patch = d->kernel_h * d->kernel_w * d->in_channels, tk = direct_min(kvecs, DIRECT_MAX_TILE_K);
-            int fits = direct_min(patch, plait_direct_max_tile(PLAIT_ISA_AUTO) / tk);
-            int tw = direct_ceil_div(patch, direct_ceil_div(patch, fits));
+            int tw = direct_patch_tile_width(patch, tk, plait_direct_max_tile(PLAIT_ISA_AUTO));
             if (direct_patch_tile_avx512(d->kernel_w * d->in_channels, 0, tw, tk)) {
                 s = (plait_conv_schedule){.tile_w = tw, .tile_k = tk, .vthreads = 1, .unroll = 1, .pad_copy = 1,
                                           .loop_order = PLAIT_LOOP_K_OUTER};

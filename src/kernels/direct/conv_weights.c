@@ -146,10 +146,7 @@ static void backward_weights_patch(const plait_conv2d_desc *d, const plait_conv_
     float *acc = workspace, *padded = acc + gradient;
     const size_t image = (size_t)padded_h * padded_w * C;
     memset(acc, 0, gradient * sizeof(float));
-#pragma omp parallel for schedule(static) num_threads(plait_threads())
-    for (int n = 0; n < d->batch; n++)
-        direct_copy_padded_rows(x, d->in_h, d->in_w, C, d->pad_h, d->pad_w, padded_w, n, 1, 0, padded_h,
-                                padded + (size_t)n * image);
+    direct_copy_padded(x, d->batch, d->in_h, d->in_w, C, d->pad_h, d->pad_w, padded_h, padded_w, padded);
     const bool avx512 = direct_isa_resolved() == PLAIT_ISA_AVX512;
     const int block_h = s->block_h > 0 ? s->block_h : OH, block_n = s->block_w > 0 ? s->block_w : 1;
     const int e_tiles = direct_ceil_div(patch, s->tile_w), k_tiles = direct_ceil_div(kvecs, s->tile_k);

@@ -84,6 +84,12 @@ void direct_run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile
  * patch (27 elements for a 3x3 stem over 3 channels) evenly instead of each kernel row's run (9 = 7 + 2).
  * NULL when the ISA has no such shape. */
 #define DIRECT_MAX_PATCH 28
+/* Elements per patch tile with tile_k vectors: the patch split into the fewest tiles a register file of max_tile
+ * accumulators holds, evenly (27 by 4 vectors: 7 + 7 + 7 + 6). */
+static inline int direct_patch_tile_width(int patch, int tile_k, int max_tile) {
+    int fits = direct_min(patch, max_tile / tile_k);
+    return direct_ceil_div(patch, direct_ceil_div(patch, fits));
+}
 direct_wtile_fn direct_patch_tile_avx512(int run, int first, int count, int nr);
 void direct_patch_tile_portable(const direct_wtile *t, int run, int first, int count, int nr);
 /* Backward-weights with patch tiles over a zero-bordered copy of x (schedule pad_copy = 1 on layers whose
@@ -92,10 +98,10 @@ void direct_patch_tile_portable(const direct_wtile *t, int run, int first, int c
 bool direct_patch_weights_applies(const plait_conv2d_desc *d);
 size_t direct_patch_weights_floats(const plait_conv2d_desc *d);
 
-/* Rows [row0, row0 + rows) of images [n, n + images) of x ([N][in_h][in_w][c]) with `top` zero rows before
- * the first and `left` zero columns before the first column, padded_w columns in all, packed into dst. */
-void direct_copy_padded_rows(const float *x, int in_h, int in_w, int c, int top, int left, int padded_w, int n,
-                             int images, int row0, int rows, float *dst);
+/* All `batch` images of x ([batch][in_h][in_w][c]) with `top` zero rows and `left` zero columns before the
+ * first, padded_h rows of padded_w columns each, into dst, row by row across threads. */
+void direct_copy_padded(const float *x, int batch, int in_h, int in_w, int c, int top, int left, int padded_h,
+                        int padded_w, float *dst);
 
 /* Backward-weights of 1x1 convolutions without padding as a packed GEMM (schedule pad_copy = 1; see
  * conv_weights_packed.c). Workspace: direct_packed_weights_floats. */

@@ -207,7 +207,9 @@ static direct_problem padded_geometry(const direct_problem *p, int *top, int *le
     return q;
 }
 
-void direct_copy_padded_rows(const float *x, int in_h, int in_w, int c, int top, int left, int padded_w, int n,
+/* Rows [row0, row0 + rows) of images [n, n + images) of x ([N][in_h][in_w][c]) with `top` zero rows before
+ * the first and `left` zero columns before the first column, padded_w columns in all, packed into dst. */
+static void copy_padded_rows(const float *x, int in_h, int in_w, int c, int top, int left, int padded_w, int n,
                              int images, int row0, int rows, float *dst) {
     size_t row = (size_t)padded_w * c, pixels = (size_t)in_w * c;
     for (int i = 0; i < images; i++)
@@ -223,10 +225,13 @@ void direct_copy_padded_rows(const float *x, int in_h, int in_w, int c, int top,
         }
 }
 
-/* Rows of the padded images [n, n + images) of q (the padded geometry of p). */
-static void copy_padded_rows(const direct_problem *p, const direct_problem *q, int top, int left, int n, int images,
-                             int row0, int rows, float *dst) {
-    direct_copy_padded_rows(p->x, p->in_h, p->in_w, p->in_c, top, left, q->in_w, n, images, row0, rows, dst);
+void direct_copy_padded(const float *x, int batch, int in_h, int in_w, int c, int top, int left, int padded_h,
+                        int padded_w, float *dst) {
+    size_t row = (size_t)padded_w * c;
+#pragma omp parallel for schedule(static) num_threads(plait_threads())
+    for (long r = 0; r < (long)batch * padded_h; r++)
+        copy_padded_rows(x, in_h, in_w, c, top, left, padded_w, (int)(r / padded_h), 1, (int)(r % padded_h), 1,
+                         dst + (size_t)r * row);
 }
 
 void direct_run(const direct_problem *problem, const plait_conv_schedule *s, float *scratch) {
@@ -270,11 +275,8 @@ void direct_run(const direct_problem *problem, const plait_conv_schedule *s, flo
                    (size_t)threads * window_floats <= direct_pad_floats(problem);
     if (p != problem && !windows) {
         padded.x = scratch;
-        size_t row = (size_t)padded.in_w * (size_t)p->in_c;
-#pragma omp parallel for schedule(static) num_threads(threads)
-        for (long r = 0; r < (long)p->batch * padded.in_h; r++)
-            copy_padded_rows(problem, &padded, top, left, (int)(r / padded.in_h), 1, (int)(r % padded.in_h), 1,
-                             scratch + (size_t)r * row);
+        direct_copy_padded(problem->x, p->batch, problem->in_h, problem->in_w, p->in_c, top, left, padded.in_h,
+                           padded.in_w, scratch);
     }
 #pragma omp parallel num_threads(threads)
     {
@@ -305,7 +307,8 @@ void direct_run(const direct_problem *problem, const plait_conv_schedule *s, flo
                  * the window's row 0 */
                 int pr0 = h0 * p->stride_h - p->pad_h, rows = (h1 - h0 - 1) * p->stride_h + p->taps_h;
                 if (copied != (long)g * h_blocks + hb)
-                    copy_padded_rows(problem, p, top, left, n0, n1 - n0, pr0, rows, window);
+                    copy_padded_rows(problem->x, problem->in_h, problem->in_w, p->in_c, top, left, p->in_w, n0,
+                                     n1 - n0, pr0, rows, window);
                 copied = (long)g * h_blocks + hb;
                 w = *p;
                 w.x = window;

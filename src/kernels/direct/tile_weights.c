@@ -49,18 +49,15 @@ AVX512 INLINE void wtile_avx512_body(const direct_wtile *t, const int MC, const 
     patch_avx512_body(t, MC, 0, MC, NR);
 }
 
+/* The 3x3 stem over 3 channels (27 elements, runs of 9): 7 x 4 tiles (the last 6 x 4), 14 x 2 (13 x 2), 27 x 1 */
+#define PATCH_SHAPES(X) X(9, 0, 7, 4) X(9, 7, 7, 4) X(9, 14, 7, 4) X(9, 21, 6, 4) X(9, 0, 14, 2) X(9, 14, 13, 2) X(9, 0, 27, 1)
 #define PATCH512(RUN, FIRST, MC, NR) \
     static AVX512 void patch512_##RUN##_##FIRST##_##MC##_##NR(const direct_wtile *t) { patch_avx512_body(t, RUN, FIRST, MC, NR); }
-/* The 3x3 stem over 3 channels (27 elements, runs of 9): 7 x 4 tiles (the last 6 x 4), 14 x 2 (13 x 2), 27 x 1 */
-PATCH512(9, 0, 7, 4) PATCH512(9, 7, 7, 4) PATCH512(9, 14, 7, 4) PATCH512(9, 21, 6, 4)
-PATCH512(9, 0, 14, 2) PATCH512(9, 14, 13, 2) PATCH512(9, 0, 27, 1)
+#define PATCH_ENTRY(RUN, FIRST, MC, NR) {RUN, FIRST, MC, NR, patch512_##RUN##_##FIRST##_##MC##_##NR},
+PATCH_SHAPES(PATCH512)
 
 direct_wtile_fn direct_patch_tile_avx512(int run, int first, int count, int nr) {
-    static const struct { int run, first, count, nr; direct_wtile_fn fn; } table[] = {
-        {9, 0, 7, 4, patch512_9_0_7_4},   {9, 7, 7, 4, patch512_9_7_7_4},     {9, 14, 7, 4, patch512_9_14_7_4},
-        {9, 21, 6, 4, patch512_9_21_6_4}, {9, 0, 14, 2, patch512_9_0_14_2},   {9, 14, 13, 2, patch512_9_14_13_2},
-        {9, 0, 27, 1, patch512_9_0_27_1},
-    };
+    static const struct { int run, first, count, nr; direct_wtile_fn fn; } table[] = {PATCH_SHAPES(PATCH_ENTRY)};
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (table[i].run == run && table[i].first == first && table[i].count == count && table[i].nr == nr)
             return table[i].fn;
@@ -69,14 +66,15 @@ direct_wtile_fn direct_patch_tile_avx512(int run, int first, int count, int nr) 
 
 void direct_patch_tile_portable(const direct_wtile *t, int run, int first, int count, int nr) {
     int lanes = (nr - 1) * DIRECT_LANES + t->last_lanes;
+    ptrdiff_t offset[DIRECT_MAX_TILE_W * DIRECT_MAX_TILE_K]; /* element i's place in x, once per call */
+    for (int i = 0; i < count; i++) offset[i] = (first + i) / run * t->x_tap_row + (first + i) % run;
     for (int b = 0; b < t->images; b++)
         for (int q = 0; q < t->rows; q++)
             for (int p = 0; p < t->pixels; p++) {
                 const float *xp = t->x + b * t->x_image + q * t->x_row + p * t->x_pixel;
                 const float *dp = t->dy + b * t->dy_image + q * t->dy_row + p * t->dy_pixel;
                 for (int i = 0; i < count; i++) {
-                    int e = first + i;
-                    float *a = t->acc + i * t->acc_c, v = xp[e / run * t->x_tap_row + e % run];
+                    float *a = t->acc + i * t->acc_c, v = xp[offset[i]];
                     for (int l = 0; l < lanes; l++) a[l] += v * dp[l];
                 }
             }
