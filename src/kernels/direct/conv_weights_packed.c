@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "kernels/direct/direct.h"
+#include "kernels/direct/prefetch.h"
 
 /* Layout of one schedule: k tiles of tile_w output channels, c tiles of tile_k vectors of input channels, over
  * blocks of block_n images x block_h output rows (out_h x out_w per image). */
@@ -103,7 +104,12 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                         memcpy(to, ds + k0, (size_t)mk * sizeof(float));
                     }
                 }
-                for (long unit = 0; unit < (long)l.c_tiles * (kt1 - kt0); unit++) { /* c tile outside k tile */
+                /* the next block streams into L2 while this one computes, a share per unit */
+                direct_pixel_range next =
+                    direct_next_block(d, (direct_pixel_range){n0, h0, images, rows}, block_n, block_h);
+                const int next_pixels = next.images * next.rows * OW;
+                const long units = (long)l.c_tiles * (kt1 - kt0);
+                for (long unit = 0; unit < units; unit++) { /* c tile outside k tile */
                     int ct = (int)(unit / (kt1 - kt0)), kt = kt0 + (int)(unit % (kt1 - kt0));
                     int k0 = kt * TW, mk = direct_min(TW, K - k0), nr = direct_min(TK, l.cvecs - ct * TK);
                     int c_left = C - (ct * TK + nr - 1) * DIRECT_LANES;
@@ -133,6 +139,11 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                         t.pixels = pixels;
                         t.rows = t.images = 1;
                     }
+                    /* what the tile reads in place (the copies read their rows in order, which the hardware
+                     * prefetches well) */
+                    direct_prefetch_pixels(d, x, dy, next, (int)(next_pixels * unit / units),
+                                           (int)(next_pixels * (unit + 1) / units), kt0 * TW,
+                                           dy_in_place ? direct_min(K, kt1 * TW) : 0, x_in_place);
                     direct_run_wtile(isa, &t, mk, nr);
                 }
                 if (!own_x) {
