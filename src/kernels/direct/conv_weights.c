@@ -237,7 +237,7 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
          * 0.96-1.05x with it, so they go without) */
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const long u0 = units * me / threads, u1 = units * (me + 1) / threads;
-        const bool prefetch = R == 1 && S == 1;
+        const bool prefetch = R == 1 && S == 1 && (K >= DIRECT_PREFETCH_MIN_ROW || C >= DIRECT_PREFETCH_MIN_ROW);
         for (int n = 0; n < d->batch; n += block_n)
             for (int h0 = 0; h0 < OH; h0 += block_h) {
                 int h1 = direct_min(OH, h0 + block_h);
@@ -247,7 +247,8 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                 for (long unit = u0; unit < u1; unit++) {
                     if (prefetch)
                         direct_prefetch_pixels(d, x, dy, next, (int)(next_pixels * (unit - u0) / (u1 - u0)),
-                                               (int)(next_pixels * (unit - u0 + 1) / (u1 - u0)), 0, K, true);
+                                               (int)(next_pixels * (unit - u0 + 1) / (u1 - u0)), 0,
+                                               K >= DIRECT_PREFETCH_MIN_ROW ? K : 0, C >= DIRECT_PREFETCH_MIN_ROW);
                     /* split_k: channel tiles fastest, so consecutive units reuse one dy tile from L1 */
                     int kt = s.split_k ? (int)(unit / c_tiles % k_tiles) : (int)(unit % k_tiles);
                     int ct = s.split_k ? (int)(unit % c_tiles) : (int)(unit / k_tiles % c_tiles);

@@ -143,7 +143,8 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                      * prefetches well) */
                     direct_prefetch_pixels(d, x, dy, next, (int)(next_pixels * unit / units),
                                            (int)(next_pixels * (unit + 1) / units), kt0 * TW,
-                                           dy_in_place ? direct_min(K, kt1 * TW) : 0, x_in_place);
+                                           dy_in_place && K >= DIRECT_PREFETCH_MIN_ROW ? direct_min(K, kt1 * TW) : 0,
+                                           x_in_place && C >= DIRECT_PREFETCH_MIN_ROW);
                     direct_run_wtile(isa, &t, mk, nr);
                 }
                 if (!own_x) {
