@@ -1,9 +1,7 @@
-/* Software prefetch of the next pixel block of backward-weights, spread over
- * the current block's tile calls. A tile reads dy one row (K floats apart) and
- * x one pixel (C floats apart) at a time: a few lines in every row, which the
- * hardware prefetchers do not follow, so each new block's first lines were
- * demand misses to L3 (1x1 64 -> 256 at 32x32, packed: 80 -> 113 GFLOP/s with
- * this). See docs/kernels.md. */
+/* Software prefetch of the next pixel block of backward-weights, spread over the current block's tile calls.
+ * A tile reads dy one row (K floats apart) and x one pixel (C floats apart) at a time: a line or two of every
+ * row, which the hardware prefetchers do not follow once rows are long, so each new block's first lines were
+ * misses to L3 (1x1 128 -> 512 at 16x16, packed: 81 -> 122 GFLOP/s with this). See docs/kernels.md. */
 #ifndef PLAIT_KERNELS_DIRECT_PREFETCH_H
 #define PLAIT_KERNELS_DIRECT_PREFETCH_H
 
@@ -11,44 +9,40 @@
 
 #include "kernels/direct/direct.h"
 
-/* Rows of at least this many floats (512 bytes, 8 lines) are prefetched: a tile reads one or two lines of
- * each, too sparse for the hardware, while shorter rows lie close enough together in a page that it follows
- * them (64 -> 64 at 32x32 ran 0.94x with both operands prefetched, 256 -> 64 1.39x with x alone). */
-#define DIRECT_PREFETCH_MIN_ROW 128
+/* Rows of at least this many floats (1 KB, 16 lines) are prefetched; shorter rows lie close enough together
+ * in a page for the hardware to follow them (one thread: 64 -> 64 at 32x32 ran 0.94x with both operands
+ * prefetched, 64 -> 128 stride 2 0.85x with dy's 128-float rows; 256 -> 64 1.35x with x's 256-float rows). */
+#define DIRECT_PREFETCH_MIN_ROW 256
 
-/* A block of output pixels: images [n0, n0 + images) x output rows [h0, h0 +
- * rows) x every column. */
+/* A block of output pixels: images [n0, n0 + images) x output rows [h0, h0 + rows) x every column. */
 typedef struct direct_pixel_range {
     int n0, h0, images, rows;
 } direct_pixel_range;
 
-/* The block after b in image-major, row-block order (blocks of block_n images x
- * block_h rows); images = 0 past the last. */
+/* The block after b in the drivers' order (blocks of block_n images x block_h rows, rows inside images);
+ * images = 0 past the last. */
 static inline direct_pixel_range direct_next_block(const plait_conv2d_desc *d, direct_pixel_range b, int block_n,
                                                    int block_h) {
     const int OH = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
     b.h0 += block_h;
-    if (b.h0 >= OH)
-        b.h0 = 0, b.n0 += block_n;
+    if (b.h0 >= OH) b.h0 = 0, b.n0 += block_n;
     b.images = d->batch - b.n0 > 0 ? direct_min(block_n, d->batch - b.n0) : 0;
     b.rows = direct_min(block_h, OH - b.h0);
     return b;
 }
 
-/* Pixels [p_begin, p_end) of block b into L2: dy's columns [k_begin, k_end)
- * (none if empty) and, with_x, the input pixels each output pixel owns
- * (stride_h x stride_w of them from the kernel's centre, so the rows and
- * columns the blocks share are fetched once). Always inlined: GCC takes a
- * function that only prefetches for one without effects and drops its calls. */
+/* Pixels [p_begin, p_end) of block b into L2: dy's columns [k_begin, k_end) (none if empty) and, with_x, the
+ * input pixels each output pixel owns (stride_h x stride_w of them from the kernel's centre, so rows and
+ * columns that neighbours share are fetched once). Always inlined: GCC takes a function that only prefetches
+ * for one without effects and drops its calls. */
 static inline __attribute__((always_inline)) void direct_prefetch_pixels(const plait_conv2d_desc *d, const float *x,
                                                                          const float *dy, direct_pixel_range b,
-                                                                         int p_begin, int p_end, int k_begin, int k_end,
-                                                                         bool with_x) {
+                                                                         int p_begin, int p_end, int k_begin,
+                                                                         int k_end, bool with_x) {
+    if (p_begin >= p_end || b.images <= 0 || (k_end <= k_begin && !with_x)) return;
     const int K = d->out_channels, C = d->in_channels, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, d->kernel_h, d->stride_h, d->pad_h);
     const int OW = direct_out_size(W, d->kernel_w, d->stride_w, d->pad_w);
-    if (p_begin >= p_end || b.images <= 0)
-        return;
     const int own_rows = direct_min(d->stride_h, d->kernel_h), own_cols = direct_min(d->stride_w, d->kernel_w);
     const int centre_h = (d->kernel_h - 1) / 2 - d->pad_h, centre_w = (d->kernel_w - 1) / 2 - d->pad_w;
     int n = b.n0 + p_begin / (b.rows * OW), oh = b.h0 + p_begin / OW % b.rows, ow = p_begin % OW;
@@ -56,22 +50,19 @@ static inline __attribute__((always_inline)) void direct_prefetch_pixels(const p
         const float *g = dy + (((size_t)n * OH + oh) * OW + ow) * K;
         for (int k = k_begin; k < k_end + DIRECT_LANES - 1; k += DIRECT_LANES)
             __builtin_prefetch(g + direct_min(k, k_end - 1), 0, 2);
-        int iw0 = direct_max(0, ow * d->stride_w + centre_w),
-            iw1 = direct_min(W, ow * d->stride_w + centre_w + own_cols);
+        int iw0 = direct_max(0, ow * d->stride_w + centre_w);
+        int iw1 = direct_min(W, ow * d->stride_w + centre_w + own_cols);
         for (int r = 0; with_x && iw0 < iw1 && r < own_rows; r++) {
             int ih = oh * d->stride_h + centre_h + r;
-            if (ih < 0 || ih >= H)
-                continue;
+            if (ih < 0 || ih >= H) continue;
             const float *xs = x + (((size_t)n * H + ih) * W + iw0) * C;
             int floats = (iw1 - iw0) * C;
             for (int c = 0; c < floats + DIRECT_LANES - 1; c += DIRECT_LANES)
                 __builtin_prefetch(xs + direct_min(c, floats - 1), 0, 2);
         }
-        if (++ow < OW)
-            continue;
+        if (++ow < OW) continue;
         ow = 0;
-        if (++oh < b.h0 + b.rows)
-            continue;
+        if (++oh < b.h0 + b.rows) continue;
         oh = b.h0, n++;
     }
 }
