@@ -1,7 +1,7 @@
 /* Software prefetch of the next pixel block of backward-weights, spread over the current block's tile calls.
  * A tile reads dy one row (K floats apart) and x one pixel (C floats apart) at a time: a line or two of every
  * row, which the hardware prefetchers do not follow once rows are long, so each new block's first lines were
- * misses to L3 (1x1 128 -> 512 at 16x16, packed: 81 -> 122 GFLOP/s with this). See docs/kernels.md. */
+ * demand misses (1x1 128 -> 512 at 16x16, packed: 81 -> 122 GFLOP/s with this). See docs/kernels.md. */
 #ifndef PLAIT_KERNELS_DIRECT_PREFETCH_H
 #define PLAIT_KERNELS_DIRECT_PREFETCH_H
 
