@@ -1,4 +1,4 @@
-/* Software prefetch of the next pixel block of backward-weights, spread over the current block's tile calls.
+/* Software prefetch of the next pixel block of 1x1 backward-weights, spread over the current block's tile calls.
  * A tile reads dy one row (K floats apart) and x one pixel (C floats apart) at a time: a line or two of every
  * row, which the hardware prefetchers do not follow once rows are long, so each new block's first lines were
  * demand misses (1x1 128 -> 512 at 16x16, packed: 81 -> 122 GFLOP/s with this). See docs/kernels.md. */
@@ -6,6 +6,7 @@
 #define PLAIT_KERNELS_DIRECT_PREFETCH_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "kernels/direct/direct.h"
 
@@ -31,34 +32,30 @@ static inline direct_pixel_range direct_next_block(const plait_conv2d_desc *d, d
     return b;
 }
 
-/* Pixels [p_begin, p_end) of block b into L2: dy's columns [k_begin, k_end) (none if empty) and, with_x, the
- * input pixels each output pixel owns (stride_h x stride_w of them from the kernel's centre, so rows and
- * columns that neighbours share are fetched once). Always inlined: GCC takes a function that only prefetches
- * for one without effects and drops its calls. */
+/* The cache lines of [from, to) into L2 (none if empty). */
+static inline __attribute__((always_inline)) void direct_prefetch_span(const float *from, const float *to) {
+    for (uintptr_t line = (uintptr_t)from & ~(uintptr_t)63; line < (uintptr_t)to; line += 64)
+        __builtin_prefetch((const void *)line, 0, 2);
+}
+
+/* Pixels [p_begin, p_end) of block b of a 1x1 layer into L2: dy's columns [k_begin, k_end) (none if empty)
+ * and, with_x, the input pixel of each. Always inlined: GCC takes a function that only prefetches for one
+ * without effects and drops its calls. */
 static inline __attribute__((always_inline)) void direct_prefetch_pixels(const plait_conv2d_desc *d, const float *x,
                                                                          const float *dy, direct_pixel_range b,
                                                                          int p_begin, int p_end, int k_begin,
                                                                          int k_end, bool with_x) {
     if (p_begin >= p_end || b.images <= 0 || (k_end <= k_begin && !with_x)) return;
     const int K = d->out_channels, C = d->in_channels, H = d->in_h, W = d->in_w;
-    const int OH = direct_out_size(H, d->kernel_h, d->stride_h, d->pad_h);
-    const int OW = direct_out_size(W, d->kernel_w, d->stride_w, d->pad_w);
-    const int own_rows = direct_min(d->stride_h, d->kernel_h), own_cols = direct_min(d->stride_w, d->kernel_w);
-    const int centre_h = (d->kernel_h - 1) / 2 - d->pad_h, centre_w = (d->kernel_w - 1) / 2 - d->pad_w;
+    const int OH = direct_out_size(H, 1, d->stride_h, d->pad_h), OW = direct_out_size(W, 1, d->stride_w, d->pad_w);
     int n = b.n0 + p_begin / (b.rows * OW), oh = b.h0 + p_begin / OW % b.rows, ow = p_begin % OW;
     for (int p = p_begin; p < p_end; p++) {
         const float *g = dy + (((size_t)n * OH + oh) * OW + ow) * K;
-        for (int k = k_begin; k < k_end + DIRECT_LANES - 1; k += DIRECT_LANES)
-            __builtin_prefetch(g + direct_min(k, k_end - 1), 0, 2);
-        int iw0 = direct_max(0, ow * d->stride_w + centre_w);
-        int iw1 = direct_min(W, ow * d->stride_w + centre_w + own_cols);
-        for (int r = 0; with_x && iw0 < iw1 && r < own_rows; r++) {
-            int ih = oh * d->stride_h + centre_h + r;
-            if (ih < 0 || ih >= H) continue;
-            const float *xs = x + (((size_t)n * H + ih) * W + iw0) * C;
-            int floats = (iw1 - iw0) * C;
-            for (int c = 0; c < floats + DIRECT_LANES - 1; c += DIRECT_LANES)
-                __builtin_prefetch(xs + direct_min(c, floats - 1), 0, 2);
+        if (k_end > k_begin) direct_prefetch_span(g + k_begin, g + k_end);
+        int ih = oh * d->stride_h - d->pad_h, iw = ow * d->stride_w - d->pad_w;
+        if (with_x && ih >= 0 && ih < H && iw >= 0 && iw < W) {
+            const float *xs = x + (((size_t)n * H + ih) * W + iw) * C;
+            direct_prefetch_span(xs, xs + C);
         }
         if (++ow < OW) continue;
         ow = 0;
