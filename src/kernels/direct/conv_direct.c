@@ -89,8 +89,11 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
                              .vthreads = 1, .loop_order = PLAIT_LOOP_K_OUTER, .unroll = 1};
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
         s.tile_k = direct_min(kvecs, avx2 ? 2 : 4);
-        /* AVX-512 keeps room for the dy vectors next to the accumulators; AVX2 spills them if it must */
-        s.tile_w = plait_direct_max_tile(PLAIT_ISA_AUTO) / (avx2 ? s.tile_k : s.tile_k + 1);
+        /* the widest tile the accumulators allow. On AVX-512 that is 7 x 4: its 28 sums, 4 dy vectors and the
+         * broadcast are one more than the 32 registers and GCC keeps one sum on the stack, yet it ran 1.11-1.30x
+         * the 5 x 4 that left room for them on stride-2 3x3 layers and 1.0-1.05x on 1x1 layers (Xeon,
+         * ResNet-18/50 CIFAR, batch 64, one thread and two, 2026-12-05) */
+        s.tile_w = plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k;
         if (s.tile_w > DIRECT_MAX_TILE_W) s.tile_w = DIRECT_MAX_TILE_W;
         /* Few channels (a stem): tile a kernel row's taps and channels together (with the blocks below, the
          * search's pick on the 7x7 3-channel stem, 1.15x one tap at a time; level with it on the 3x3 one) */
@@ -98,7 +101,6 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
         if (d->in_channels < DIRECT_LANES && d->kernel_w > 1) {
             s.loop_order = PLAIT_LOOP_ROWS_OUTER;
             run = d->kernel_w * d->in_channels;
-            if (!avx2) s.tile_w = plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k;
         }
         if (s.tile_w > run) s.tile_w = run;
         while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
