@@ -103,7 +103,6 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
             run = d->kernel_w * d->in_channels;
         }
         if (s.tile_w > run) s.tile_w = run;
-        while (s.tile_w * s.tile_k > plait_direct_max_tile(PLAIT_ISA_AUTO)) s.tile_w--;
         /* pixel blocks of about 128 outputs: a few rows of a large image, or several small images; 512 in row
          * runs, whose border columns go tap by tap in small calls (the search's pick on both stems) */
         int pixels = s.loop_order == PLAIT_LOOP_ROWS_OUTER ? 512 : 128;

@@ -237,26 +237,21 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
          * 0.96-1.05x with it, so they go without) */
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const long u0 = units * me / threads, u1 = units * (me + 1) / threads;
-        const bool prefetch = R == 1 && S == 1 && (K >= DIRECT_PREFETCH_MIN_ROW || C >= DIRECT_PREFETCH_MIN_ROW);
+        const bool pointwise = R == 1 && S == 1;
         for (int n = 0; n < d->batch; n += block_n)
             for (int h0 = 0; h0 < OH; h0 += block_h) {
-                int h1 = direct_min(OH, h0 + block_h);
-                direct_pixel_range next = direct_next_block(
-                    d, (direct_pixel_range){n, h0, direct_min(block_n, d->batch - n), h1 - h0}, block_n, block_h);
-                const long next_pixels = (long)next.images * next.rows * OW;
+                const int h1 = direct_min(OH, h0 + block_h), images = direct_min(block_n, d->batch - n);
+                direct_pixel_range next =
+                    direct_next_block(d, (direct_pixel_range){n, h0, images, h1 - h0}, block_n, block_h);
                 for (long unit = u0; unit < u1; unit++) {
-                    if (prefetch)
-                        direct_prefetch_pixels(d, x, dy, next, (int)(next_pixels * (unit - u0) / (u1 - u0)),
-                                               (int)(next_pixels * (unit - u0 + 1) / (u1 - u0)), 0,
-                                               K >= DIRECT_PREFETCH_MIN_ROW ? K : 0, C >= DIRECT_PREFETCH_MIN_ROW);
+                    if (pointwise) direct_prefetch_share(d, x, dy, next, unit - u0, u1 - u0, 0, K, true);
                     /* split_k: channel tiles fastest, so consecutive units reuse one dy tile from L1 */
                     int kt = s.split_k ? (int)(unit / c_tiles % k_tiles) : (int)(unit % k_tiles);
                     int ct = s.split_k ? (int)(unit % c_tiles) : (int)(unit / k_tiles % c_tiles);
                     int tap = (int)(unit / ((long)c_tiles * k_tiles));
                     int c0 = ct * s.tile_w, mc = direct_min(s.tile_w, run - c0);
                     int kv = kt * s.tile_k, nr = direct_min(s.tile_k, kvecs - kv);
-                    wtile_range range = {.n = n, .images = direct_min(block_n, d->batch - n), .h0 = h0, .h1 = h1,
-                                         .kv = kv, .nr = nr};
+                    wtile_range range = {.n = n, .images = images, .h0 = h0, .h1 = h1, .kv = kv, .nr = nr};
                     if (!row_runs) {
                         run_tap(d, &range, x, dy, acc, tap / S, tap % S, c0, mc, 0, OW, isa);
                         continue;

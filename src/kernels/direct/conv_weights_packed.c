@@ -107,7 +107,6 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                 /* the next block streams into L2 while this one computes, a share per unit */
                 direct_pixel_range next =
                     direct_next_block(d, (direct_pixel_range){n0, h0, images, rows}, block_n, block_h);
-                const int next_pixels = next.images * next.rows * OW;
                 const long units = (long)l.c_tiles * (kt1 - kt0);
                 for (long unit = 0; unit < units; unit++) { /* c tile outside k tile */
                     int ct = (int)(unit / (kt1 - kt0)), kt = kt0 + (int)(unit % (kt1 - kt0));
@@ -141,10 +140,8 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                     }
                     /* what the tile reads in place (the copies read their rows in order, which the hardware
                      * prefetches well) */
-                    direct_prefetch_pixels(d, x, dy, next, (int)(next_pixels * unit / units),
-                                           (int)(next_pixels * (unit + 1) / units), kt0 * TW,
-                                           dy_in_place && K >= DIRECT_PREFETCH_MIN_ROW ? direct_min(K, kt1 * TW) : 0,
-                                           x_in_place && C >= DIRECT_PREFETCH_MIN_ROW);
+                    direct_prefetch_share(d, x, dy, next, unit, units, kt0 * TW,
+                                          dy_in_place ? direct_min(K, kt1 * TW) : kt0 * TW, x_in_place);
                     direct_run_wtile(isa, &t, mk, nr);
                 }
                 if (!own_x) {

@@ -38,16 +38,21 @@ static inline __attribute__((always_inline)) void direct_prefetch_span(const flo
         __builtin_prefetch((const void *)line, 0, 2);
 }
 
-/* Pixels [p_begin, p_end) of block b of a 1x1 layer into L2: dy's columns [k_begin, k_end) (none if empty)
- * and, with_x, the input pixel of each. Always inlined: GCC takes a function that only prefetches for one
- * without effects and drops its calls. */
-static inline __attribute__((always_inline)) void direct_prefetch_pixels(const plait_conv2d_desc *d, const float *x,
-                                                                         const float *dy, direct_pixel_range b,
-                                                                         int p_begin, int p_end, int k_begin,
-                                                                         int k_end, bool with_x) {
-    if (p_begin >= p_end || b.images <= 0 || (k_end <= k_begin && !with_x)) return;
+/* Share `share` of `shares` of block b of a 1x1 layer into L2 (the drivers call it before each of a thread's
+ * `shares` tile calls): dy's columns [k_begin, k_end) and, with_x, the input pixel of each output pixel, each
+ * only where its rows reach DIRECT_PREFETCH_MIN_ROW floats. Always inlined: GCC takes a function that only
+ * prefetches for one without effects and drops its calls. */
+static inline __attribute__((always_inline)) void direct_prefetch_share(const plait_conv2d_desc *d, const float *x,
+                                                                        const float *dy, direct_pixel_range b,
+                                                                        long share, long shares, int k_begin,
+                                                                        int k_end, bool with_x) {
     const int K = d->out_channels, C = d->in_channels, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, 1, d->stride_h, d->pad_h), OW = direct_out_size(W, 1, d->stride_w, d->pad_w);
+    if (K < DIRECT_PREFETCH_MIN_ROW) k_end = k_begin;
+    with_x = with_x && C >= DIRECT_PREFETCH_MIN_ROW;
+    if (b.images <= 0 || shares <= 0 || (k_end <= k_begin && !with_x)) return;
+    const long pixels = (long)b.images * b.rows * OW;
+    const int p_begin = (int)(pixels * share / shares), p_end = (int)(pixels * (share + 1) / shares);
     int n = b.n0 + p_begin / (b.rows * OW), oh = b.h0 + p_begin / OW % b.rows, ow = p_begin % OW;
     for (int p = p_begin; p < p_end; p++) {
         const float *g = dy + (((size_t)n * OH + oh) * OW + ow) * K;
