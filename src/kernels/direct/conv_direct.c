@@ -408,7 +408,12 @@ void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_sch
     }
     int oh = out_h(d), ow = out_w(d), C = d->in_channels;
     float *packed = workspace;
-    zero_untouched_phases(d, dx);
+    /* A strided 1x1 on sizes the stride divides: every reached pixel has its unreached neighbours in the image,
+     * and the tiles write their zeros while the sums run (stores that miss overlap the multiply-adds) */
+    bool zeros_beside = d->kernel_h == 1 && d->kernel_w == 1 && d->pad_h == 0 && d->pad_w == 0 &&
+                        d->stride_h * d->stride_w > 1 && d->stride_h * d->stride_w <= DIRECT_MAX_ZEROS + 1 &&
+                        d->in_h % d->stride_h == 0 && d->in_w % d->stride_w == 0;
+    if (!zeros_beside) zero_untouched_phases(d, dx);
     for (int ph = 0; ph < d->stride_h; ph++)
         for (int pw = 0; pw < d->stride_w; pw++) {
             phase_taps th = phase_along(ph, d->stride_h, d->pad_h, d->kernel_h, d->in_h);
@@ -423,6 +428,9 @@ void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_sch
                 .y_image = (ptrdiff_t)d->in_h * d->in_w * C, .y_row = (ptrdiff_t)d->stride_h * d->in_w * C,
                 .y_pixel = (ptrdiff_t)d->stride_w * C,
             };
+            for (int zh = 0; zh < d->stride_h && zeros_beside; zh++)
+                for (int zw = 0; zw < d->stride_w; zw++)
+                    if (zh || zw) p.zero_offset[p.zeros++] = ((ptrdiff_t)zh * d->in_w + zw) * C;
             pointwise_as_one_row(&p, &s);
             direct_run(&p, &s, packed + packed_weight_floats(d, PLAIT_CONV_BACKWARD_DATA));
         }

@@ -11,6 +11,7 @@
 #define DIRECT_MAX_TILE_W 16
 #define DIRECT_MAX_VTHREADS 4
 #define DIRECT_MAX_TILE_K 4
+#define DIRECT_MAX_ZEROS 3
 
 static inline int direct_out_size(int in, int kernel, int stride, int pad) {
     return (in + 2 * pad - kernel) / stride + 1;
@@ -33,7 +34,8 @@ static inline void direct_pixel_block(int out_h, int out_w, int pixels, int *blo
  * overwriting when accumulate == 0. Only the first last_lanes lanes of vector NR-1 are stored (the
  * packed weights are zero-padded, so loads of y never pass the tail either). Every x and w address
  * the sums name must be valid: the framework narrows taps at image borders, and taps_h or taps_w may
- * be 0 (then the tile is stored as zeros, or left unchanged when accumulating). */
+ * be 0 (then the tile is stored as zeros, or left unchanged when accumulating). Then, for z < zeros, every
+ * position stored is stored again shifted by zero_offset[z], as zeros (same lanes). */
 typedef struct direct_tile {
     const float *x;
     ptrdiff_t x_pixel, x_vthread, x_tap_row, x_tap_col;
@@ -45,6 +47,10 @@ typedef struct direct_tile {
     int accumulate;
     int last_lanes;
     int tiles; /* the level-1 loop along a row's interior, run inside the micro-kernel: no call per tile */
+    /* the stride phases no tap reaches, written beside the reached one while its sums run (backward-data of a
+     * strided 1x1: three pixels in four) rather than in a pass of their own */
+    int zeros;
+    ptrdiff_t zero_offset[DIRECT_MAX_ZEROS];
 } direct_tile;
 typedef void (*direct_tile_fn)(const direct_tile *t);
 
@@ -125,6 +131,8 @@ typedef struct direct_problem {
     float *y;
     int out_h, out_w;
     ptrdiff_t y_image, y_row, y_pixel; /* floats between images, output rows, output pixels */
+    int zeros;                          /* positions of y at these offsets from each output get zeros */
+    ptrdiff_t zero_offset[DIRECT_MAX_ZEROS];
 } direct_problem;
 
 plait_isa direct_isa_resolved(void);

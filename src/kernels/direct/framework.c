@@ -120,7 +120,9 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
         .y_pixel = p->y_pixel,
         .y_vthread = b->s->vthread_images ? p->y_image : p->y_row,
         .accumulate = c0 > 0,
+        .zeros = c0 > 0 ? 0 : p->zeros, /* once, with the first block of channels */
     };
+    memcpy(t.zero_offset, p->zero_offset, sizeof t.zero_offset);
     int k_left = p->out_c - (kv + nr - 1) * DIRECT_LANES;
     t.last_lanes = k_left < DIRECT_LANES ? k_left : DIRECT_LANES;
     const float *w_base = p->w_packed + (size_t)kv * (size_t)t.w_kvec + (size_t)r_lo * (size_t)t.w_tap_row + (size_t)c0 * DIRECT_LANES;

@@ -72,6 +72,19 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                 else
                     _mm256_maskstore_ps(yp, j % 2 ? tail_hi : tail_lo, acc[(v * MR + m) * 2 * NR + j]);
             }
+    for (int z = 0; z < t->zeros; z++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+                for (int j = 0; j < 2 * NR; j++) {
+                    float *yp = t->y + t->zero_offset[z] + v * t->y_vthread + m * t->y_pixel + 8 * j;
+                    if (!TAIL || j < 2 * NR - 2)
+                        _mm256_storeu_ps(yp, _mm256_setzero_ps());
+                    else
+                        _mm256_maskstore_ps(yp, j % 2 ? tail_hi : tail_lo, _mm256_setzero_ps());
+                }
 }
 
 #define TILE_FN(V, MR, NR, U)                                                                      \

@@ -62,7 +62,10 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
             for (int m = 0; m < MR; m++)
 #pragma GCC unroll 4
                 for (int j = 0; j < NR; j++)
-                    __builtin_prefetch(t->y + v * t->y_vthread + (MR + m) * t->y_pixel + DIRECT_LANES * j, 1, 3);
+                    for (int z = -1; z < t->zeros; z++)
+                        __builtin_prefetch(t->y + v * t->y_vthread + (MR + m) * t->y_pixel + DIRECT_LANES * j +
+                                               (z < 0 ? 0 : t->zero_offset[z]),
+                                           1, 3);
     for (int r = 0; r < t->taps_h; r++)
         for (int s = 0; s < t->taps_w; s++) {
             const float *xp = t->x + r * t->x_tap_row + s * t->x_tap_col;
@@ -85,6 +88,15 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                 else
                     _mm512_storeu_ps(yp, acc[(v * MR + m) * NR + j]);
             }
+    for (int z = 0; z < t->zeros; z++)
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+            for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+                for (int j = 0; j < NR; j++)
+                    _mm512_mask_storeu_ps(t->y + t->zero_offset[z] + v * t->y_vthread + m * t->y_pixel + DIRECT_LANES * j,
+                                          j == NR - 1 ? tail : (__mmask16)0xffff, _mm512_setzero_ps());
 }
 
 #define TILE_FN(V, MR, NR, U)                                                                      \

@@ -29,6 +29,8 @@ static void one_tile(const direct_tile *t, int vthreads, int tile_w, int tile_k)
         for (int m = 0; m < tile_w; m++) {
             float *yp = t->y + v * t->y_vthread + m * t->y_pixel;
             for (int l = 0; l < lanes; l++) yp[l] = acc[v * tile_w + m][l];
+            for (int z = 0; z < t->zeros; z++)
+                for (int l = 0; l < lanes; l++) yp[t->zero_offset[z] + l] = 0.0f;
         }
 }
 
