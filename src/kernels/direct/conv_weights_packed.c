@@ -47,11 +47,15 @@ size_t direct_packed_weights_floats(const plait_conv2d_desc *d) {
 
 /* Pixel p of the block at image n0, output row h0 (rows rows per image) into every x panel, zero past C. */
 static void copy_x_pixel(const plait_conv2d_desc *d, const packed_layout *l, int x_width, const float *x, int n0,
-                         int h0, int rows, int p, int pixels, float *x_panels) {
+                         int h0, int rows, int p, int pixels, float *x_panels, bool avx512) {
     const int C = d->in_channels, OW = l->out_w;
     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
     const float *xs =
         x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w + (size_t)ow * d->stride_w) * C;
+    if (avx512) {
+        direct_pack_x_pixel_avx512(xs, C, x_width, l->c_tiles, (size_t)pixels * x_width, x_panels + (size_t)p * x_width);
+        return;
+    }
     for (int ct = 0; ct < l->c_tiles; ct++) {
         float *to = x_panels + ((size_t)ct * pixels + p) * x_width;
         int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
@@ -68,6 +72,7 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
     float *dy_panels = workspace;
     float *x_panels = (float *)(((size_t)(dy_panels + (size_t)l.block_pixels * K) + 63) & ~(size_t)63);
     const plait_isa isa = direct_isa_resolved();
+    const bool avx512 = isa == PLAIT_ISA_AVX512;
     const int x_width = TK * DIRECT_LANES;
 #pragma omp parallel num_threads(plait_threads())
     {
@@ -88,14 +93,19 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                 const int images = direct_min(block_n, d->batch - n0), rows = direct_min(block_h, OH - h0);
                 const int pixels = images * rows * OW;
                 if (!x_in_place && own_x) {
-                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine);
+                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
                 } else if (!x_in_place) {
 #pragma omp for schedule(static)
-                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine);
+                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
                 }
                 for (int p = 0; p < pixels && !dy_in_place; p++) {
                     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
                     const float *ds = dy + (((size_t)n * OH + oh) * OW + ow) * K;
+                    if (avx512) {
+                        direct_pack_dy_pixel_avx512(ds, kt0 * TW, direct_min(K, kt1 * TW), TW, l.block_pixels, p,
+                                                    dy_panels);
+                        continue;
+                    }
                     /* k tile k0 / TW's panel starts at k0 * block_pixels, so a thread's panels stay its own from
                      * block to block (a short last block must not move them into another thread's) */
                     for (int k0 = kt0 * TW; k0 < direct_min(K, kt1 * TW); k0 += TW) {
@@ -124,7 +134,7 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                         t.x_pixel = mk, t.x_row = (ptrdiff_t)OW * mk, t.x_image = (ptrdiff_t)rows * OW * mk;
                     }
                     if (x_in_place) {
-                        t.dy = x + (((size_t)n0 * d->in_h + (size_t)h0 * d->stride_h) * d->in_w) * C;
+                        t.dy = x + (((size_t)n0 * d->in_h + (size_t)h0 * d->stride_h) * d->in_w) * C + (size_t)ct * x_width;
                         t.dy_pixel = (ptrdiff_t)d->stride_w * C, t.dy_row = (ptrdiff_t)d->stride_h * d->in_w * C;
                         t.dy_image = (ptrdiff_t)d->in_h * d->in_w * C;
                     } else {

@@ -117,6 +117,12 @@ int direct_packed_block_pixels(const plait_conv2d_desc *d, const plait_conv_sche
 size_t direct_packed_weights_floats(const plait_conv2d_desc *d);
 void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace);
+/* Its panel copies on AVX-512 (pack_avx512.c), one pixel each: x's C floats into c_tiles panels of x_width
+ * floats, panel_stride apart, zero past C; dy's channels [k_begin, k_end) into the panels of k tiles of tile_w
+ * channels, k0 * block_pixels + p * (the tile's width) into dy_panels. */
+void direct_pack_x_pixel_avx512(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride, float *to);
+void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
+                                 float *dy_panels);
 
 /* ---- level 1 ----------------------------------------------------------------------------------
  * A convolution as the framework sees it: out[n][oh][ow][k] over a grid out_h x out_w that may be a
