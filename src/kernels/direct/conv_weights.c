@@ -96,11 +96,19 @@ static void add_transposed(const plait_conv2d_desc *d, const float *acc, float *
     const int K = d->out_channels, C = d->in_channels, R = d->kernel_h, S = d->kernel_w;
     const int kvecs = direct_ceil_div(K, DIRECT_LANES), kpad = kvecs * DIRECT_LANES;
     const int c_blocks = direct_ceil_div(C, DIRECT_LANES);
+    const bool avx512 = direct_isa_resolved() == PLAIT_ISA_AVX512;
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
     for (int kb = 0; kb < kvecs; kb++)
         for (int tap = 0; tap < R * S; tap++)
             for (int cb = 0; cb < c_blocks; cb++) {
                 int k1 = direct_min(K, (kb + 1) * DIRECT_LANES), c1 = direct_min(C, (cb + 1) * DIRECT_LANES);
+                if (avx512) {
+                    const float *from = acc + ((size_t)tap * C + (size_t)cb * DIRECT_LANES) * kpad + kb * DIRECT_LANES;
+                    float *to = dw + ((size_t)kb * DIRECT_LANES * R * S + tap) * C + (size_t)cb * DIRECT_LANES;
+                    direct_add_transposed_avx512(from, (size_t)kpad, c1 - cb * DIRECT_LANES, to, (size_t)R * S * C,
+                                                 k1 - kb * DIRECT_LANES);
+                    continue;
+                }
                 for (int k = kb * DIRECT_LANES; k < k1; k++) {
                     float *to = dw + ((size_t)k * R * S + tap) * C;
                     const float *from = acc + (size_t)tap * C * kpad + k;
