@@ -71,6 +71,7 @@ int plait_threads(void);
 typedef struct plait_cpu {
     bool avx2, fma, avx512f;
     char model[64];
+    size_t l2_bytes; /* one core's L2 cache (512 KiB when the system does not say) */
 } plait_cpu;
 const plait_cpu *plait_cpu_features(void);
 

@@ -51,6 +51,8 @@ const plait_cpu *plait_cpu_features(void) {
     }
     /* Trim trailing spaces the brand string carries. */
     for (int i = (int)strlen(cpu.model) - 1; i >= 0 && cpu.model[i] == ' '; i--) cpu.model[i] = 0;
+    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    cpu.l2_bytes = l2 > 0 ? (size_t)l2 : (size_t)512 * 1024;
     probed = 1;
     return &cpu;
 }

@@ -1,6 +1,7 @@
 /* The direct convolution's three directions expressed as level-1 problems (framework.c), the default
  * schedules, and the kernel table the engine swaps in per layer. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/direct/direct.h"
@@ -165,20 +166,24 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
     s.pad_copy = width <= 16 && borders;
     s.block_h = 4;
     s.block_k = 0;
-    /* Weights larger than L2's share: keep each thread on one K block across images (split_k) and cut C so
-     * a tile's weights (taps x block_c x 16 x tile_k floats) stay in L2. */
+    /* Weights larger than the core's L2: keep each thread on one K block across images (split_k) and cut C so
+     * a tile's weights (taps x block_c x 16 x tile_k floats) stay in L2. Up to the L2's size the split costs
+     * more than it saves: 1x1 layers with 1-2 MB of weights on the Xeon's 2 MB L2 ran 1.01-1.09x without it on
+     * one thread, 1.03-1.16x on two, and 4-8 MB ones 0.91-0.94x (ResNet-50 CIFAR, batch 64, 2026-12-05; the
+     * threshold was 512 KB, the L2 of the Zen 3 machine it was set on). */
     int c_count = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
     double weight_bytes = 4.0 * d->kernel_h * d->kernel_w * c_count * kvecs * DIRECT_LANES;
+    double l2_bytes = (double)plait_cpu_features()->l2_bytes;
     /* Not for 3x3 layers over a padded copy, which then goes in windows (framework.c), each copied once rather
      * than once per K block: 16x16 and 8x8 stride-2 3x3 layers, forward and backward-data, ran 1.02-1.31x on two
      * threads (one: 0.94-1.16x), 2026-12-05. The strided 1x1 backward-data with 8 MB of weights kept it (one
      * thread 0.9x without). */
     bool windowed_3x3 = s.pad_copy && (d->kernel_h > 1 || d->kernel_w > 1);
-    if (weight_bytes > 512 * 1024 && !windowed_3x3) {
+    if (weight_bytes > l2_bytes && !windowed_3x3) {
         s.split_k = 1;
         s.block_k = s.tile_k;
         int taps = d->kernel_h * d->kernel_w;
-        int block_c = 320 * 1024 / (4 * taps * DIRECT_LANES * s.tile_k);
+        int block_c = (int)(l2_bytes * 5 / 8 / (4 * taps * DIRECT_LANES * s.tile_k));
         block_c = block_c / 32 * 32;
         s.block_c = block_c >= 32 && block_c < c_count ? block_c : 0;
     }
