@@ -83,6 +83,8 @@ typedef struct block_context {
     int kvecs;
     int interior_lo, interior_hi; /* output columns whose taps all fall inside the image */
     int data_lo, data_hi;         /* rows of x that hold the image; a padded copy's others are zeros */
+    int data_col_lo, data_col_hi; /* the same for columns */
+    bool skip_columns;            /* short rows over a padded copy: kernel columns on its zero columns skipped */
 } block_context;
 
 /* Range of taps [lo, hi) of output row oh that land on rows of the image: over a padded copy, taps on its
@@ -95,12 +97,57 @@ static void row_tap_range(const block_context *b, int oh, int *lo, int *hi) {
     if (*hi < *lo) *hi = *lo;
 }
 
+/* Columns [from, to) of one row: interior columns in register tiles over kernel columns [tap_lo, tap_hi), the
+ * others one pixel at a time over their kernel columns inside the image. */
+static void run_columns(const block_context *b, direct_tile *t, const float *x_image, int ih, const float *w_base,
+                        float *y_row, int vthreads, int nr, int c0, int cb, int from, int to, int tap_lo, int tap_hi) {
+    const direct_problem *p = b->p;
+    ptrdiff_t in_row = (ptrdiff_t)p->in_w * p->in_c;
+    int ow = from;
+    while (ow < to) {
+        int s_lo = tap_lo, s_hi = tap_hi, count = 1, repeat = 1;
+        bool interior = ow >= b->interior_lo && ow < b->interior_hi;
+        if (interior) {
+            int span = direct_min(to, b->interior_hi) - ow;
+            count = direct_min(b->s->tile_w, span);
+            repeat = span / count; /* every full tile of the interior in one micro-kernel call */
+        } else {
+            tap_range(ow, p->stride_w, p->pad_w, p->taps_w, p->in_w, &s_lo, &s_hi);
+        }
+        /* With every channel in the block, a kernel row's taps and channels are one run of x and of the
+         * packed weights (x_tap_col = in_c, w_tap_col = 16 in_c): one channel loop of taps_w * in_c, the same
+         * sums in the same order, without a short loop per tap (a 3-channel stem ran 3 iterations a tap). */
+        bool row_run = interior && cb == p->in_c;
+        t->taps_w = row_run ? 1 : s_hi - s_lo;
+        t->channels = row_run ? (s_hi - s_lo) * cb : cb;
+        t->w = w_base + (size_t)s_lo * (size_t)t->w_tap_col;
+        t->y = y_row + (size_t)ow * (size_t)p->y_pixel;
+        /* Pointers are formed only for taps inside the image. */
+        if (t->taps_h > 0 && t->taps_w > 0)
+            t->x = x_image + (size_t)ih * (size_t)in_row +
+                   (size_t)(ow * p->stride_w - p->pad_w + s_lo) * (size_t)p->in_c + (size_t)c0;
+        else
+            t->x = x_image;
+        t->tiles = repeat;
+        direct_run_tile(b->isa, t, vthreads, count, nr, b->s->unroll);
+        ow += count * repeat;
+    }
+}
+
+/* Output columns [lo, hi) of [w0, w1) whose kernel column s lands on a column of the image (in a padded copy). */
+static void data_columns(const block_context *b, int s, int w0, int w1, int *lo, int *hi) {
+    const direct_problem *p = b->p;
+    int first = b->data_col_lo + p->pad_w - s, last = b->data_col_hi - 1 + p->pad_w - s;
+    *lo = direct_max(w0, first <= 0 ? 0 : direct_ceil_div(first, p->stride_w));
+    *hi = last < 0 ? w0 : direct_min(w1, last / p->stride_w + 1);
+    if (*hi < *lo) *hi = *lo;
+}
+
 /* One or `vthreads` output rows (oh .. oh+vthreads-1, all with the full tap range when vthreads > 1)
  * over columns [w0, w1), output-channel vectors [kv, kv + nr), input channels [c0, c0 + cb). */
 static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0, int w1, int kv, int nr, int c0,
                      int cb) {
     const direct_problem *p = b->p;
-    const plait_conv_schedule *s = b->s;
     int r_lo, r_hi;
     row_tap_range(b, oh, &r_lo, &r_hi);
     int ih = oh * p->stride_h - p->pad_h + r_lo;
@@ -125,34 +172,35 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
     memcpy(t.zero_offset, p->zero_offset, sizeof t.zero_offset);
     int k_left = p->out_c - (kv + nr - 1) * DIRECT_LANES;
     t.last_lanes = k_left < DIRECT_LANES ? k_left : DIRECT_LANES;
-    const float *w_base = p->w_packed + (size_t)kv * (size_t)t.w_kvec + (size_t)r_lo * (size_t)t.w_tap_row + (size_t)c0 * DIRECT_LANES;
-    int ow = w0;
-    while (ow < w1) {
-        int s_lo = 0, s_hi = p->taps_w, count = 1, v = vthreads, repeat = 1;
-        bool interior = ow >= b->interior_lo && ow < b->interior_hi;
-        if (interior) {
-            int span = direct_min(w1, b->interior_hi) - ow;
-            count = direct_min(s->tile_w, span);
-            repeat = span / count; /* every full tile of the interior in one micro-kernel call */
-        } else {
-            tap_range(ow, p->stride_w, p->pad_w, p->taps_w, p->in_w, &s_lo, &s_hi);
+    const float *w_base = p->w_packed + (size_t)kv * (size_t)t.w_kvec + (size_t)r_lo * (size_t)t.w_tap_row +
+                          (size_t)c0 * DIRECT_LANES;
+    /* Short rows over a padded copy: the kernel columns every output of the row has inside the image in one
+     * pass, then each of the others, accumulating, over just the outputs it reaches inside the image (a twelfth
+     * of the work of a stride-2 3x3 layer on 8x8 inputs is the zero column left of the first output). */
+    int full_lo = p->taps_w, full_hi = 0, partial = 0;
+    if (b->skip_columns)
+        for (int sc = 0; sc < p->taps_w; sc++) {
+            int lo, hi;
+            data_columns(b, sc, w0, w1, &lo, &hi);
+            if (lo == w0 && hi == w1) {
+                full_lo = direct_min(full_lo, sc);
+                full_hi = sc + 1;
+            } else {
+                partial++;
+            }
         }
-        /* With every channel in the block, a kernel row's taps and channels are one run of x and of the
-         * packed weights (x_tap_col = in_c, w_tap_col = 16 in_c): one channel loop of taps_w * in_c, the same
-         * sums in the same order, without a short loop per tap (a 3-channel stem ran 3 iterations a tap). */
-        bool row_run = interior && cb == p->in_c;
-        t.taps_w = row_run ? 1 : s_hi - s_lo;
-        t.channels = row_run ? p->taps_w * cb : cb;
-        t.w = w_base + (size_t)s_lo * (size_t)t.w_tap_col;
-        t.y = y_row + (size_t)ow * (size_t)p->y_pixel;
-        /* Pointers are formed only for taps inside the image. */
-        if (t.taps_h > 0 && t.taps_w > 0)
-            t.x = x_image + (size_t)ih * (size_t)in_row + (size_t)(ow * p->stride_w - p->pad_w + s_lo) * (size_t)p->in_c + (size_t)c0;
-        else
-            t.x = x_image;
-        t.tiles = repeat;
-        direct_run_tile(b->isa, &t, v, count, nr, s->unroll);
-        ow += count * repeat;
+    if (partial == 0 || full_lo >= full_hi || full_hi - full_lo + partial != p->taps_w) {
+        run_columns(b, &t, x_image, ih, w_base, y_row, vthreads, nr, c0, cb, w0, w1, 0, p->taps_w);
+        return;
+    }
+    run_columns(b, &t, x_image, ih, w_base, y_row, vthreads, nr, c0, cb, w0, w1, full_lo, full_hi);
+    t.accumulate = 1;
+    t.zeros = 0;
+    for (int sc = 0; sc < p->taps_w; sc++) {
+        int lo, hi;
+        data_columns(b, sc, w0, w1, &lo, &hi);
+        if ((sc < full_lo || sc >= full_hi) && lo < hi)
+            run_columns(b, &t, x_image, ih, w_base, y_row, vthreads, nr, c0, cb, lo, hi, sc, sc + 1);
     }
 }
 
@@ -256,7 +304,8 @@ void direct_run(const direct_problem *problem, const plait_conv_schedule *s, flo
         p = &padded;
     }
     block_context b = {.p = p, .s = s, .isa = direct_isa_resolved(), .kvecs = direct_ceil_div(p->out_c, DIRECT_LANES),
-                       .data_lo = top, .data_hi = top + problem->in_h};
+                       .data_lo = top, .data_hi = top + problem->in_h, .data_col_lo = left,
+                       .data_col_hi = left + problem->in_w, .skip_columns = p != problem && p->out_w <= 8};
     b.interior_lo = p->out_w;
     b.interior_hi = p->out_w;
     for (int ow = 0; ow < p->out_w; ow++) {
