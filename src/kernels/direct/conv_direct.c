@@ -1,7 +1,6 @@
 /* The direct convolution's three directions expressed as level-1 problems (framework.c), the default
  * schedules, and the kernel table the engine swaps in per layer. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "kernels/direct/direct.h"

@@ -103,7 +103,8 @@ static void add_transposed(const plait_conv2d_desc *d, const float *acc, float *
             for (int cb = 0; cb < c_blocks; cb++) {
                 int k1 = direct_min(K, (kb + 1) * DIRECT_LANES), c1 = direct_min(C, (cb + 1) * DIRECT_LANES);
                 if (avx512) {
-                    const float *from = acc + ((size_t)tap * C + (size_t)cb * DIRECT_LANES) * kpad + kb * DIRECT_LANES;
+                    const float *from =
+                        acc + ((size_t)tap * C + (size_t)cb * DIRECT_LANES) * kpad + (size_t)kb * DIRECT_LANES;
                     float *to = dw + ((size_t)kb * DIRECT_LANES * R * S + tap) * C + (size_t)cb * DIRECT_LANES;
                     direct_add_transposed_avx512(from, (size_t)kpad, c1 - cb * DIRECT_LANES, to, (size_t)R * S * C,
                                                  k1 - kb * DIRECT_LANES);
@@ -207,9 +208,9 @@ static inline __attribute__((always_inline)) void prefetch_unit_sums(const plait
     int tap = (int)(unit / ((long)c_tiles * k_tiles));
     int c0 = tap * run + ct * s->tile_w, mc = direct_min(s->tile_w, run - ct * s->tile_w);
     int kv = kt * s->tile_k, nr = direct_min(s->tile_k, kvecs - kv);
+    const float *sums = acc + (size_t)c0 * kvecs * DIRECT_LANES + (size_t)kv * DIRECT_LANES;
     for (int i = 0; i < mc; i++)
-        for (int j = 0; j < nr; j++)
-            __builtin_prefetch(acc + (size_t)(c0 + i) * kvecs * DIRECT_LANES + (size_t)(kv + j) * DIRECT_LANES, 1, 3);
+        for (int j = 0; j < nr; j++) __builtin_prefetch(sums + ((size_t)i * kvecs + j) * DIRECT_LANES, 1, 3);
 }
 
 void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,

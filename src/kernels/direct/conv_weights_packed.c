@@ -53,7 +53,8 @@ static void copy_x_pixel(const plait_conv2d_desc *d, const packed_layout *l, int
     const float *xs =
         x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w + (size_t)ow * d->stride_w) * C;
     if (avx512) {
-        direct_pack_x_pixel_avx512(xs, C, x_width, l->c_tiles, (size_t)pixels * x_width, x_panels + (size_t)p * x_width);
+        size_t panel = (size_t)pixels * x_width;
+        direct_pack_x_pixel_avx512(xs, C, x_width, l->c_tiles, panel, x_panels + (size_t)p * x_width);
         return;
     }
     for (int ct = 0; ct < l->c_tiles; ct++) {
@@ -93,10 +94,12 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                 const int images = direct_min(block_n, d->batch - n0), rows = direct_min(block_h, OH - h0);
                 const int pixels = images * rows * OW;
                 if (!x_in_place && own_x) {
-                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
+                    for (int p = 0; p < pixels; p++)
+                        copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
                 } else if (!x_in_place) {
 #pragma omp for schedule(static)
-                    for (int p = 0; p < pixels; p++) copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
+                    for (int p = 0; p < pixels; p++)
+                        copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
                 }
                 for (int p = 0; p < pixels && !dy_in_place; p++) {
                     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
@@ -134,7 +137,7 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                         t.x_pixel = mk, t.x_row = (ptrdiff_t)OW * mk, t.x_image = (ptrdiff_t)rows * OW * mk;
                     }
                     if (x_in_place) {
-                        t.dy = x + (((size_t)n0 * d->in_h + (size_t)h0 * d->stride_h) * d->in_w) * C + (size_t)ct * x_width;
+                        t.dy = x + (((size_t)n0 * d->in_h + (size_t)h0 * d->stride_h) * d->in_w) * C;
                         t.dy_pixel = (ptrdiff_t)d->stride_w * C, t.dy_row = (ptrdiff_t)d->stride_h * d->in_w * C;
                         t.dy_image = (ptrdiff_t)d->in_h * d->in_w * C;
                     } else {
