@@ -264,13 +264,19 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const long u0 = units * me / threads, u1 = units * (me + 1) / threads;
         const bool pointwise = R == 1 && S == 1;
+        /* the input channels this thread's units read (a range of channel tiles unless split_k interleaves them) */
+        int x_lo = 0, x_hi = C;
+        if (pointwise && !s.split_k && u1 > u0) {
+            x_lo = (int)(u0 / k_tiles % c_tiles) * s.tile_w;
+            x_hi = direct_min(C, ((int)((u1 - 1) / k_tiles % c_tiles) + 1) * s.tile_w);
+        }
         for (int n = 0; n < d->batch; n += block_n)
             for (int h0 = 0; h0 < OH; h0 += block_h) {
                 const int h1 = direct_min(OH, h0 + block_h), images = direct_min(block_n, d->batch - n);
                 direct_pixel_range next =
                     direct_next_block(d, (direct_pixel_range){n, h0, images, h1 - h0}, block_n, block_h);
                 for (long unit = u0; unit < u1; unit++) {
-                    if (pointwise) direct_prefetch_share(d, x, dy, next, unit - u0, u1 - u0, 0, K, true);
+                    if (pointwise) direct_prefetch_share(d, x, dy, next, unit - u0, u1 - u0, 0, K, x_lo, x_hi);
                     if (unit + 1 < u1) prefetch_unit_sums(&s, unit + 1, run, c_tiles, k_tiles, kvecs, acc);
                     /* split_k: channel tiles fastest, so consecutive units reuse one dy tile from L1 */
                     int kt = s.split_k ? (int)(unit / c_tiles % k_tiles) : (int)(unit % k_tiles);

@@ -154,7 +154,7 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                     /* what the tile reads in place (the copies read their rows in order, which the hardware
                      * prefetches well) */
                     direct_prefetch_share(d, x, dy, next, unit, units, kt0 * TW,
-                                          dy_in_place ? direct_min(K, kt1 * TW) : kt0 * TW, x_in_place);
+                                          dy_in_place ? direct_min(K, kt1 * TW) : kt0 * TW, 0, x_in_place ? C : 0);
                     direct_run_wtile(isa, &t, mk, nr);
                 }
                 if (!own_x) {

@@ -39,17 +39,19 @@ static inline __attribute__((always_inline)) void direct_prefetch_span(const flo
 }
 
 /* Share `share` of `shares` of block b of a 1x1 layer into L2 (the drivers call it before each of a thread's
- * `shares` tile calls): dy's columns [k_begin, k_end) and, with_x, the input pixel of each output pixel, each
- * only where its rows reach DIRECT_PREFETCH_MIN_ROW floats. Always inlined: GCC takes a function that only
- * prefetches for one without effects and drops its calls. */
+ * `shares` tile calls): dy's columns [k_begin, k_end) and x's columns [c_begin, c_end) of each output pixel's
+ * input pixel (the columns the thread's tiles read: on two threads that split the input channels, each
+ * prefetching whole pixels pulled the other's half into its L2 too), each only where its rows reach
+ * DIRECT_PREFETCH_MIN_ROW floats. Always inlined: GCC takes a function that only prefetches for one without
+ * effects and drops its calls. */
 static inline __attribute__((always_inline)) void direct_prefetch_share(const plait_conv2d_desc *d, const float *x,
                                                                         const float *dy, direct_pixel_range b,
                                                                         long share, long shares, int k_begin,
-                                                                        int k_end, bool with_x) {
+                                                                        int k_end, int c_begin, int c_end) {
     const int K = d->out_channels, C = d->in_channels, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, 1, d->stride_h, d->pad_h), OW = direct_out_size(W, 1, d->stride_w, d->pad_w);
     if (K < DIRECT_PREFETCH_MIN_ROW) k_end = k_begin;
-    with_x = with_x && C >= DIRECT_PREFETCH_MIN_ROW;
+    bool with_x = c_end > c_begin && C >= DIRECT_PREFETCH_MIN_ROW;
     if (b.images <= 0 || shares <= 0 || (k_end <= k_begin && !with_x)) return;
     const long pixels = (long)b.images * b.rows * OW;
     const int p_begin = (int)(pixels * share / shares), p_end = (int)(pixels * (share + 1) / shares);
@@ -60,7 +62,7 @@ static inline __attribute__((always_inline)) void direct_prefetch_share(const pl
         int ih = oh * d->stride_h - d->pad_h, iw = ow * d->stride_w - d->pad_w;
         if (with_x && ih >= 0 && ih < H && iw >= 0 && iw < W) {
             const float *xs = x + (((size_t)n * H + ih) * W + iw) * C;
-            direct_prefetch_span(xs, xs + C);
+            direct_prefetch_span(xs + c_begin, xs + c_end);
         }
         if (++ow < OW) continue;
         ow = 0;
