@@ -28,6 +28,24 @@ TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel
         }
 }
 
+/* The tile's positions from y on: the sums, or with ZERO zeros (the unreached phases beside them). */
+TARGET INLINE void tile_store(const direct_tile *t, float *y, const __m256 *acc, const bool ZERO, __m256i tail_lo,
+                              __m256i tail_hi, const int V, const int MR, const int NR, const bool TAIL) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; m++)
+#pragma GCC unroll 8
+            for (int j = 0; j < 2 * NR; j++) {
+                float *yp = y + v * t->y_vthread + m * t->y_pixel + 8 * j;
+                __m256 value = ZERO ? _mm256_setzero_ps() : acc[(v * MR + m) * 2 * NR + j];
+                if (!TAIL || j < 2 * NR - 2)
+                    _mm256_storeu_ps(yp, value);
+                else
+                    _mm256_maskstore_ps(yp, j % 2 ? tail_hi : tail_lo, value);
+            }
+}
+
 /* TAIL: the last vector has fewer than 16 valid lanes. Only then are loads and stores masked: Zen 3 runs a
  * masked 256-bit store as microcode, and with NR = 1 every store of a tile went through it. Measured, one
  * thread, the 6x16 tile on a 1x1 64 -> 64 layer (32x32, batch 64): 23-36 -> 42-59 GFLOP/s. */
@@ -60,31 +78,9 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                 for (int u = 0; u < U; u++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c + u, V, MR, NR, acc);
             for (; c < channels; c++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c, V, MR, NR, acc);
         }
-#pragma GCC unroll 4
-    for (int v = 0; v < V; v++)
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; m++)
-#pragma GCC unroll 8
-            for (int j = 0; j < 2 * NR; j++) {
-                float *yp = t->y + v * t->y_vthread + m * t->y_pixel + 8 * j;
-                if (!TAIL || j < 2 * NR - 2)
-                    _mm256_storeu_ps(yp, acc[(v * MR + m) * 2 * NR + j]);
-                else
-                    _mm256_maskstore_ps(yp, j % 2 ? tail_hi : tail_lo, acc[(v * MR + m) * 2 * NR + j]);
-            }
+    tile_store(t, t->y, acc, false, tail_lo, tail_hi, V, MR, NR, TAIL);
     for (int z = 0; z < t->zeros; z++)
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++)
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; m++)
-#pragma GCC unroll 8
-                for (int j = 0; j < 2 * NR; j++) {
-                    float *yp = t->y + t->zero_offset[z] + v * t->y_vthread + m * t->y_pixel + 8 * j;
-                    if (!TAIL || j < 2 * NR - 2)
-                        _mm256_storeu_ps(yp, _mm256_setzero_ps());
-                    else
-                        _mm256_maskstore_ps(yp, j % 2 ? tail_hi : tail_lo, _mm256_setzero_ps());
-                }
+        tile_store(t, t->y + t->zero_offset[z], NULL, true, tail_lo, tail_hi, V, MR, NR, TAIL);
 }
 
 #define TILE_FN(V, MR, NR, U)                                                                      \

@@ -36,6 +36,24 @@ TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel
         }
 }
 
+/* The tile's positions from y on: the sums, or with ZERO zeros (the unreached phases beside them). */
+TARGET INLINE void tile_store(const direct_tile *t, float *y, const __m512 *acc, const bool ZERO, __mmask16 tail,
+                              const int V, const int MR, const int NR) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < MR; m++)
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) {
+                float *yp = y + v * t->y_vthread + m * t->y_pixel + DIRECT_LANES * j;
+                __m512 value = ZERO ? _mm512_setzero_ps() : acc[(v * MR + m) * NR + j];
+                if (j == NR - 1)
+                    _mm512_mask_storeu_ps(yp, tail, value);
+                else
+                    _mm512_storeu_ps(yp, value);
+            }
+}
+
 TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, const int NR, const int U) {
     __m512 acc[DIRECT_MAX_VTHREADS * DIRECT_MAX_TILE_W * DIRECT_MAX_TILE_K];
     const __mmask16 tail = (__mmask16)((1u << t->last_lanes) - 1u);
@@ -76,27 +94,8 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                 for (int u = 0; u < U; u++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c + u, V, MR, NR, acc);
             for (; c < channels; c++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c, V, MR, NR, acc);
         }
-#pragma GCC unroll 4
-    for (int v = 0; v < V; v++)
-#pragma GCC unroll 16
-        for (int m = 0; m < MR; m++)
-#pragma GCC unroll 4
-            for (int j = 0; j < NR; j++) {
-                float *yp = t->y + v * t->y_vthread + m * t->y_pixel + DIRECT_LANES * j;
-                if (j == NR - 1)
-                    _mm512_mask_storeu_ps(yp, tail, acc[(v * MR + m) * NR + j]);
-                else
-                    _mm512_storeu_ps(yp, acc[(v * MR + m) * NR + j]);
-            }
-    for (int z = 0; z < t->zeros; z++)
-#pragma GCC unroll 4
-        for (int v = 0; v < V; v++)
-#pragma GCC unroll 16
-            for (int m = 0; m < MR; m++)
-#pragma GCC unroll 4
-                for (int j = 0; j < NR; j++)
-                    _mm512_mask_storeu_ps(t->y + t->zero_offset[z] + v * t->y_vthread + m * t->y_pixel + DIRECT_LANES * j,
-                                          j == NR - 1 ? tail : (__mmask16)0xffff, _mm512_setzero_ps());
+    tile_store(t, t->y, acc, false, tail, V, MR, NR);
+    for (int z = 0; z < t->zeros; z++) tile_store(t, t->y + t->zero_offset[z], NULL, true, tail, V, MR, NR);
 }
 
 #define TILE_FN(V, MR, NR, U)                                                                      \
