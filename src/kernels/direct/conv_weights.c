@@ -196,6 +196,15 @@ static void backward_weights_patch(const plait_conv2d_desc *d, const plait_conv_
     add_transposed(d, acc, dw);
 }
 
+/* The tap, channel tile and output-channel tile of a unit. split_k: channel tiles fastest, so consecutive units
+ * reuse one dy tile from L1. */
+static inline void unit_tiles(const plait_conv_schedule *s, long unit, int c_tiles, int k_tiles, int *tap, int *ct,
+                              int *kt) {
+    *kt = s->split_k ? (int)(unit / c_tiles % k_tiles) : (int)(unit % k_tiles);
+    *ct = s->split_k ? (int)(unit % c_tiles) : (int)(unit / k_tiles % c_tiles);
+    *tap = (int)(unit / ((long)c_tiles * k_tiles));
+}
+
 /* The sums of unit `unit` (its tile of the packed gradient [taps][run][kpad]) into L1 while the unit before it
  * computes: the gradient outgrows L2 on large layers (9.4 MB at 512 x 512 x 3 x 3) and every unit reloads its
  * sums once per pixel block, which its first multiply-adds then waited for (stride-2 3x3 layers, one and two
@@ -203,9 +212,8 @@ static void backward_weights_patch(const plait_conv2d_desc *d, const plait_conv_
 static inline __attribute__((always_inline)) void prefetch_unit_sums(const plait_conv_schedule *s, long unit,
                                                                      int run, int c_tiles, int k_tiles, int kvecs,
                                                                      const float *acc) {
-    int kt = s->split_k ? (int)(unit / c_tiles % k_tiles) : (int)(unit % k_tiles);
-    int ct = s->split_k ? (int)(unit % c_tiles) : (int)(unit / k_tiles % c_tiles);
-    int tap = (int)(unit / ((long)c_tiles * k_tiles));
+    int tap, ct, kt;
+    unit_tiles(s, unit, c_tiles, k_tiles, &tap, &ct, &kt);
     int c0 = tap * run + ct * s->tile_w, mc = direct_min(s->tile_w, run - ct * s->tile_w);
     int kv = kt * s->tile_k, nr = direct_min(s->tile_k, kvecs - kv);
     const float *sums = acc + (size_t)c0 * kvecs * DIRECT_LANES + (size_t)kv * DIRECT_LANES;
@@ -267,8 +275,11 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
         /* the input channels this thread's units read (a range of channel tiles unless split_k interleaves them) */
         int x_lo = 0, x_hi = C;
         if (pointwise && !s.split_k && u1 > u0) {
-            x_lo = (int)(u0 / k_tiles % c_tiles) * s.tile_w;
-            x_hi = direct_min(C, ((int)((u1 - 1) / k_tiles % c_tiles) + 1) * s.tile_w);
+            int tap, first, last, kt;
+            unit_tiles(&s, u0, c_tiles, k_tiles, &tap, &first, &kt);
+            unit_tiles(&s, u1 - 1, c_tiles, k_tiles, &tap, &last, &kt);
+            x_lo = first * s.tile_w;
+            x_hi = direct_min(C, (last + 1) * s.tile_w);
         }
         for (int n = 0; n < d->batch; n += block_n)
             for (int h0 = 0; h0 < OH; h0 += block_h) {
@@ -278,10 +289,8 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                 for (long unit = u0; unit < u1; unit++) {
                     if (pointwise) direct_prefetch_share(d, x, dy, next, unit - u0, u1 - u0, 0, K, x_lo, x_hi);
                     if (unit + 1 < u1) prefetch_unit_sums(&s, unit + 1, run, c_tiles, k_tiles, kvecs, acc);
-                    /* split_k: channel tiles fastest, so consecutive units reuse one dy tile from L1 */
-                    int kt = s.split_k ? (int)(unit / c_tiles % k_tiles) : (int)(unit % k_tiles);
-                    int ct = s.split_k ? (int)(unit % c_tiles) : (int)(unit / k_tiles % c_tiles);
-                    int tap = (int)(unit / ((long)c_tiles * k_tiles));
+                    int tap, ct, kt;
+                    unit_tiles(&s, unit, c_tiles, k_tiles, &tap, &ct, &kt);
                     int c0 = ct * s.tile_w, mc = direct_min(s.tile_w, run - c0);
                     int kv = kt * s.tile_k, nr = direct_min(s.tile_k, kvecs - kv);
                     wtile_range range = {.n = n, .images = images, .h0 = h0, .h1 = h1, .kv = kv, .nr = nr};
