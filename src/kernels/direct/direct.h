@@ -51,6 +51,9 @@ typedef struct direct_tile {
      * strided 1x1: three pixels in four) rather than in a pass of their own */
     int zeros;
     ptrdiff_t zero_offset[DIRECT_MAX_ZEROS];
+    /* a hint: x is read once (one group of output channels), so prefetch the next tile's x rather than this
+     * tile's further along its channels */
+    int prefetch_next_x;
 } direct_tile;
 typedef void (*direct_tile_fn)(const direct_tile *t);
 

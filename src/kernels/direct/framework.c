@@ -85,6 +85,7 @@ typedef struct block_context {
     int data_lo, data_hi;         /* rows of x that hold the image; a padded copy's others are zeros */
     int data_col_lo, data_col_hi; /* the same for columns */
     bool skip_columns;            /* short rows over a padded copy: kernel columns on its zero columns skipped */
+    bool x_read_once;             /* all output channels in one tile: each pixel of x is read once */
 } block_context;
 
 /* Range of taps [lo, hi) of output row oh that land on rows of the image: over a padded copy, taps on its
@@ -168,6 +169,7 @@ static void run_rows(const block_context *b, int n, int oh, int vthreads, int w0
         .y_vthread = b->s->vthread_images ? p->y_image : p->y_row,
         .accumulate = c0 > 0,
         .zeros = c0 > 0 ? 0 : p->zeros, /* once, with the first block of channels */
+        .prefetch_next_x = b->x_read_once,
     };
     memcpy(t.zero_offset, p->zero_offset, sizeof t.zero_offset);
     int k_left = p->out_c - (kv + nr - 1) * DIRECT_LANES;
@@ -306,6 +308,7 @@ void direct_run(const direct_problem *problem, const plait_conv_schedule *s, flo
     block_context b = {.p = p, .s = s, .isa = direct_isa_resolved(), .kvecs = direct_ceil_div(p->out_c, DIRECT_LANES),
                        .data_lo = top, .data_hi = top + problem->in_h, .data_col_lo = left,
                        .data_col_hi = left + problem->in_w, .skip_columns = p != problem && p->out_w <= 8};
+    b.x_read_once = b.kvecs <= s->tile_k;
     b.interior_lo = p->out_w;
     b.interior_hi = p->out_w;
     for (int ow = 0; ow < p->out_w; ow++) {

@@ -9,11 +9,12 @@
 
 /* Accumulators are indexed [(v * MR + m) * NR + j]; every loop has constant bounds after inlining, so
  * GCC unrolls them and keeps the array in registers. Each weight stream is prefetched 16 channels (one
- * KiB) ahead and each pixel's x two lines ahead, once per line: a tile reads 4 + V*MR streams at once, more
- * than the L1 prefetcher follows (Xeon, one thread: 1x1 forward 137 -> 147 GFLOP/s, strided 3x3 forward
+ * KiB) ahead and each pixel's x two lines ahead (or the next tile's, see tile_body), once per line: a tile
+ * reads 4 + V*MR streams at once, more than the L1 prefetcher follows (Xeon, one thread: 1x1 forward 137 -> 147 GFLOP/s, strided 3x3 forward
  * 139 -> 149, the 512-channel Winograd products 224 -> 320). */
 TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel, ptrdiff_t x_vthread,
-                             ptrdiff_t w_kvec, int c, const int V, const int MR, const int NR, __m512 *acc) {
+                             ptrdiff_t w_kvec, int c, const bool NEXT, const int V, const int MR, const int NR,
+                             __m512 *acc) {
     __m512 wv[DIRECT_MAX_TILE_K];
 #pragma GCC unroll 4
     for (int j = 0; j < NR; j++) {
@@ -25,7 +26,8 @@ TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel
         for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
             for (int m = 0; m < MR; m++)
-                _mm_prefetch((const char *)(xp + v * x_vthread + m * x_pixel + c + 32), _MM_HINT_T0);
+                _mm_prefetch((const char *)(xp + v * x_vthread + (NEXT ? MR + m : m) * x_pixel + (NEXT ? 0 : 32) + c),
+                             _MM_HINT_T0);
 #pragma GCC unroll 4
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
@@ -34,6 +36,17 @@ TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel
 #pragma GCC unroll 4
             for (int j = 0; j < NR; j++) acc[(v * MR + m) * NR + j] = _mm512_fmadd_ps(b, wv[j], acc[(v * MR + m) * NR + j]);
         }
+}
+
+/* One tap's channels, U at a time. NEXT as in tile_body. */
+TARGET INLINE void tile_channels(const float *xp, const float *wp, ptrdiff_t x_pixel, ptrdiff_t x_vthread,
+                                 ptrdiff_t w_kvec, int channels, const bool NEXT, const int V, const int MR,
+                                 const int NR, const int U, __m512 *acc) {
+    int c = 0;
+    for (; c + U <= channels; c += U)
+#pragma GCC unroll 4
+        for (int u = 0; u < U; u++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c + u, NEXT, V, MR, NR, acc);
+    for (; c < channels; c++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c, NEXT, V, MR, NR, acc);
 }
 
 /* The tile's positions from y on: the sums, or with ZERO zeros (the unreached phases beside them). */
@@ -69,6 +82,11 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                     t->accumulate ? _mm512_maskz_loadu_ps(mask, yp) : _mm512_setzero_ps();
             }
     const ptrdiff_t x_pixel = t->x_pixel, x_vthread = t->x_vthread, w_kvec = t->w_kvec;
+    /* Where x is read once, the next tile's pixels, a tile ahead: the L2 streamer alone left 1x1 layers waiting
+     * on x (Xeon, batch 64, one thread: 256 -> 64 at 32x32 forward 1.12x, 64 -> 256 backward-data 1.14x).
+     * Otherwise two lines further along each pixel's channels: 256 -> 1024 at 8x8, whose x is read once per
+     * group of output channels from L1 and L2, ran 0.95-0.97x with the next tile's. */
+    const bool next = t->prefetch_next_x && MR * x_pixel > 32;
     const int channels = t->channels;
     /* The next tile's outputs, for writing: their read-for-ownership misses overlap this tile's sums instead
      * of stalling its stores (128 -> 512 channels, 16x16, forward: 1.12x). Not on short sums (a 3-channel
@@ -88,11 +106,10 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
         for (int s = 0; s < t->taps_w; s++) {
             const float *xp = t->x + r * t->x_tap_row + s * t->x_tap_col;
             const float *wp = t->w + r * t->w_tap_row + s * t->w_tap_col;
-            int c = 0;
-            for (; c + U <= channels; c += U)
-#pragma GCC unroll 4
-                for (int u = 0; u < U; u++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c + u, V, MR, NR, acc);
-            for (; c < channels; c++) tile_step(xp, wp, x_pixel, x_vthread, w_kvec, c, V, MR, NR, acc);
+            if (next)
+                tile_channels(xp, wp, x_pixel, x_vthread, w_kvec, channels, true, V, MR, NR, U, acc);
+            else
+                tile_channels(xp, wp, x_pixel, x_vthread, w_kvec, channels, false, V, MR, NR, U, acc);
         }
     tile_store(t, t->y, acc, false, tail, V, MR, NR);
     for (int z = 0; z < t->zeros; z++) tile_store(t, t->y + t->zero_offset[z], NULL, true, tail, V, MR, NR);
