@@ -82,10 +82,11 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                     t->accumulate ? _mm512_maskz_loadu_ps(mask, yp) : _mm512_setzero_ps();
             }
     const ptrdiff_t x_pixel = t->x_pixel, x_vthread = t->x_vthread, w_kvec = t->w_kvec;
-    /* Where x is read once, the next tile's pixels, a tile ahead: the L2 streamer alone left 1x1 layers waiting
-     * on x (Xeon, batch 64, one thread: 256 -> 64 at 32x32 forward 1.12x, 64 -> 256 backward-data 1.14x).
-     * Otherwise two lines further along each pixel's channels: 256 -> 1024 at 8x8, whose x is read once per
-     * group of output channels from L1 and L2, ran 0.95-0.97x with the next tile's. */
+    /* Where x comes from memory (the framework's hint), the next tile's pixels, a tile ahead: the L2 streamer
+     * alone left 1x1 layers waiting on x (Xeon, batch 64, one thread: 256 -> 64 at 32x32 forward 1.12x, 64 -> 256
+     * backward-data 1.14x, the first of several groups of output channels 1.02-1.07x). Otherwise two lines
+     * further along each pixel's channels: 256 -> 1024 at 8x8, whose later groups of output channels read x
+     * from L1 and L2, ran 0.95-0.97x with the next tile's. */
     const bool next = t->prefetch_next_x && MR * x_pixel > 32;
     const int channels = t->channels;
     /* The next tile's outputs, for writing: their read-for-ownership misses overlap this tile's sums instead
