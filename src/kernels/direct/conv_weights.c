@@ -34,6 +34,8 @@ void direct_run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile
 /* A unit's pixel block and output-channel vectors. */
 typedef struct wtile_range {
     int n, images, h0, h1, kv, nr;
+    const char *prefetch[2]; /* see direct_wtile */
+    int prefetch_lines[2];
 } wtile_range;
 
 static direct_wtile wtile_at(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy,
@@ -76,6 +78,7 @@ static void run_span(const plait_conv2d_desc *d, const wtile_range *u, const flo
     rows_inside(d, u, r, &oh0, &oh1);
     if (oh0 >= oh1 || ow0 >= ow1 || mc <= 0) return;
     direct_wtile t = wtile_at(d, u, x, dy, acc, r, sc, oh0, oh1, ow0, ow1);
+    for (int i = 0; i < 2; i++) t.prefetch[i] = u->prefetch[i], t.prefetch_lines[i] = u->prefetch_lines[i];
     t.x += c0;
     t.acc += (size_t)c0 * t.acc_c;
     direct_run_wtile(isa, &t, mc, u->nr);
@@ -268,7 +271,9 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
         /* every thread owns the same units in every block (no reduction needed). On 1x1 layers it prefetches
          * the next block's rows, a share per unit, while this one computes (ResNet-50's 256 -> 64 at 32x32,
          * batch 64: 1.33x on one thread and two; 3x3 layers, whose tiles read each x line once per tap, ran
-         * 0.96-1.05x with it, so they go without) */
+         * 0.96-1.05x with it, so they go without); at stride 1 through the tiles, a line per pixel
+         * (direct_spans_of: 64 -> 64, 256 -> 64 and 64 -> 256 at 32x32 1.14-1.30x on one thread, 1.14-1.27x on
+         * two) */
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const long u0 = units * me / threads, u1 = units * (me + 1) / threads;
         const bool pointwise = R == 1 && S == 1;
@@ -286,14 +291,19 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                 const int h1 = direct_min(OH, h0 + block_h), images = direct_min(block_n, d->batch - n);
                 direct_pixel_range next =
                     direct_next_block(d, (direct_pixel_range){n, h0, images, h1 - h0}, block_n, block_h);
+                const direct_block_spans spans = direct_spans_of(d, x, dy, next);
                 for (long unit = u0; unit < u1; unit++) {
-                    if (pointwise) direct_prefetch_share(d, x, dy, next, unit - u0, u1 - u0, 0, K, x_lo, x_hi);
+                    wtile_range range = {.n = n, .images = images, .h0 = h0, .h1 = h1};
+                    if (direct_spans_any(&spans))
+                        direct_spans_share(&spans, unit - u0, u1 - u0, range.prefetch, range.prefetch_lines);
+                    else if (pointwise)
+                        direct_prefetch_share(d, x, dy, next, unit - u0, u1 - u0, 0, K, x_lo, x_hi);
                     if (unit + 1 < u1) prefetch_unit_sums(&s, unit + 1, run, c_tiles, k_tiles, kvecs, acc);
                     int tap, ct, kt;
                     unit_tiles(&s, unit, c_tiles, k_tiles, &tap, &ct, &kt);
                     int c0 = ct * s.tile_w, mc = direct_min(s.tile_w, run - c0);
                     int kv = kt * s.tile_k, nr = direct_min(s.tile_k, kvecs - kv);
-                    wtile_range range = {.n = n, .images = images, .h0 = h0, .h1 = h1, .kv = kv, .nr = nr};
+                    range.kv = kv, range.nr = nr;
                     if (!row_runs) {
                         run_tap(d, &range, x, dy, acc, tap / S, tap % S, c0, mc, 0, OW, isa);
                         continue;

@@ -78,6 +78,10 @@ typedef struct direct_wtile {
     ptrdiff_t acc_c;
     int last_lanes;
     ptrdiff_t x_tap_row; /* patch tiles only (below) */
+    /* a hint (the AVX-512 tiles take it): lines of the next pixel block to pull into L2, one line of each span
+     * per pixel from the tile's first on (prefetch.h, direct_spans_of) */
+    const char *prefetch[2];
+    int prefetch_lines[2];
 } direct_wtile;
 typedef void (*direct_wtile_fn)(const direct_wtile *t);
 direct_wtile_fn direct_wtile_avx512(int tile_c, int tile_k);

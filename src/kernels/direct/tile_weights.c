@@ -10,7 +10,8 @@
 
 /* The patch tile: elements [FIRST, FIRST + MC) of a patch of kernel rows of RUN floats, by NR vectors. The
  * element offsets are constants, so each broadcast is one FMA with an embedded broadcast from a row pointer. */
-AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const int FIRST, const int MC, const int NR) {
+AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const int FIRST, const int MC, const int NR,
+                                     const bool PREFETCH) {
     __m512 acc[DIRECT_MAX_TILE_W * DIRECT_MAX_TILE_K];
     const __mmask16 tail = (__mmask16)((1u << t->last_lanes) - 1u);
 #pragma GCC unroll 28
@@ -18,11 +19,16 @@ AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++)
             acc[i * NR + j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, t->acc + i * t->acc_c + DIRECT_LANES * j);
+    int seen = 0;
     for (int b = 0; b < t->images; b++)
         for (int q = 0; q < t->rows; q++) {
             const float *xp = t->x + b * t->x_image + q * t->x_row;
             const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
-            for (int p = 0; p < t->pixels; p++) {
+            for (int p = 0; p < t->pixels; p++, seen++) {
+                if (PREFETCH && seen < t->prefetch_lines[0])
+                    _mm_prefetch(t->prefetch[0] + 64 * (ptrdiff_t)seen, _MM_HINT_T1);
+                if (PREFETCH && seen < t->prefetch_lines[1])
+                    _mm_prefetch(t->prefetch[1] + 64 * (ptrdiff_t)seen, _MM_HINT_T1);
                 __m512 g[DIRECT_MAX_TILE_K];
 #pragma GCC unroll 4
                 for (int j = 0; j < NR; j++) g[j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, dp + DIRECT_LANES * j);
@@ -46,13 +52,16 @@ AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const
 
 /* The backward-weights tile is the patch tile of one run: x_tap_row is never used. */
 AVX512 INLINE void wtile_avx512_body(const direct_wtile *t, const int MC, const int NR) {
-    patch_avx512_body(t, MC, 0, MC, NR);
+    if (t->prefetch_lines[0] > 0 || t->prefetch_lines[1] > 0)
+        patch_avx512_body(t, MC, 0, MC, NR, true);
+    else
+        patch_avx512_body(t, MC, 0, MC, NR, false);
 }
 
 /* The 3x3 stem over 3 channels (27 elements, runs of 9): 7 x 4 tiles (the last 6 x 4), 14 x 2 (13 x 2), 27 x 1 */
 #define PATCH_SHAPES(X) X(9, 0, 7, 4) X(9, 7, 7, 4) X(9, 14, 7, 4) X(9, 21, 6, 4) X(9, 0, 14, 2) X(9, 14, 13, 2) X(9, 0, 27, 1)
 #define PATCH512(RUN, FIRST, MC, NR) \
-    static AVX512 void patch512_##RUN##_##FIRST##_##MC##_##NR(const direct_wtile *t) { patch_avx512_body(t, RUN, FIRST, MC, NR); }
+    static AVX512 void patch512_##RUN##_##FIRST##_##MC##_##NR(const direct_wtile *t) { patch_avx512_body(t, RUN, FIRST, MC, NR, false); }
 #define PATCH_ENTRY(RUN, FIRST, MC, NR) {RUN, FIRST, MC, NR, patch512_##RUN##_##FIRST##_##MC##_##NR},
 PATCH_SHAPES(PATCH512)
 
