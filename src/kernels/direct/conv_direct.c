@@ -129,8 +129,14 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
          * output channels on (in place, its rows 4 KB apart share L1 sets: 512 -> 2048 ran 112 GFLOP/s in place,
          * 141 packed); the tile 9 x 3, or 6 x 4 when four vectors hold every input channel (x is then read in
          * place too), within the register file either way. */
+        /* Since the unpacked tiles pull the next block in themselves (direct_spans_of), up to 512 input channels
+         * on 8x8 and larger outputs (16x16 when strided, whose blocks are not one run) they beat the packed path:
+         * 512 -> 128 and 128 -> 512 at 16x16 1.03-1.07x, 256 -> 128 at 32x32 1.11-1.14x, 256 -> 1024 at 8x8
+         * 1.06-1.08x, the 256 -> 512 shortcut 1.11-1.16x on one thread, 1.0-1.27x on two; 1024+ input channels,
+         * 4x4 outputs and the strided 8x8 ones keep the packed path (0.8-0.95x unpacked; 2026-12-05) */
+        bool unpacked_wins = d->in_channels <= 512 && out_w(d) >= (d->stride_w == 1 ? 8 : 16);
         if (!avx2 && direct_packed_weights_applies(d) && (d->in_channels >= 128 || d->out_channels <= 128) &&
-            d->out_channels > 64 && out_w(d) <= 256) {
+            d->out_channels > 64 && out_w(d) <= 256 && !unpacked_wins) {
             int cvecs = direct_ceil_div(d->in_channels, DIRECT_LANES);
             s.pad_copy = 1;
             s.split_k = d->out_channels >= 1024;
