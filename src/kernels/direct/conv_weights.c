@@ -34,8 +34,7 @@ void direct_run_wtile(plait_isa isa, const direct_wtile *t, int tile_c, int tile
 /* A unit's pixel block and output-channel vectors. */
 typedef struct wtile_range {
     int n, images, h0, h1, kv, nr;
-    const char *prefetch[2]; /* see direct_wtile */
-    int prefetch_lines[2];
+    direct_line_span prefetch[2]; /* see direct_wtile */
 } wtile_range;
 
 static direct_wtile wtile_at(const plait_conv2d_desc *d, const wtile_range *u, const float *x, const float *dy,
@@ -78,7 +77,7 @@ static void run_span(const plait_conv2d_desc *d, const wtile_range *u, const flo
     rows_inside(d, u, r, &oh0, &oh1);
     if (oh0 >= oh1 || ow0 >= ow1 || mc <= 0) return;
     direct_wtile t = wtile_at(d, u, x, dy, acc, r, sc, oh0, oh1, ow0, ow1);
-    for (int i = 0; i < 2; i++) t.prefetch[i] = u->prefetch[i], t.prefetch_lines[i] = u->prefetch_lines[i];
+    t.prefetch[0] = u->prefetch[0], t.prefetch[1] = u->prefetch[1];
     t.x += c0;
     t.acc += (size_t)c0 * t.acc_c;
     direct_run_wtile(isa, &t, mc, u->nr);
@@ -295,7 +294,7 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
                 for (long unit = u0; unit < u1; unit++) {
                     wtile_range range = {.n = n, .images = images, .h0 = h0, .h1 = h1};
                     if (direct_spans_any(&spans))
-                        direct_spans_share(&spans, unit - u0, u1 - u0, range.prefetch, range.prefetch_lines);
+                        direct_spans_share(&spans, unit - u0, u1 - u0, range.prefetch);
                     else if (pointwise)
                         direct_prefetch_share(d, x, dy, next, unit - u0, u1 - u0, 0, K, x_lo, x_hi);
                     if (unit + 1 < u1) prefetch_unit_sums(&s, unit + 1, run, c_tiles, k_tiles, kvecs, acc);

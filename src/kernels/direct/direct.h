@@ -62,6 +62,12 @@ direct_tile_fn direct_tile_avx512(int vthreads, int tile_w, int tile_k, int unro
 direct_tile_fn direct_tile_avx2(int vthreads, int tile_w, int tile_k, int unroll);
 void direct_tile_portable(const direct_tile *t, int vthreads, int tile_w, int tile_k);
 
+/* Cache lines to pull into L2 (a hint): `lines` consecutive lines from `at`. */
+typedef struct direct_line_span {
+    const char *at;
+    int lines;
+} direct_line_span;
+
 /* ---- level 2: backward-weights tile -----------------------------------------------------------
  * Contract: for i < MC input channels, j < NR vectors of 16 output channels,
  *   acc[i*acc_c + 16*j + lane] += sum over b < images, q < rows, p < pixels of
@@ -78,10 +84,9 @@ typedef struct direct_wtile {
     ptrdiff_t acc_c;
     int last_lanes;
     ptrdiff_t x_tap_row; /* patch tiles only (below) */
-    /* a hint (the AVX-512 tiles take it): lines of the next pixel block to pull into L2, one line of each span
+    /* a hint (the AVX-512 tiles take it): lines of the next pixel block to pull into L2, one line of each
      * per pixel from the tile's first on (prefetch.h, direct_spans_of) */
-    const char *prefetch[2];
-    int prefetch_lines[2];
+    direct_line_span prefetch[2];
 } direct_wtile;
 typedef void (*direct_wtile_fn)(const direct_wtile *t);
 direct_wtile_fn direct_wtile_avx512(int tile_c, int tile_k);
