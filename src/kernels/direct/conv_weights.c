@@ -270,9 +270,9 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
         /* every thread owns the same units in every block (no reduction needed). On 1x1 layers it prefetches
          * the next block's rows, a share per unit, while this one computes (ResNet-50's 256 -> 64 at 32x32,
          * batch 64: 1.33x on one thread and two; 3x3 layers, whose tiles read each x line once per tap, ran
-         * 0.96-1.05x with it, so they go without); at stride 1 through the tiles, a line per pixel
-         * (direct_spans_of: 64 -> 64, 256 -> 64 and 64 -> 256 at 32x32 1.14-1.30x on one thread, 1.14-1.27x on
-         * two) */
+         * 0.96-1.05x with it, so they go without); where the blocks are whole rows, through the tiles, a line
+         * per pixel (direct_spans_of: 64 -> 64, 256 -> 64 and 64 -> 256 at 32x32 1.14-1.30x on one thread,
+         * 1.14-1.27x on two) */
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const long u0 = units * me / threads, u1 = units * (me + 1) / threads;
         const bool pointwise = R == 1 && S == 1;

@@ -85,7 +85,7 @@ typedef struct direct_wtile {
     int last_lanes;
     ptrdiff_t x_tap_row; /* patch tiles only (below) */
     /* a hint (the AVX-512 tiles take it): lines of the next pixel block to pull into L2, one line of each
-     * per pixel from the tile's first on (prefetch.h, direct_spans_of) */
+     * per pixel from the tile's first on, none past its last pixel (prefetch.h, direct_spans_of) */
     direct_line_span prefetch[2];
 } direct_wtile;
 typedef void (*direct_wtile_fn)(const direct_wtile *t);

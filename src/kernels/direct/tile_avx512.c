@@ -9,9 +9,9 @@
 
 /* Accumulators are indexed [(v * MR + m) * NR + j]; every loop has constant bounds after inlining, so
  * GCC unrolls them and keeps the array in registers. Each weight stream is prefetched 16 channels (one
- * KiB) ahead and each pixel's x two lines ahead (or the next tile's, see tile_body), once per line: a tile
- * reads 4 + V*MR streams at once, more than the L1 prefetcher follows (Xeon, one thread: 1x1 forward 137 -> 147 GFLOP/s, strided 3x3 forward
- * 139 -> 149, the 512-channel Winograd products 224 -> 320). */
+ * KiB) ahead and each pixel's x two lines ahead (or the next tile's: NEXT, see tile_body), once per line: a
+ * tile reads 4 + V*MR streams at once, more than the L1 prefetcher follows (Xeon, one thread: 1x1 forward
+ * 137 -> 147 GFLOP/s, strided 3x3 forward 139 -> 149, the 512-channel Winograd products 224 -> 320). */
 TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel, ptrdiff_t x_vthread,
                              ptrdiff_t w_kvec, int c, const bool NEXT, const int V, const int MR, const int NR,
                              __m512 *acc) {
@@ -26,8 +26,9 @@ TARGET INLINE void tile_step(const float *xp, const float *wp, ptrdiff_t x_pixel
         for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
             for (int m = 0; m < MR; m++)
-                _mm_prefetch((const char *)(xp + v * x_vthread + (NEXT ? MR + m : m) * x_pixel + (NEXT ? 0 : 32) + c),
-                             _MM_HINT_T0);
+                _mm_prefetch(
+                    (const char *)(xp + v * x_vthread + (NEXT ? MR + m : m) * x_pixel + (NEXT ? 0 : 32) + c),
+                    _MM_HINT_T0);
 #pragma GCC unroll 4
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 16

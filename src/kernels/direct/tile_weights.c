@@ -9,8 +9,8 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 
 /* The patch tile: elements [FIRST, FIRST + MC) of a patch of kernel rows of RUN floats, by NR vectors. The
- * element offsets are constants, so each broadcast is one FMA with an embedded broadcast from a row pointer. */
-/* PREFETCH: pull t->prefetch in, a line of each span per pixel (a compile-time variant: the test per pixel cost
+ * element offsets are constants, so each broadcast is one FMA with an embedded broadcast from a row pointer.
+ * PREFETCH: pull t->prefetch in, a line of each span per pixel (a compile-time variant: the test per pixel cost
  * tiles without spans up to 3%). */
 AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const int FIRST, const int MC, const int NR,
                                      const bool PREFETCH) {
