@@ -143,6 +143,9 @@ static void fixed_shapes_body(void) {
         /* strided 1x1 on sizes the stride divides: backward-data writes the unreached pixels from the tiles (with
          * a tail vector, and over four images with a group of one left) */
         {2, 8, 6, 33, 40, 1, 1, 2, 2, 0, 0, 1}, {5, 4, 8, 64, 128, 1, 1, 2, 2, 0, 0, 1},
+        /* 1x1 backward-weights with ten pixel blocks (two per image, the second of 4 rows): on two threads each
+         * takes every other block into sums of its own */
+        {5, 13, 13, 17, 33, 1, 1, 1, 1, 0, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_all_directions(&cases[i], 100 + i);
