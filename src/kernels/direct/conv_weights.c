@@ -267,8 +267,8 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     const int block_n = s.block_w > 0 ? s.block_w : 1;
     /* Two or more threads on 1x1 layers with small sums: each thread takes every threads-th pixel block with all
      * the units, into sums of its own added up at the end, so each core reads only its own blocks' x and dy.
-     * Split by units, both cores read every block (each unit reads all of dy or of x): 64 -> 256 at 32x32 ran
-     * 0.86x oneDNN on two threads against 1.05x on one. */
+     * Split by units, both cores read every block (a thread's units read all of dy and part of x, or the other
+     * way round): 64 -> 256 at 32x32 ran 0.86x oneDNN on two threads against 1.05x on one. */
     const size_t acc_floats = (size_t)R * S * C * kpad;
     const int team = plait_threads();
     const long blocks = (long)direct_ceil_div(d->batch, block_n) * direct_ceil_div(OH, block_h);
