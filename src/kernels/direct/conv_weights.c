@@ -272,13 +272,14 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
     const size_t acc_floats = (size_t)R * S * C * kpad;
     const int team = plait_threads();
     const long blocks = (long)direct_ceil_div(d->batch, block_n) * direct_ceil_div(OH, block_h);
+    const bool pointwise = R == 1 && S == 1;
     float *own_sums = NULL;
-    if (team > 1 && R == 1 && S == 1 && blocks >= 4L * team && acc_floats * sizeof(float) <= ((size_t)512 << 10))
+    if (team > 1 && pointwise && blocks >= 4L * team && acc_floats * sizeof(float) <= ((size_t)512 << 10))
         own_sums = plait_alloc((size_t)(team - 1) * acc_floats * sizeof(float));
     const bool by_blocks = own_sums != NULL;
 #pragma omp parallel num_threads(team)
     {
-        /* every thread owns the same units in every block (no reduction needed). On 1x1 layers it prefetches
+        /* split by units, every thread owns the same units in every block (no reduction). On 1x1 layers it prefetches
          * the next block's rows, a share per unit, while this one computes (ResNet-50's 256 -> 64 at 32x32,
          * batch 64: 1.33x on one thread and two; 3x3 layers, whose tiles read each x line once per tap, ran
          * 0.96-1.05x with it, so they go without); where the blocks are whole rows, through the tiles, a line
@@ -288,7 +289,6 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
         const long u0 = by_blocks ? 0 : units * me / threads, u1 = by_blocks ? units : units * (me + 1) / threads;
         float *const sums = by_blocks && me > 0 ? own_sums + (size_t)(me - 1) * acc_floats : acc;
         long block = -1;
-        const bool pointwise = R == 1 && S == 1;
         /* the input channels this thread's units read (a range of channel tiles unless split_k interleaves them) */
         int x_lo = 0, x_hi = C;
         if (pointwise && !s.split_k && u1 > u0) {

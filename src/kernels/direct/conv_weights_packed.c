@@ -152,8 +152,9 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                         t.pixels = pixels;
                         t.rows = t.images = 1;
                     }
-                    /* at stride 1 the next block's x and dy through the tiles (128 -> 512 at 16x16 1.09x, 256 -> 128
-                     * at 32x32 1.15x, 8x8 and 4x4 level), else what the tile reads in place between tile calls */
+                    /* the next block's x and dy through the tiles where its pixels are whole rows (128 -> 512 at
+                     * 16x16 1.09x, 256 -> 128 at 32x32 1.15x, 8x8 and 4x4 level), else what the tile reads in place
+                     * between tile calls */
                     if (direct_spans_any(&spans))
                         direct_spans_share(&spans, unit, units, t.prefetch);
                     else
