@@ -26,6 +26,7 @@ AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const
         for (int q = 0; q < t->rows; q++) {
             const float *xp = t->x + b * t->x_image + q * t->x_row;
             const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
+#pragma GCC unroll 2
             for (int p = 0; p < t->pixels; p++, seen++) {
 #pragma GCC unroll 2
                 for (int i = 0; i < 2; i++)
