@@ -8,10 +8,37 @@
 #define AVX512 __attribute__((target("avx512f,fma")))
 #define AVX2 __attribute__((target("avx2,fma")))
 
+/* `count` pixels of the patch tile from xp and dp on, pulling in a line of `first` (FIRST_SPAN) and of
+ * `second` (SECOND_SPAN) per pixel. */
+AVX512 INLINE void patch_pixels(const direct_wtile *t, const float **xp, const float **dp, int count,
+                                const char *first, const char *second, const bool FIRST_SPAN, const bool SECOND_SPAN,
+                                const int RUN, const int FIRST, const int MC, const int NR, __mmask16 tail,
+                                __m512 *acc) {
+    const float *x = *xp, *d = *dp;
+#pragma GCC unroll 2
+    for (int p = 0; p < count; p++) {
+        if (FIRST_SPAN) _mm_prefetch(first + 64 * (ptrdiff_t)p, _MM_HINT_T1);
+        if (SECOND_SPAN) _mm_prefetch(second + 64 * (ptrdiff_t)p, _MM_HINT_T1);
+        __m512 g[DIRECT_MAX_TILE_K];
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; j++) g[j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, d + DIRECT_LANES * j);
+#pragma GCC unroll 28
+        for (int i = 0; i < MC; i++) {
+            const int e = FIRST + i;
+            __m512 v = _mm512_set1_ps(x[e / RUN * t->x_tap_row + e % RUN]);
+#pragma GCC unroll 4
+            for (int j = 0; j < NR; j++) acc[i * NR + j] = _mm512_fmadd_ps(v, g[j], acc[i * NR + j]);
+        }
+        x += t->x_pixel;
+        d += t->dy_pixel;
+    }
+    *xp = x, *dp = d;
+}
+
 /* The patch tile: elements [FIRST, FIRST + MC) of a patch of kernel rows of RUN floats, by NR vectors. The
  * element offsets are constants, so each broadcast is one FMA with an embedded broadcast from a row pointer.
- * PREFETCH: pull t->prefetch in, a line of each span per pixel (a compile-time variant: the test per pixel cost
- * tiles without spans up to 3%). */
+ * PREFETCH: pull t->prefetch in, a line of each span per pixel (a compile-time variant). Each run of pixels is
+ * cut where a span ends, so no pixel tests whether to prefetch (the tests cost the tile 7-10%). */
 AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const int FIRST, const int MC, const int NR,
                                      const bool PREFETCH) {
     __m512 acc[DIRECT_MAX_TILE_W * DIRECT_MAX_TILE_K];
@@ -21,30 +48,26 @@ AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const
 #pragma GCC unroll 4
         for (int j = 0; j < NR; j++)
             acc[i * NR + j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, t->acc + i * t->acc_c + DIRECT_LANES * j);
+    /* the longer span first */
+    const int longer = t->prefetch[1].lines > t->prefetch[0].lines;
+    const direct_line_span a = t->prefetch[longer], b = t->prefetch[1 - longer];
     int seen = 0;
-    for (int b = 0; b < t->images; b++)
+    for (int image = 0; image < t->images; image++)
         for (int q = 0; q < t->rows; q++) {
-            const float *xp = t->x + b * t->x_image + q * t->x_row;
-            const float *dp = t->dy + b * t->dy_image + q * t->dy_row;
-#pragma GCC unroll 2
-            for (int p = 0; p < t->pixels; p++, seen++) {
-#pragma GCC unroll 2
-                for (int i = 0; i < 2; i++)
-                    if (PREFETCH && seen < t->prefetch[i].lines)
-                        _mm_prefetch(t->prefetch[i].at + 64 * (ptrdiff_t)seen, _MM_HINT_T1);
-                __m512 g[DIRECT_MAX_TILE_K];
-#pragma GCC unroll 4
-                for (int j = 0; j < NR; j++) g[j] = _mm512_maskz_loadu_ps(j == NR - 1 ? tail : 0xffff, dp + DIRECT_LANES * j);
-#pragma GCC unroll 28
-                for (int i = 0; i < MC; i++) {
-                    const int e = FIRST + i;
-                    __m512 v = _mm512_set1_ps(xp[e / RUN * t->x_tap_row + e % RUN]);
-#pragma GCC unroll 4
-                    for (int j = 0; j < NR; j++) acc[i * NR + j] = _mm512_fmadd_ps(v, g[j], acc[i * NR + j]);
-                }
-                xp += t->x_pixel;
-                dp += t->dy_pixel;
+            const float *xp = t->x + image * t->x_image + q * t->x_row;
+            const float *dp = t->dy + image * t->dy_image + q * t->dy_row;
+            if (PREFETCH) {
+                int both = direct_max(0, direct_min(t->pixels, b.lines - seen));
+                int one = direct_max(both, direct_min(t->pixels, a.lines - seen));
+                patch_pixels(t, &xp, &dp, both, a.at + 64 * (ptrdiff_t)seen, b.at + 64 * (ptrdiff_t)seen, true, true,
+                             RUN, FIRST, MC, NR, tail, acc);
+                patch_pixels(t, &xp, &dp, one - both, a.at + 64 * (ptrdiff_t)(seen + both), NULL, true, false, RUN,
+                             FIRST, MC, NR, tail, acc);
+                patch_pixels(t, &xp, &dp, t->pixels - one, NULL, NULL, false, false, RUN, FIRST, MC, NR, tail, acc);
+            } else {
+                patch_pixels(t, &xp, &dp, t->pixels, NULL, NULL, false, false, RUN, FIRST, MC, NR, tail, acc);
             }
+            seen += t->pixels;
         }
 #pragma GCC unroll 28
     for (int i = 0; i < MC; i++)
