@@ -228,7 +228,9 @@ void plait_conv_set_fast_defaults(bool enabled) { fast_defaults = enabled; }
  * 16-channel layers too, the loss curve of a small ResNet-20 left the im2col path's by 0.5-2% from the sixth
  * step (tests/test_train.c allows 0.2%); a tuning file can still pick Winograd there. im2col + BLAS is not an
  * AVX-512 default: it depends on OpenBLAS knowing the CPU, and Debian's 0.3.21 runs its SSE3 kernels on that
- * Xeon. */
+ * Xeon. Its products run on 6 x 4 tiles on AVX-512 since stop 27: 7 x 4's 28 sums and 4 weight vectors leave no
+ * register for the broadcast, and 6 x 4 ran 1.01-1.09x on the CIFAR 3x3 layers in all three directions, one and
+ * two threads (0.98x on 512 channels at 4x4 forward). */
 plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
     int narrow = d->in_channels < d->out_channels ? d->in_channels : d->out_channels;
     plait_isa isa = direct_isa_resolved();
@@ -239,7 +241,7 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
      * Winograd ran 1.3-1.7x the direct default on AVX-512 and 1.2-1.9x on AVX2 (16-64 output channels). */
     bool stem_backward_data = direction == PLAIT_CONV_BACKWARD_DATA && d->in_channels < 16 && d->out_channels >= 16;
     if ((narrow >= 32 || stem_backward_data) && direct_winograd_supports(d))
-        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 ? 7 : 6,
+        return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 && stem_backward_data ? 7 : 6,
                                      .tile_k = avx512 && !stem_backward_data ? 4 : 1, .vthreads = 1, .unroll = 1};
     if (isa == PLAIT_ISA_AVX2 && narrow >= 64) {
         int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
