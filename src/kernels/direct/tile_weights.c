@@ -57,12 +57,15 @@ AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const
             const float *xp = t->x + image * t->x_image + q * t->x_row;
             const float *dp = t->dy + image * t->dy_image + q * t->dy_row;
             if (PREFETCH) {
+                /* the spans' addresses are formed only for pixels they cover (a span may be empty, at NULL) */
                 int both = direct_max(0, direct_min(t->pixels, b.lines - seen));
                 int one = direct_max(both, direct_min(t->pixels, a.lines - seen));
-                patch_pixels(t, &xp, &dp, both, a.at + 64 * (ptrdiff_t)seen, b.at + 64 * (ptrdiff_t)seen, true, true,
-                             RUN, FIRST, MC, NR, tail, acc);
-                patch_pixels(t, &xp, &dp, one - both, a.at + 64 * (ptrdiff_t)(seen + both), NULL, true, false, RUN,
-                             FIRST, MC, NR, tail, acc);
+                if (both > 0)
+                    patch_pixels(t, &xp, &dp, both, a.at + 64 * (ptrdiff_t)seen, b.at + 64 * (ptrdiff_t)seen, true,
+                                 true, RUN, FIRST, MC, NR, tail, acc);
+                if (one > both)
+                    patch_pixels(t, &xp, &dp, one - both, a.at + 64 * (ptrdiff_t)(seen + both), NULL, true, false,
+                                 RUN, FIRST, MC, NR, tail, acc);
                 patch_pixels(t, &xp, &dp, t->pixels - one, NULL, NULL, false, false, RUN, FIRST, MC, NR, tail, acc);
             } else {
                 patch_pixels(t, &xp, &dp, t->pixels, NULL, NULL, false, false, RUN, FIRST, MC, NR, tail, acc);
