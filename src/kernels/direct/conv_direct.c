@@ -163,6 +163,10 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
         return s;
     }
     s.tile_k = direct_min(kvecs, avx2 ? 1 : 4);
+    /* Four channel steps per loop pass instead of two: the AVX-512 tiles are short of issue slots, not of
+     * FMA pipes (docs/kernels.md, stop 27). Paired in one process call by call (Xeon, batch 64): stride-2 3x3
+     * 1.00-1.07x, 1x1 0.98-1.05x (geomean 1.015), one thread and two, 2026-12-06. AVX2 not measured. */
+    s.unroll = avx2 ? 1 : 2;
     int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     s.tile_w = direct_min(max_tile / s.tile_k, DIRECT_MAX_TILE_W);
     int width = direction == PLAIT_CONV_BACKWARD_DATA ? d->in_w : out_w(d);
@@ -199,6 +203,18 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
      * threads (one: 0.94-1.16x), 2026-12-05. The strided 1x1 backward-data with 8 MB of weights kept it (one
      * thread 0.9x without). */
     bool windowed_3x3 = s.pad_copy && (d->kernel_h > 1 || d->kernel_w > 1);
+    /* Unless a problem's weights pass 1.5 times the L2 (a stride phase's taps only, in backward-data): the 4.7 and
+     * 9.4 MB of the 8x8 stride-2 layers came from L3 for every pair of images, 8 FMAs per weight vector loaded.
+     * Split by K blocks of one tile: forward 1.17-1.23x one thread, 1.07-1.10x two; backward-data of 512 -> 512
+     * 1.14x and 1.00x; 256 -> 512 (2.1 MB a phase) 0.97x and 0.89x, so not there; 16x16 layers 0.83-0.90x. */
+    double problem_weights = weight_bytes;
+    if (direction == PLAIT_CONV_BACKWARD_DATA)
+        problem_weights = weight_bytes / (d->kernel_h * d->kernel_w) *
+                          direct_ceil_div(d->kernel_h, d->stride_h) * direct_ceil_div(d->kernel_w, d->stride_w);
+    if (windowed_3x3 && !avx2 && problem_weights > 1.5 * l2_bytes) {
+        s.split_k = 1;
+        s.block_k = s.tile_k;
+    }
     if (weight_bytes > l2_bytes && !windowed_3x3) {
         s.split_k = 1;
         s.block_k = s.tile_k;
@@ -240,9 +256,13 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
     /* Backward-data of a stem (3 input channels): one vector of outputs per tile, summed over 16+ channels;
      * Winograd ran 1.3-1.7x the direct default on AVX-512 and 1.2-1.9x on AVX2 (16-64 output channels). */
     bool stem_backward_data = direction == PLAIT_CONV_BACKWARD_DATA && d->in_channels < 16 && d->out_channels >= 16;
+    /* Products over 256+ channels unroll four channel steps (forward and backward-data, paired call by call:
+     * 1.02-1.045x one thread, 1.01-1.04x two; 64-128 channels and backward-weights 0.98-1.01x, 2026-12-06). */
+    bool long_sums = avx512 && narrow >= 256 && direction != PLAIT_CONV_BACKWARD_WEIGHTS;
     if ((narrow >= 32 || stem_backward_data) && direct_winograd_supports(d))
         return (plait_conv_schedule){.winograd = 1, .block_w = 64, .tile_w = avx512 && stem_backward_data ? 7 : 6,
-                                     .tile_k = avx512 && !stem_backward_data ? 4 : 1, .vthreads = 1, .unroll = 1};
+                                     .tile_k = avx512 && !stem_backward_data ? 4 : 1, .vthreads = 1,
+                                     .unroll = long_sums ? 2 : 1};
     if (isa == PLAIT_ISA_AVX2 && narrow >= 64) {
         int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
         bool pointwise = d->kernel_h == 1 && d->kernel_w == 1;
