@@ -139,7 +139,10 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
             d->out_channels > 64 && out_w(d) <= 256 && !unpacked_wins) {
             int cvecs = direct_ceil_div(d->in_channels, DIRECT_LANES);
             s.pad_copy = 1;
-            s.split_k = d->out_channels >= 1024;
+            /* dy into panels from 1024 output channels on, and at 512 when the sums run over 1024+ input
+             * channels (ResNet-50's 1024 -> 512 and 2048 -> 512: 1.13-1.16x one thread, 1.07-1.08x two, paired
+             * call by call, 2026-12-06; 256 -> 512 0.88-1.08x, left in place) */
+            s.split_k = d->out_channels >= 1024 || (d->out_channels >= 512 && d->in_channels >= 1024);
             s.tile_k = cvecs <= 4 ? cvecs : 3;
             int fits = direct_min(DIRECT_MAX_TILE_W, plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k);
             s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 6 : fits);
