@@ -4,7 +4,7 @@
 
 #include "kernels/direct/direct.h"
 
-#define TARGET __attribute__((target("avx512f,fma,prfchw")))
+#define TARGET __attribute__((target("avx512f,fma")))
 #define INLINE static inline __attribute__((always_inline))
 
 /* Accumulators are indexed [(v * MR + m) * NR + j]; every loop has constant bounds after inlining, so
@@ -100,7 +100,10 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
     const int channels = t->channels;
     /* The next tile's outputs, for writing: their read-for-ownership misses overlap this tile's sums instead
      * of stalling its stores (128 -> 512 channels, 16x16, forward: 1.12x). Not on short sums (a 3-channel
-     * stem's 27), where the prefetches cost more than the sums hide. */
+     * stem's 27), where the prefetches cost more than the sums hide. Into L2 by a read prefetch rather than
+     * into L1 by prefetchw: a line no other core holds comes exclusive all the same, and L2 keeps more misses
+     * in flight than L1's fill buffers, which the loads of x need too (1x1 and strided 3x3 layers, paired call
+     * by call: 0.98-1.05x, 17 of 18 rows at or above 1.0x, one thread and two, 2026-12-06). */
     if (t->taps_h * t->taps_w * channels >= 64)
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++)
@@ -111,7 +114,7 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                     for (int z = -1; z < t->zeros; z++)
                         __builtin_prefetch(t->y + v * t->y_vthread + (MR + m) * t->y_pixel + DIRECT_LANES * j +
                                                (z < 0 ? 0 : t->zero_offset[z]),
-                                           1, 3);
+                                           0, 2);
     for (int r = 0; r < t->taps_h; r++)
         for (int s = 0; s < t->taps_w; s++) {
             const float *xp = t->x + r * t->x_tap_row + s * t->x_tap_col;
