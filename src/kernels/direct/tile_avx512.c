@@ -99,12 +99,13 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
     const bool next = t->prefetch_next_x && MR * x_pixel > 32;
     const int channels = t->channels;
     /* The next tile's outputs, for writing: their read-for-ownership misses overlap this tile's sums instead
-     * of stalling its stores (128 -> 512 channels, 16x16, forward: 1.12x). Not on short sums (a 3-channel
-     * stem's 27), where the prefetches cost more than the sums hide. Into L2 by a read prefetch rather than
-     * into L1 by prefetchw: a line no other core holds comes exclusive all the same, and L2 keeps more misses
-     * in flight than L1's fill buffers, which the loads of x need too (1x1 and strided 3x3 layers, paired call
-     * by call: 0.98-1.05x, 17 of 18 rows at or above 1.0x, one thread and two, 2026-12-06). */
-    if (t->taps_h * t->taps_w * channels >= 64)
+     * of stalling its stores (128 -> 512 channels, 16x16, forward: 1.12x). Into L2 by a read prefetch rather
+     * than into L1 by prefetchw: a line no other core holds comes exclusive all the same, and L2 keeps more
+     * misses in flight than L1's fill buffers, which the loads of x need too (1x1 and strided 3x3 layers, paired
+     * call by call: 0.98-1.05x, 17 of 18 rows at or above 1.0x, one thread and two, 2026-12-06). So prefetched,
+     * the 27-long sums of the CIFAR stem gain too (1.33x one thread, 1.25x two; with prefetchw they lost), and
+     * only sums shorter than 16 go without. */
+    if (t->taps_h * t->taps_w * channels >= 16)
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
