@@ -171,8 +171,10 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
     s.tile_k = direct_min(kvecs, avx2 ? 1 : 4);
     /* Four channel steps per loop pass instead of two: the AVX-512 tiles are short of issue slots, not of
      * FMA pipes (docs/kernels.md, stop 27). Paired in one process call by call (Xeon, batch 64): stride-2 3x3
-     * 1.00-1.07x, 1x1 0.98-1.05x (geomean 1.015), one thread and two, 2026-12-06. AVX2 not measured. */
-    s.unroll = avx2 ? 1 : 2;
+     * 1.00-1.07x, 1x1 0.98-1.05x (geomean 1.015), one thread and two, 2026-12-06. AVX2 not measured. Not over
+     * fewer than 16 channels (a stem's kernel row of 3 taps x 3 channels: 0.93-0.97x). */
+    int reduction = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
+    s.unroll = avx2 || reduction < 16 ? 1 : 2;
     int max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     s.tile_w = direct_min(max_tile / s.tile_k, DIRECT_MAX_TILE_W);
     int width = direction == PLAIT_CONV_BACKWARD_DATA ? d->in_w : out_w(d);
