@@ -272,6 +272,13 @@ static void sampled_schedules_body(void) {
                                  .pad_copy = 1};
     check_direction(&cases[0], PLAIT_CONV_FORWARD, &split, 990);
     check_direction(&cases[0], PLAIT_CONV_BACKWARD_DATA, &split, 991);
+    /* image sub-tiles over a padded copy, split by K blocks of one tile, four channel steps a pass (the AVX-512
+     * default of stride-2 3x3 layers whose weights pass the L2), on an odd batch and a partial last vector */
+    const plait_conv2d_desc strided = {5, 9, 9, 17, 70, 3, 3, 2, 2, 1, 1, 1};
+    plait_conv_schedule split_images = {.tile_w = 4, .tile_k = 3, .vthreads = 2, .vthread_images = 1,
+                                        .block_k = 3, .split_k = 1, .block_h = 4, .unroll = 2, .pad_copy = 1};
+    check_direction(&strided, PLAIT_CONV_FORWARD, &split_images, 994);
+    check_direction(&strided, PLAIT_CONV_BACKWARD_DATA, &split_images, 995);
     /* backward-weights with channel tiles fastest (split_k), uneven tiles on both channel axes */
     plait_conv_schedule dy_shared = {.tile_w = 7, .tile_k = 2, .vthreads = 1, .block_h = 4, .block_w = 2,
                                      .split_k = 1, .unroll = 1};

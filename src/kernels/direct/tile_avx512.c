@@ -103,8 +103,8 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
      * than into L1 by prefetchw: a line no other core holds comes exclusive all the same, and L2 keeps more
      * misses in flight than L1's fill buffers, which the loads of x need too (1x1 and strided 3x3 layers, paired
      * call by call: 0.98-1.05x, 17 of 18 rows at or above 1.0x, one thread and two, 2026-12-06). So prefetched,
-     * the 27-long sums of the CIFAR stem gain too (1.33x one thread, 1.25x two; with prefetchw they lost), and
-     * only sums shorter than 16 go without. */
+     * the 27-long sums of the CIFAR stem gain too (median of paired runs 1.09-1.38x, its best runs level; with
+     * prefetchw they lost), and only sums shorter than 16 go without. */
     if (t->taps_h * t->taps_w * channels >= 16)
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++)
