@@ -203,8 +203,7 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
      * more than it saves: 1x1 layers with 1-2 MB of weights on the Xeon's 2 MB L2 ran 1.01-1.09x without it on
      * one thread, 1.03-1.16x on two, and 4-8 MB ones 0.91-0.94x (ResNet-50 CIFAR, batch 64, 2026-12-05; the
      * threshold was 512 KB, the L2 of the Zen 3 machine it was set on). */
-    int c_count = direction == PLAIT_CONV_BACKWARD_DATA ? d->out_channels : d->in_channels;
-    double weight_bytes = 4.0 * d->kernel_h * d->kernel_w * c_count * kvecs * DIRECT_LANES;
+    double weight_bytes = 4.0 * d->kernel_h * d->kernel_w * reduction * kvecs * DIRECT_LANES;
     double l2_bytes = (double)plait_cpu_features()->l2_bytes;
     /* Not for 3x3 layers over a padded copy, which then goes in windows (framework.c), each copied once rather
      * than once per K block: 16x16 and 8x8 stride-2 3x3 layers, forward and backward-data, ran 1.02-1.31x on two
@@ -219,17 +218,16 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
     if (direction == PLAIT_CONV_BACKWARD_DATA)
         problem_weights = weight_bytes / (d->kernel_h * d->kernel_w) *
                           direct_ceil_div(d->kernel_h, d->stride_h) * direct_ceil_div(d->kernel_w, d->stride_w);
-    if (windowed_3x3 && !avx2 && problem_weights > 1.5 * l2_bytes) {
+    bool split = windowed_3x3 ? !avx2 && problem_weights > 1.5 * l2_bytes : weight_bytes > l2_bytes;
+    if (split) {
         s.split_k = 1;
         s.block_k = s.tile_k;
     }
-    if (weight_bytes > l2_bytes && !windowed_3x3) {
-        s.split_k = 1;
-        s.block_k = s.tile_k;
+    if (split && !windowed_3x3) {
         int taps = d->kernel_h * d->kernel_w;
         int block_c = (int)(l2_bytes * 5 / 8 / (4 * taps * DIRECT_LANES * s.tile_k));
         block_c = block_c / 32 * 32;
-        s.block_c = block_c >= 32 && block_c < c_count ? block_c : 0;
+        s.block_c = block_c >= 32 && block_c < reduction ? block_c : 0;
     }
     return s;
 }
