@@ -7,7 +7,8 @@
  * Weights are repacked per call to [R][S][Cpad] (Cpad = C rounded up to 16, zero-padded), so one tap's
  * weights for a channel vector are one aligned load. Backward-data computes each row of dx as a sum of
  * gathers along W, one per column phase of the stride (phase_along), with that phase's taps flipped:
- * [phase][R][taps of the phase][Cpad]. */
+ * [phase][R][taps of the phase][Cpad]; 3-tap stride-2 rows with padding 1 and up to 192 channels run both phases
+ * in one pass instead (dw_row_s2). */
 #include <omp.h>
 #include <string.h>
 
@@ -111,6 +112,26 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const 
     }
 }
 
+/* dy rows a row of dx meets, per column phase through that phase's flipped taps, or with all taps in order
+ * (phase < 0: the both-phases kernel). */
+typedef struct dw_data_rows {
+    const float *first; /* dy row oh_first - q_lo of the image, or NULL when no row meets */
+    int rows, r_first;  /* tap row of the first */
+} dw_data_rows;
+
+static dw_rowjob data_job(const plait_conv2d_desc *d, const dw_data_rows *m, const float *wt, int taps_per_row,
+                          int S, int pad, int out_w, float *out, ptrdiff_t out_pixel, int tile, bool stream) {
+    const int C = d->in_channels, OW = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    const int cpad = cpad_of(C);
+    dw_rowjob j = {
+        .in = m->first, .in_row = -(ptrdiff_t)OW * C, .in_pixel = C, .rows = m->rows, .in_w = OW,
+        .wt = wt + (size_t)m->r_first * taps_per_row * cpad, .wt_row = (ptrdiff_t)d->stride_h * taps_per_row * cpad,
+        .cpad = cpad, .S = S, .SW = 1, .pad = pad, .out = out, .out_pixel = out_pixel, .out_w = out_w, .tile = tile,
+        .cblock = DW_CHANNEL_BLOCK, .stream = stream,
+    };
+    return j;
+}
+
 void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, float *dx,
                                     void *workspace) {
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
@@ -134,6 +155,18 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
     }
     const plait_isa isa = direct_isa_resolved();
     const int lanes = lanes_of(isa), tile = default_tile(isa, OW);
+    /* 3 taps, stride 2, padding 1 along W: both phases in one pass (depthwise_tiles.h says why), its taps in
+     * the layer's order [R][3][Cpad] after the phases'. Up to 192 channels only: measured on the Xeon (one
+     * thread, batch 8, paired in one process), the phases apart took 1.07-1.25x as long at 32-192 channels
+     * (112x112 to 28x28 inputs) and 0.74-0.97x as long at 256-640 channels, where dx's pixels span two or more
+     * channel blocks and the one pass stores them block by block. */
+    const dw_row_fn both = sw == 2 && S == 3 && d->pad_w == 1 && C >= lanes && C <= 192 && lanes > 0
+                               ? (isa == PLAIT_ISA_AVX512 ? dw_row_s2_avx512() : dw_row_s2_avx2())
+                               : NULL;
+    const float *taps = packed + used;
+    if (both)
+        for (int t = 0; t < R * S; t++)
+            for (int c = 0; c < cpad; c++) packed[used + (size_t)t * cpad + c] = c < C ? w[(size_t)c * R * S + t] : 0.0f;
     const size_t out_floats = (size_t)d->batch * H * W * C;
     /* streamed on AVX2 only: on the Xeon plain stores ran 1.08-1.09x on 112x112x32 and 56x56x144 (2026-12-05) */
     const bool stream = isa == PLAIT_ISA_AVX2 && use_stream(dx, C, out_floats);
@@ -145,25 +178,31 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
         int q_lo = direct_max(0, oh_first - (OH - 1));
         int q_hi = r_first < R ? direct_min((R - 1 - r_first) / sh, oh_first) : -1;
         int rows = direct_max(0, q_hi - q_lo + 1);
+        dw_data_rows meet = {rows ? dy + (((size_t)n * OH + oh_first - q_lo) * OW) * C : dy, rows,
+                             rows ? r_first + sh * q_lo : 0};
+        float *dx_row = dx + (((size_t)n * H + ih) * W) * C;
+        /* the dy row the next dx row adds, if it adds one, when dy is not in cache anyway (measured: it
+         * helps there, and costs more than it saves on cache-resident shapes and on forward rows) */
+        int next_oh = (ih + 1 + d->pad_h) / sh;
+        bool prefetch = stream && ih + 1 < H && (ih + 1 + d->pad_h) % sh == 0 && next_oh < OH;
+        const float *next = dy + (((size_t)n * OH + (prefetch ? next_oh : 0)) * OW) * C;
+        int vector_channels = 0;
+        if (both) {
+            dw_rowjob j = data_job(d, &meet, taps, S, S, 1, W, dx_row, C, tile, stream);
+            if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
+            vector_channels = C / lanes * lanes;
+            both(&j, 0, vector_channels);
+        }
+        if (vector_channels == C) continue;
         for (int pw = 0; pw < sw; pw++) {
             if (tw[pw].outputs == 0) continue;
-            dw_rowjob j = {
-                .in = rows ? dy + (((size_t)n * OH + oh_first - q_lo) * OW) * C : dy,
-                .in_row = -(ptrdiff_t)OW * C, .in_pixel = C, .rows = rows, .in_w = OW,
-                .wt = packed + offset[pw] + (size_t)(rows ? r_first + sh * q_lo : 0) * tw[pw].count * cpad,
-                .wt_row = (ptrdiff_t)sh * tw[pw].count * cpad, .cpad = cpad, .S = tw[pw].count, .SW = 1,
-                .pad = tw[pw].pad, .out = dx + (((size_t)n * H + ih) * W + pw) * C, .out_pixel = (ptrdiff_t)sw * C,
-                .out_w = tw[pw].outputs, .tile = tile, .cblock = DW_CHANNEL_BLOCK, .stream = stream,
-            };
-            /* the dy row the next dx row adds, if it adds one, when dy is not in cache anyway (measured: it
-             * helps there, and costs more than it saves on cache-resident shapes and on forward rows) */
-            int next_oh = (ih + 1 + d->pad_h) / sh;
-            if (stream && ih + 1 < H && (ih + 1 + d->pad_h) % sh == 0 && next_oh < OH) {
-                j.prefetch = dy + (((size_t)n * OH + next_oh) * OW) * C;
-                j.prefetch_rows = 1;
-                j.prefetch_row = 0;
-            }
-            run_row(&j, row_kernel(isa, tw[pw].count, 1), lanes, C);
+            dw_rowjob j = data_job(d, &meet, packed + offset[pw], tw[pw].count, tw[pw].count, tw[pw].pad,
+                                   tw[pw].outputs, dx_row + (size_t)pw * C, (ptrdiff_t)sw * C, tile, stream);
+            if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
+            if (vector_channels > 0)
+                dw_row_generic(&j, vector_channels, C);
+            else
+                run_row(&j, row_kernel(isa, tw[pw].count, 1), lanes, C);
         }
     }
 }

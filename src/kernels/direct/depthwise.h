@@ -37,6 +37,13 @@ typedef struct dw_rowjob {
 /* Channels [c_begin, c_end); vector paths need both multiples of their lane count. */
 typedef void (*dw_row_fn)(const dw_rowjob *j, int c_begin, int c_end);
 
+/* A row of dx for 3-tap, stride-2, padding-1 layers (MobileNet's downsampling ones), both column phases in one
+ * pass over contiguous pixels: for each tap row r < rows (wt: that row's 3 taps in the layer's order),
+ *   out[2t] = sum_r in_r[t] * wt_r[1],  out[2t+1] = sum_r in_r[t] * wt_r[2] + in_r[t+1] * wt_r[0]
+ * with in_r[in_w] = 0, for pixels below out_w. Fields as in dw_rowjob; S, SW, pad, out_rows unused. */
+dw_row_fn dw_row_s2_avx512(void);
+dw_row_fn dw_row_s2_avx2(void);
+
 /* Backward-weights over output rows [oh0, oh1) of one image:
  *   acc[(r*S + s)*cpad + c] += sum over oh, ow of x[ih*x_row + iw*x_pixel + c] * dy[oh*dy_row + ow*dy_pixel + c]
  * with ih = oh*SH - pad_h + r, iw = ow*SW - pad_w + s inside [0, H) x [0, W). */

@@ -18,6 +18,8 @@
 #define DW_WSETS_3 1
 #define DW_WROWS_3 2
 #define DW_WVEC_3 2
+#define DW_S2_TILE 8
+#define DW_S2_VECTORS 4
 #define DW_WTILE_5 4
 
 #include "kernels/direct/depthwise_tiles.h"

@@ -3,7 +3,8 @@
  *   DW_VEC, DW_LANES, DW_LOAD(p), DW_STORE(p, v), DW_STREAM(p, v) (64-byte aligned), DW_FMA(a, b, c) = a*b + c,
  *   DW_ZERO(), DW_ADD(a, b), DW_NAME(name) (appends the ISA), DW_TILE_A, DW_TILE_B (output pixels per
  *   forward tile: the schedule picks one), DW_WTILE_3, DW_WTILE_5 (pixels per backward-weights tile), DW_WSETS_3,
- *   DW_WVEC_3, DW_WROWS_3 (copies of the 3x3 tap sums, channel vectors and output rows per tile).
+ *   DW_WVEC_3, DW_WROWS_3 (copies of the 3x3 tap sums, channel vectors and output rows per tile), DW_S2_TILE,
+ *   DW_S2_VECTORS (dy pixels per stride-2 backward-data tile, channel vectors per single-pixel one).
  * Every loop bound below is a compile-time constant after inlining, so the sums live in registers.
  * Vectors run over channels (contiguous in NHWC); a tile is `T` output pixels along W x one channel vector:
  * the input vectors of one tap row are loaded once and feed every pixel and tap that uses them
@@ -207,6 +208,81 @@ dw_row_fn DW_NAME(dw_row)(int S, int SW) {
     };
     return S >= 1 && S <= 5 && SW >= 1 && SW <= 2 ? table[SW - 1][S - 1] : NULL;
 }
+
+/* ---- backward-data rows of 3-tap stride-2 layers with padding 1 (dw_row_s2) ----
+ * A tile is T dy pixels from t0 x V channel vectors, giving the 2T dx pixels from 2*t0: each dy vector is
+ * loaded once per tap row and feeds three sums, and the stores run over contiguous pixels. Where the two
+ * phases run apart (the general path), each dx row is stored in two sweeps over every other pixel and dy is
+ * read twice. Checked tiles (the last dy pixel) load zero past in_w and store below out_w only. */
+DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, const int V, const bool checked) {
+    DW_VEC acc[4][16];
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < 2 * T; m++) acc[v][m] = DW_ZERO();
+    for (int r = 0; r < j->rows; r++) {
+        const float *in = j->in + r * j->in_row + c + (ptrdiff_t)t0 * j->in_pixel;
+        const float *wt = j->wt + r * j->wt_row + c;
+        DW_VEC w[4][3];
+#pragma GCC unroll 4
+        for (int v = 0; v < V; v++)
+#pragma GCC unroll 3
+            for (int s = 0; s < 3; s++) w[v][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
+#pragma GCC unroll 17
+        for (int k = 0; k <= T; k++) {
+            bool inside = !checked || t0 + k < j->in_w;
+#pragma GCC unroll 4
+            for (int v = 0; v < V; v++) {
+                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+                DW_KEEP(xv);
+                if (k < T) {
+                    acc[v][2 * k] = DW_FMA(xv, w[v][1], acc[v][2 * k]);
+                    acc[v][2 * k + 1] = DW_FMA(xv, w[v][2], acc[v][2 * k + 1]);
+                }
+                if (k > 0) acc[v][2 * k - 1] = DW_FMA(xv, w[v][0], acc[v][2 * k - 1]);
+            }
+        }
+    }
+    float *out = j->out + (ptrdiff_t)2 * t0 * j->out_pixel + c;
+#pragma GCC unroll 4
+    for (int v = 0; v < V; v++)
+#pragma GCC unroll 16
+        for (int m = 0; m < 2 * T; m++) {
+            if (checked && 2 * t0 + m >= j->out_w) break;
+            if (j->stream && !checked)
+                DW_STREAM(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+            else
+                DW_STORE(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+        }
+}
+
+DW_INLINE void DW_NAME(s2_tiles)(const dw_rowjob *j, int t0, int c_begin, int c_end, const int T, const int V,
+                                 const bool checked) {
+    if (j->prefetch)
+        for (int r = 0; r < j->prefetch_rows; r++)
+            for (int i = t0; i < t0 + T && i < j->in_w; i++)
+                for (int c = c_begin; c < c_end; c += 16)
+                    __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
+    int c = c_begin;
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, V, checked);
+    for (; c < c_end; c += DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, 1, checked);
+}
+
+/* Tiles of T dy pixels while their right neighbour is inside, then 4, 2 and single pixels (several channel
+ * vectors each), the last one checked; within a block of channels, pixel tiles outside channel vectors. */
+static void DW_NAME(row_s2)(const dw_rowjob *j, int c_begin, int c_end) {
+    const int block = j->cblock > 0 ? j->cblock : c_end - c_begin, last = j->in_w - 1;
+    for (int cb = c_begin; cb < c_end; cb += block) {
+        int ce = c_end - cb < block ? c_end : cb + block, t = 0;
+        for (; t + DW_S2_TILE <= last; t += DW_S2_TILE) DW_NAME(s2_tiles)(j, t, cb, ce, DW_S2_TILE, 1, false);
+        if (DW_S2_TILE > 4 && t + 4 <= last) DW_NAME(s2_tiles)(j, t, cb, ce, 4, 2, false), t += 4;
+        if (DW_S2_TILE > 2 && t + 2 <= last) DW_NAME(s2_tiles)(j, t, cb, ce, 2, 2, false), t += 2;
+        for (; t < last; t++) DW_NAME(s2_tiles)(j, t, cb, ce, 1, DW_S2_VECTORS, false);
+        if (last >= 0) DW_NAME(s2_tiles)(j, last, cb, ce, 1, DW_S2_VECTORS, true);
+    }
+}
+
+dw_row_fn DW_NAME(dw_row_s2)(void) { return DW_NAME(row_s2); }
 
 /* ---- backward-weights bands (band_body: channel vectors outside rows and pixels, so the R*S sums of one
  * vector stay in registers over the whole band while the band's rows of x and dy stay in L2) ----
