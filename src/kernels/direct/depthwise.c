@@ -254,12 +254,20 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
             if (full > 0) fn(&j, 0, full);
             if (full < C) dw_band_generic(&j, full, C);
         }
-    }
-    for (int c = 0; c < C; c++)
-        for (int t = 0; t < taps; t++) {
-            float sum = 0;
-            for (int i = 0; i < threads; i++) sum += partial[(size_t)i * size + (size_t)t * cpad + c];
-            dw[(size_t)c * taps + t] += sum;
+        /* the threads' sums added up by all of them, 16 channels at a time: done by one thread, channel by
+         * channel, this took 5-20% of a 14x14 or 7x7 layer (two threads, Xeon) */
+#pragma omp for schedule(static)
+        for (int c0 = 0; c0 < C; c0 += 16) {
+            int count = direct_min(16, C - c0);
+            for (int t = 0; t < taps; t++) {
+                float sum[16] = {0};
+                for (int i = 0; i < threads; i++) {
+                    const float *p = partial + (size_t)i * size + (size_t)t * cpad + c0;
+                    for (int k = 0; k < 16; k++) sum[k] += p[k];
+                }
+                for (int k = 0; k < count; k++) dw[(size_t)(c0 + k) * taps + t] += sum[k];
+            }
         }
+    }
     if (own) plait_free(partial);
 }
