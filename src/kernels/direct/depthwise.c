@@ -63,12 +63,18 @@ static int default_tile(plait_isa isa, int out_w) {
     return out_w >= 14 ? 14 : 8;
 }
 
+/* dst[t][c] = w[c][t] for the 16 channels from c0 (zero past C): the layer's taps, one aligned vector per tap
+ * and channel vector. Run by every thread on its share of channels: serial, the repacking took up to 12% of a
+ * 7x7 or 14x14 layer on two threads (Xeon). */
+static void pack_taps(const float *w, int C, int cpad, int taps, int c0, float *dst) {
+    for (int t = 0; t < taps; t++)
+        for (int c = c0; c < c0 + 16; c++) dst[(size_t)t * cpad + c] = c < C ? w[(size_t)c * taps + t] : 0.0f;
+}
+
 void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *workspace) {
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     float *taps = workspace;
-    for (int t = 0; t < R * S; t++)
-        for (int c = 0; c < cpad; c++) taps[(size_t)t * cpad + c] = c < C ? w[(size_t)c * R * S + t] : 0.0f;
     const plait_isa isa = direct_isa_resolved();
     const dw_row_fn fn = row_kernel(isa, S, d->stride_w);
     const int lanes = lanes_of(isa), tile = default_tile(isa, OW);
@@ -85,35 +91,39 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const 
      * Measured on the AVX2 machine (Zen 3), one thread: 112x112x32 9-10 -> 40-42 GFLOP/s, 56x56x144 8-11 -> 19;
      * on the AVX-512 machine (Zen 4) prefetching forward rows cost more than it saved, so it stays off there. */
     const bool prefetch = isa == PLAIT_ISA_AVX2 && (size_t)d->batch * H * W * C * sizeof(float) >= ((size_t)8 << 20);
-#pragma omp parallel for schedule(static) num_threads(plait_threads())
-    for (long item = 0; item < (long)d->batch * pairs; item++) {
-        int n = (int)(item / pairs), oh = (int)(item % pairs) * 2;
-        int ih_first = oh * d->stride_h - d->pad_h, ih_last = (oh + 1) * d->stride_h - d->pad_h + R;
-        bool both = paired && oh + 1 < OH && ih_first >= 0 && ih_last <= H;
-        for (int m = 0; m < 2 && oh + m < OH; m += both ? 2 : 1) {
-            int ih0 = (oh + m) * d->stride_h - d->pad_h;
-            int r_lo = direct_max(0, -ih0), r_hi = direct_min(R, H - ih0), rows = direct_max(0, r_hi - r_lo);
-            dw_rowjob j = {
-                .in = rows ? x + (((size_t)n * H + ih0 + r_lo) * W) * C : x, .in_row = (ptrdiff_t)W * C,
-                .in_pixel = C, .rows = rows, .in_w = W, .wt = taps + (size_t)r_lo * S * cpad,
-                .wt_row = (ptrdiff_t)S * cpad, .cpad = cpad, .S = S, .SW = d->stride_w, .pad = d->pad_w,
-                .out = y + ((size_t)n * OH + oh + m) * OW * C, .out_pixel = C, .out_w = OW,
-                .out_rows = both ? 2 : 1, .out_row = (ptrdiff_t)OW * C, .tile = tile, .cblock = DW_CHANNEL_BLOCK,
-                .stream = stream,
-            };
-            int next_first = ih0 + R; /* the next output row's new input rows start here */
-            if (prefetch && !both && oh + m + 1 < OH && next_first >= 0 && next_first + d->stride_h <= H) {
-                j.prefetch = x + (((size_t)n * H + next_first) * W) * C;
-                j.prefetch_rows = d->stride_h;
-                j.prefetch_row = (ptrdiff_t)W * C;
+#pragma omp parallel num_threads(plait_threads())
+    {
+#pragma omp for schedule(static)
+        for (int c0 = 0; c0 < cpad; c0 += 16) pack_taps(w, C, cpad, R * S, c0, taps);
+#pragma omp for schedule(static)
+        for (long item = 0; item < (long)d->batch * pairs; item++) {
+            int n = (int)(item / pairs), oh = (int)(item % pairs) * 2;
+            int ih_first = oh * d->stride_h - d->pad_h, ih_last = (oh + 1) * d->stride_h - d->pad_h + R;
+            bool both = paired && oh + 1 < OH && ih_first >= 0 && ih_last <= H;
+            for (int m = 0; m < 2 && oh + m < OH; m += both ? 2 : 1) {
+                int ih0 = (oh + m) * d->stride_h - d->pad_h;
+                int r_lo = direct_max(0, -ih0), r_hi = direct_min(R, H - ih0), rows = direct_max(0, r_hi - r_lo);
+                dw_rowjob j = {
+                    .in = rows ? x + (((size_t)n * H + ih0 + r_lo) * W) * C : x, .in_row = (ptrdiff_t)W * C,
+                    .in_pixel = C, .rows = rows, .in_w = W, .wt = taps + (size_t)r_lo * S * cpad,
+                    .wt_row = (ptrdiff_t)S * cpad, .cpad = cpad, .S = S, .SW = d->stride_w, .pad = d->pad_w,
+                    .out = y + ((size_t)n * OH + oh + m) * OW * C, .out_pixel = C, .out_w = OW,
+                    .out_rows = both ? 2 : 1, .out_row = (ptrdiff_t)OW * C, .tile = tile, .cblock = DW_CHANNEL_BLOCK,
+                    .stream = stream,
+                };
+                int next_first = ih0 + R; /* the next output row's new input rows start here */
+                if (prefetch && !both && oh + m + 1 < OH && next_first >= 0 && next_first + d->stride_h <= H) {
+                    j.prefetch = x + (((size_t)n * H + next_first) * W) * C;
+                    j.prefetch_rows = d->stride_h;
+                    j.prefetch_row = (ptrdiff_t)W * C;
+                }
+                run_row(&j, fn, lanes, C);
             }
-            run_row(&j, fn, lanes, C);
         }
     }
 }
 
-/* dy rows a row of dx meets, per column phase through that phase's flipped taps, or with all taps in order
- * (phase < 0: the both-phases kernel). */
+/* The dy rows a row of dx meets (through taps r_first, r_first + stride_h, ...). */
 typedef struct dw_data_rows {
     const float *first; /* dy row oh_first - q_lo of the image, or NULL when no row meets */
     int rows, r_first;  /* tap row of the first */
@@ -145,12 +155,6 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
     for (int pw = 0; pw < sw && pw < MAX_PHASES; pw++) {
         tw[pw] = phase_along(pw, sw, d->pad_w, S, W);
         offset[pw] = used;
-        for (int r = 0; r < R; r++)
-            for (int b = 0; b < tw[pw].count; b++) {
-                int s = tw[pw].first + sw * (tw[pw].count - 1 - b);
-                float *dst = packed + used + ((size_t)r * tw[pw].count + b) * cpad;
-                for (int c = 0; c < cpad; c++) dst[c] = c < C ? w[((size_t)c * R + r) * S + s] : 0.0f;
-            }
         used += (size_t)R * tw[pw].count * cpad;
     }
     const plait_isa isa = direct_isa_resolved();
@@ -163,46 +167,58 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
     const dw_row_fn both = sw == 2 && S == 3 && d->pad_w == 1 && C >= lanes && C <= 192 && lanes > 0
                                ? (isa == PLAIT_ISA_AVX512 ? dw_row_s2_avx512() : dw_row_s2_avx2())
                                : NULL;
-    const float *taps = packed + used;
-    if (both)
-        for (int t = 0; t < R * S; t++)
-            for (int c = 0; c < cpad; c++) packed[used + (size_t)t * cpad + c] = c < C ? w[(size_t)c * R * S + t] : 0.0f;
+    float *taps = packed + used;
+    const bool phases = !both || C % lanes != 0; /* the phases' taps are needed (for the channels left over) */
     const size_t out_floats = (size_t)d->batch * H * W * C;
     /* streamed on AVX2 only: on the Xeon plain stores ran 1.08-1.09x on 112x112x32 and 56x56x144 (2026-12-05) */
     const bool stream = isa == PLAIT_ISA_AVX2 && use_stream(dx, C, out_floats);
-#pragma omp parallel for schedule(static) num_threads(plait_threads())
-    for (long row = 0; row < (long)d->batch * H; row++) {
-        int n = (int)(row / H), ih = (int)(row % H);
-        /* dy rows oh = oh_first - q meet this row through taps r = r_first + sh*q */
-        int r_first = (ih + d->pad_h) % sh, oh_first = (ih + d->pad_h - r_first) / sh;
-        int q_lo = direct_max(0, oh_first - (OH - 1));
-        int q_hi = r_first < R ? direct_min((R - 1 - r_first) / sh, oh_first) : -1;
-        int rows = direct_max(0, q_hi - q_lo + 1);
-        dw_data_rows meet = {rows ? dy + (((size_t)n * OH + oh_first - q_lo) * OW) * C : dy, rows,
-                             rows ? r_first + sh * q_lo : 0};
-        float *dx_row = dx + (((size_t)n * H + ih) * W) * C;
-        /* the dy row the next dx row adds, if it adds one, when dy is not in cache anyway (measured: it
-         * helps there, and costs more than it saves on cache-resident shapes and on forward rows) */
-        int next_oh = (ih + 1 + d->pad_h) / sh;
-        bool prefetch = stream && ih + 1 < H && (ih + 1 + d->pad_h) % sh == 0 && next_oh < OH;
-        const float *next = dy + (((size_t)n * OH + (prefetch ? next_oh : 0)) * OW) * C;
-        int vector_channels = 0;
-        if (both) {
-            dw_rowjob j = data_job(d, &meet, taps, S, S, 1, W, dx_row, C, tile, stream);
-            if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
-            vector_channels = C / lanes * lanes;
-            both(&j, 0, vector_channels);
+#pragma omp parallel num_threads(plait_threads())
+    {
+#pragma omp for schedule(static)
+        for (int c0 = 0; c0 < cpad; c0 += 16) {
+            if (both) pack_taps(w, C, cpad, R * S, c0, taps);
+            for (int pw = 0; phases && pw < sw; pw++)
+                for (int r = 0; r < R; r++)
+                    for (int b = 0; b < tw[pw].count; b++) {
+                        int s = tw[pw].first + sw * (tw[pw].count - 1 - b);
+                        float *dst = packed + offset[pw] + ((size_t)r * tw[pw].count + b) * cpad;
+                        for (int c = c0; c < c0 + 16; c++) dst[c] = c < C ? w[((size_t)c * R + r) * S + s] : 0.0f;
+                    }
         }
-        if (vector_channels == C) continue;
-        for (int pw = 0; pw < sw; pw++) {
-            if (tw[pw].outputs == 0) continue;
-            dw_rowjob j = data_job(d, &meet, packed + offset[pw], tw[pw].count, tw[pw].count, tw[pw].pad,
-                                   tw[pw].outputs, dx_row + (size_t)pw * C, (ptrdiff_t)sw * C, tile, stream);
-            if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
-            if (vector_channels > 0)
-                dw_row_generic(&j, vector_channels, C);
-            else
-                run_row(&j, row_kernel(isa, tw[pw].count, 1), lanes, C);
+#pragma omp for schedule(static)
+        for (long row = 0; row < (long)d->batch * H; row++) {
+            int n = (int)(row / H), ih = (int)(row % H);
+            /* dy rows oh = oh_first - q meet this row through taps r = r_first + sh*q */
+            int r_first = (ih + d->pad_h) % sh, oh_first = (ih + d->pad_h - r_first) / sh;
+            int q_lo = direct_max(0, oh_first - (OH - 1));
+            int q_hi = r_first < R ? direct_min((R - 1 - r_first) / sh, oh_first) : -1;
+            int rows = direct_max(0, q_hi - q_lo + 1);
+            dw_data_rows meet = {rows ? dy + (((size_t)n * OH + oh_first - q_lo) * OW) * C : dy, rows,
+                                 rows ? r_first + sh * q_lo : 0};
+            float *dx_row = dx + (((size_t)n * H + ih) * W) * C;
+            /* the dy row the next dx row adds, if it adds one, when dy is not in cache anyway (measured: it
+             * helps there, and costs more than it saves on cache-resident shapes and on forward rows) */
+            int next_oh = (ih + 1 + d->pad_h) / sh;
+            bool prefetch = stream && ih + 1 < H && (ih + 1 + d->pad_h) % sh == 0 && next_oh < OH;
+            const float *next = dy + (((size_t)n * OH + (prefetch ? next_oh : 0)) * OW) * C;
+            int vector_channels = 0;
+            if (both) {
+                dw_rowjob j = data_job(d, &meet, taps, S, S, 1, W, dx_row, C, tile, stream);
+                if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
+                vector_channels = C / lanes * lanes;
+                both(&j, 0, vector_channels);
+            }
+            if (vector_channels == C) continue;
+            for (int pw = 0; pw < sw; pw++) {
+                if (tw[pw].outputs == 0) continue;
+                dw_rowjob j = data_job(d, &meet, packed + offset[pw], tw[pw].count, tw[pw].count, tw[pw].pad,
+                                       tw[pw].outputs, dx_row + (size_t)pw * C, (ptrdiff_t)sw * C, tile, stream);
+                if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
+                if (vector_channels > 0)
+                    dw_row_generic(&j, vector_channels, C);
+                else
+                    run_row(&j, row_kernel(isa, tw[pw].count, 1), lanes, C);
+            }
         }
     }
 }
