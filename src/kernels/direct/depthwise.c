@@ -64,8 +64,8 @@ static int default_tile(plait_isa isa, int out_w) {
 }
 
 /* dst[t][c] = w[c][t] for the 16 channels from c0 (zero past C): the layer's taps, one aligned vector per tap
- * and channel vector. Run by every thread on its share of channels: serial, the repacking took up to 12% of a
- * 7x7 or 14x14 layer on two threads (Xeon). */
+ * and channel vector. Run by every thread on its share of channels: on two threads (Xeon) a layer without any
+ * repacking ran up to 1.13x (7x7x960), and split between the threads 1.0-1.08x against one thread doing it. */
 static void pack_taps(const float *w, int C, int cpad, int taps, int c0, float *dst) {
     for (int t = 0; t < taps; t++)
         for (int c = c0; c < c0 + 16; c++) dst[(size_t)t * cpad + c] = c < C ? w[(size_t)c * taps + t] : 0.0f;
