@@ -1,7 +1,9 @@
-/* Training throughput (forward + backward + SGD step) of the CIFAR ResNets, plait against PyTorch
- * measured in the same run, on synthetic 32x32 images.
- *   bench_train [--models a,b] [--threads 1,2] [--batch 128] [--steps 3] [--no-torch]
+/* Training throughput (forward + backward + SGD step) of the CIFAR ResNets (or MobileNetV2), plait against
+ * PyTorch measured in the same run, on synthetic square images (32x32 unless --size).
+ *   bench_train [--models a,b] [--threads 1,2] [--batch 128] [--steps 3] [--size 32] [--no-torch]
  *               [--torch-script bench/torch_train.py] [--conv direct|im2col] [--tuned]
+ * --models mobilenetv2 --size 224: torchvision's MobileNetV2 (without the classifier's dropout, which plait
+ * leaves out) on both sides.
  * --tuned: plait runs the schedules of the tuning file (plait tune), as plait train does; default schedules
  * otherwise. Run it from the repository root so the PyTorch script is found. */
 #include <stdio.h>
@@ -12,17 +14,17 @@
 #include "plait/train.h"
 #include "train/train_internal.h"
 
-static double plait_images_per_second(const char *model_name, int batch, int threads, int steps) {
+static double plait_images_per_second(const char *model_name, int batch, int size, int threads, int steps) {
     plait_set_threads(threads);
     plait_model *m;
     plait_trainer *t;
-    if (plait_model_create(model_name, (plait_shape){1, 32, 32, 3}, 10, 1, &m) != PLAIT_OK ||
+    if (plait_model_create(model_name, (plait_shape){1, size, size, 3}, 10, 1, &m) != PLAIT_OK ||
         plait_trainer_create(m, &t) != PLAIT_OK) {
         fprintf(stderr, "bench_train: %s\n", plait_last_error());
         exit(1);
     }
     plait_tensor images = {0};
-    plait_tensor_reserve(&images, (plait_shape){batch, 32, 32, 3});
+    plait_tensor_reserve(&images, (plait_shape){batch, size, size, 3});
     int32_t *labels = malloc(sizeof(int32_t) * (size_t)batch);
     plait_rng rng;
     plait_rng_seed(&rng, 1);
@@ -48,11 +50,12 @@ static double plait_images_per_second(const char *model_name, int batch, int thr
 }
 
 /* Best of NCHW and channels_last, or 0 when PyTorch is not installed. */
-static double torch_images_per_second(const char *script, const char *model_name, int batch, int threads, int steps,
-                                      const char **format) {
+static double torch_images_per_second(const char *script, const char *model_name, int batch, int size, int threads,
+                                      int steps, const char **format) {
     char command[1024];
-    snprintf(command, sizeof command, "/usr/bin/python3 %s --model %s --batch %d --threads %d --steps %d 2>/dev/null",
-             script, model_name, batch, threads, steps);
+    snprintf(command, sizeof command,
+             "/usr/bin/python3 %s --model %s --batch %d --size %d --threads %d --steps %d 2>/dev/null", script,
+             model_name, batch, size, threads, steps);
     FILE *p = popen(command, "r");
     if (!p) return 0;
     double best = 0;
@@ -73,13 +76,14 @@ int main(int argc, char **argv) {
     const char *models = "cifar_resnet18,cifar_resnet34,cifar_resnet50";
     const char *thread_list = "1,2";
     const char *script = "bench/torch_train.py";
-    int batch = 128, steps = 3;
+    int batch = 128, steps = 3, size = 32;
     bool torch = true;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--models") && i + 1 < argc) models = argv[++i];
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) thread_list = argv[++i];
         else if (!strcmp(argv[i], "--batch") && i + 1 < argc) batch = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--size") && i + 1 < argc) size = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--torch-script") && i + 1 < argc) script = argv[++i];
         else if (!strcmp(argv[i], "--no-torch")) torch = false;
         else if (!strcmp(argv[i], "--tuned")) {
@@ -101,16 +105,16 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    if (batch < 1 || steps < 1) {
-        fprintf(stderr, "bench_train: --batch and --steps must be positive\n");
+    if (batch < 1 || steps < 1 || size < 8) {
+        fprintf(stderr, "bench_train: --batch and --steps must be positive, --size at least 8\n");
         return 2;
     }
     /* a relative script path only resolves from the repository root: say so rather than print n/a silently */
     if (torch && access(script, R_OK) != 0)
         fprintf(stderr, "bench_train: no PyTorch script at %s (run from the repository root or pass --torch-script); "
                         "PyTorch columns will read n/a\n", script);
-    printf("training throughput, images/s (forward + backward + SGD step), batch %d, %d timed steps, CPU %s\n", batch,
-           steps, plait_cpu_features()->model);
+    printf("training throughput, images/s (forward + backward + SGD step), batch %d, %dx%d images, %d timed steps, "
+           "CPU %s\n", batch, size, size, steps, plait_cpu_features()->model);
     printf("%-16s %7s %10s %10s %-14s %8s\n", "model", "threads", "plait", "pytorch", "torch format", "ratio");
     char models_copy[256];
     snprintf(models_copy, sizeof models_copy, "%s", models);
@@ -119,9 +123,9 @@ int main(int argc, char **argv) {
         snprintf(threads_copy, sizeof threads_copy, "%s", thread_list);
         for (char *save_t, *tt = strtok_r(threads_copy, ",", &save_t); tt; tt = strtok_r(NULL, ",", &save_t)) {
             int threads = atoi(tt);
-            double ours = plait_images_per_second(model, batch, threads, steps);
+            double ours = plait_images_per_second(model, batch, size, threads, steps);
             const char *format = "-";
-            double theirs = torch ? torch_images_per_second(script, model, batch, threads, steps, &format) : 0;
+            double theirs = torch ? torch_images_per_second(script, model, batch, size, threads, steps, &format) : 0;
             if (theirs > 0)
                 printf("%-16s %7d %10.1f %10.1f %-14s %7.2fx\n", model, threads, ours, theirs, format, ours / theirs);
             else

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch peer for bench_train: training throughput of the CIFAR ResNets (3x3 stride-1 stem, no max
-pooling), forward + backward + SGD step, in NCHW and channels_last. Prints "<format> <images/s>" lines."""
+pooling) or torchvision's MobileNetV2, forward + backward + SGD step, in NCHW and channels_last. Prints
+"<format> <images/s>" lines."""
 import argparse
 import time
 
@@ -82,10 +83,19 @@ MODELS = {"cifar_resnet18": (BasicBlock, (2, 2, 2, 2)), "cifar_resnet34": (Basic
           "cifar_resnet50": (Bottleneck, (3, 4, 6, 3))}
 
 
-def measure(model_name, batch, steps, channels_last):
+def build(model_name):
+    if model_name == "mobilenetv2":
+        import torchvision  # only this model needs it (Debian: python3-torchvision)
+        model = torchvision.models.mobilenet_v2(num_classes=10)
+        model.classifier[0] = nn.Identity()  # plait's MobileNetV2 trains without the dropout
+        return model
+    return CifarResNet(*MODELS[model_name])
+
+
+def measure(model_name, batch, size, steps, channels_last):
     torch.manual_seed(0)
-    model = CifarResNet(*MODELS[model_name])
-    images = torch.randn(batch, 3, 32, 32)
+    model = build(model_name)
+    images = torch.randn(batch, 3, size, size)
     labels = torch.randint(0, 10, (batch,))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -108,15 +118,16 @@ def measure(model_name, batch, steps, channels_last):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, choices=sorted(MODELS))
+    p.add_argument("--model", required=True, choices=sorted(MODELS) + ["mobilenetv2"])
     p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=32)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--formats", default="nchw,channels_last")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     for fmt in a.formats.split(","):
-        print(fmt, "%.2f" % measure(a.model, a.batch, a.steps, fmt == "channels_last"), flush=True)
+        print(fmt, "%.2f" % measure(a.model, a.batch, a.size, a.steps, fmt == "channels_last"), flush=True)
 
 
 if __name__ == "__main__":
