@@ -429,7 +429,7 @@ static void bench_shape(const shape *sh, const char *directions, int measure, pl
         plait_run r = {d, (plait_conv_direction)dir, NULL, false, x, y, w, workspace};
         plait_tune_result tuned;
         plait_conv_tune(d, (plait_conv_direction)dir, measure, &tuned);
-        if (tuning && d->groups == 1) plait_tuning_put(tuning, d, (plait_conv_direction)dir, &tuned.best, tuned.best_seconds);
+        if (tuning) plait_tuning_put(tuning, d, (plait_conv_direction)dir, &tuned.best, tuned.best_seconds);
         plait_conv_schedule fallback = plait_conv_default_schedule(d, (plait_conv_direction)dir);
         /* Methods are measured in alternating rounds and each keeps its best, so a burst of load from other
          * processes on this shared machine does not decide a comparison. */
@@ -465,8 +465,7 @@ static void bench_shape(const shape *sh, const char *directions, int measure, pl
         printf("%-16s %-16s %8.1f %8.1f %8.1f %8.1f %6.0f%% %6.2f %5.2f  %-22s %s\n", sh->name,
                plait_conv_direction_name((plait_conv_direction)dir), padded / t_tuned, padded / t_default,
                padded / t_im2col, t_dnnl > 0 ? padded / t_dnnl : 0.0, 100.0 * inside / t_tuned / peak,
-               t_dnnl > 0 ? t_dnnl / t_tuned : 0.0, d->groups > 1 ? 1.0 : tuned.rank_correlation, best_impl,
-               d->groups > 1 ? "(depthwise: fixed schedule)" : text);
+               t_dnnl > 0 ? t_dnnl / t_tuned : 0.0, tuned.rank_correlation, best_impl, text);
         fflush(stdout);
         if (d->groups > 1 && t_touch > 0 && t_touch < 1e30) {
             printf("%-16s %-16s %8.1f  memory bound (inputs read once, output written once): %.2fx oneDNN, plait at %.0f%%\n",

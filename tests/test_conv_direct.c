@@ -291,6 +291,43 @@ static void sampled_schedules_body(void) {
 
 static void sampled_schedules(void) { for_each_isa(sampled_schedules_body); }
 
+/* Every schedule of the depthwise space (single-row tiles, channel blocks, row pairs; rows per band), on layers
+ * with several and partial channel blocks, stride 1 and 2, 3x3 and 5x5; and the fields it rejects. */
+static void depthwise_schedules_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {2, 9, 40, 160, 160, 3, 3, 1, 1, 1, 1, 160},
+        {1, 11, 13, 96, 96, 3, 3, 2, 2, 1, 1, 96},
+        {3, 7, 9, 33, 33, 5, 5, 1, 1, 2, 2, 33},
+    };
+    enum { CAPACITY = 64 };
+    plait_conv_schedule space[CAPACITY];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
+            int count = plait_conv_schedule_space(&cases[i], (plait_conv_direction)dir, space, CAPACITY);
+            CHECKF(count >= 1 && count <= CAPACITY, "depthwise space of %zu %d has %d schedules", i, dir, count);
+            plait_conv_schedule fallback = plait_conv_direct_schedule(&cases[i], (plait_conv_direction)dir);
+            CHECK(count >= 1 && memcmp(&space[0], &fallback, sizeof fallback) == 0);
+            for (int k = 0; k < count && k < CAPACITY; k++) {
+                CHECK(plait_conv_schedule_valid(&cases[i], (plait_conv_direction)dir, &space[k]));
+                check_direction(&cases[i], (plait_conv_direction)dir, &space[k], 4100 + i * 100 + (unsigned long)k);
+            }
+        }
+    plait_conv_schedule bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_FORWARD);
+    bad.block_c = 8;
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_FORWARD, &bad));
+    bad = plait_conv_direct_schedule(&cases[1], PLAIT_CONV_FORWARD);
+    bad.vthreads = 2; /* row pairs need stride 1 */
+    CHECK(!plait_conv_schedule_valid(&cases[1], PLAIT_CONV_FORWARD, &bad));
+    bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_BACKWARD_DATA);
+    bad.tile_k = 2;
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_DATA, &bad));
+    bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS);
+    bad.block_h = 0;
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &bad));
+}
+
+static void depthwise_schedules(void) { for_each_isa(depthwise_schedules_body); }
+
 /* Backward-weights in row runs (the taps of a kernel row merged with few channels): every run tile width,
  * so tiles start and end inside a tap and span two or three of them; borders, padding 0-3, stride 2, odd
  * sizes, and images narrower than the kernel row (every column then runs tap by tap). */
@@ -502,7 +539,7 @@ static void tuning_file_round_trip(void) {
         plait_tuning_free(t);
     }
 
-    /* tuning a model's layers: duplicates once, every direction, a line each */
+    /* tuning a model's layers: duplicates once, every direction, a line each; depthwise layers too */
     plait_conv2d_desc layers[3] = {d, d, {1, 6, 6, 16, 16, 3, 3, 1, 1, 1, 1, 16}};
     t = plait_tuning_new();
     char log_path[600];
@@ -516,7 +553,9 @@ static void tuning_file_round_trip(void) {
     CHECKF(lines == 6, "%d report lines", lines);
     for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++)
         CHECK(plait_tuning_get(t, &d, (plait_conv_direction)dir, &got));
-    CHECK(!plait_tuning_get(t, &layers[2], PLAIT_CONV_FORWARD, &got));
+    for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++)
+        CHECK(plait_tuning_get(t, &layers[2], (plait_conv_direction)dir, &got) &&
+              plait_conv_schedule_valid(&layers[2], (plait_conv_direction)dir, &got));
     plait_tuning_free(t);
 
     /* a missing file is an empty table; a malformed one is an error naming the file */
@@ -536,6 +575,7 @@ int main(void) {
     testing_run("random_shapes", random_shapes);
     testing_run("depthwise_shapes", depthwise_shapes);
     testing_run("sampled_schedules", sampled_schedules);
+    testing_run("depthwise_schedules", depthwise_schedules);
     testing_run("row_run_weights", row_run_weights);
     testing_run("packed_weights", packed_weights);
     testing_run("packed_weights_limits", packed_weights_limits);

@@ -67,6 +67,10 @@ typedef enum plait_loop_order {
  *               tile_k vectors
  *     block_c, block_k  channel ranges per work unit; the rest are unused (0 or 1).
  */
+/* Depthwise layers (groups == channels) use few fields: forward and backward-data tile_w (output pixels per
+ * single-row register tile; the row kernels are built for two widths per ISA), block_c (channels per block, a
+ * multiple of 16, 0 = all) and vthreads (2 = pairs of output rows sharing their input rows, stride 1 only);
+ * backward-weights block_h (output rows per band). tile_k and unroll are 1, every other field 0. */
 typedef struct plait_conv_schedule {
     int split_k;
     int block_k, block_c, block_h, block_w;

@@ -13,17 +13,17 @@ static size_t depthwise_workspace_bytes(const plait_conv2d_desc *d) {
 }
 
 static void depthwise_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *workspace) {
-    direct_depthwise_forward(d, x, w, y, workspace);
+    direct_depthwise_forward(d, NULL, x, w, y, workspace);
 }
 
 static void depthwise_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, float *dx,
                                     void *workspace) {
-    direct_depthwise_backward_data(d, dy, w, dx, workspace);
+    direct_depthwise_backward_data(d, NULL, dy, w, dx, workspace);
 }
 
 static void depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw,
                                        void *workspace) {
-    direct_depthwise_backward_weights(d, x, dy, dw, workspace);
+    direct_depthwise_backward_weights(d, NULL, x, dy, dw, workspace);
 }
 
 const plait_conv2d_kernel plait_conv2d_depthwise_direct = {

@@ -107,7 +107,7 @@ static void runoff(const plait_conv2d_desc *d, plait_conv_direction direction, c
     }
     double best[2 + RUNOFF_CHALLENGERS];
     for (int e = 0; e < n; e++) best[e] = INFINITY;
-    /* the default alone (depthwise, or a space of the default alone) has nothing to run off: timed once */
+    /* the default alone (a space of the default alone) has nothing to run off: timed once */
     for (int round = 0; round < (n > 1 ? RUNOFF_ROUNDS : 1); round++)
         for (int e = 0; e < n; e++) {
             double t = measure(d, direction, &entrants[e], b);
@@ -205,11 +205,11 @@ int plait_tune_layers(const plait_conv2d_desc *descs, int count, int measure, pl
         const plait_conv2d_desc *d = &descs[i];
         for (int dir = 0; dir < PLAIT_CONV_DIRECTIONS; dir++) {
             plait_tune_result r;
-            if (plait_conv_tune(d, (plait_conv_direction)dir, d->groups > 1 ? 0 : measure, &r) != PLAIT_OK) {
+            if (plait_conv_tune(d, (plait_conv_direction)dir, measure, &r) != PLAIT_OK) {
                 status = PLAIT_ERROR;
                 continue;
             }
-            if (d->groups == 1) plait_tuning_put(tuning, d, (plait_conv_direction)dir, &r.best, r.best_seconds);
+            plait_tuning_put(tuning, d, (plait_conv_direction)dir, &r.best, r.best_seconds);
             if (out) {
                 char text[128];
                 plait_conv_schedule_format(&r.best, text, sizeof text);
@@ -218,7 +218,7 @@ int plait_tune_layers(const plait_conv2d_desc *descs, int count, int measure, pl
                         d->batch, d->in_h, d->in_w, d->in_channels, d->out_channels, d->kernel_h, d->kernel_w,
                         d->stride_h, d->pad_h, d->groups, plait_conv_direction_name((plait_conv_direction)dir),
                         1e3 * r.default_seconds, 1e3 * r.best_seconds, r.default_seconds / r.best_seconds,
-                        r.rank_correlation, r.measured, r.candidates, d->groups > 1 ? "(depthwise: fixed)" : text);
+                        r.rank_correlation, r.measured, r.candidates, text);
             }
         }
     }

@@ -32,9 +32,43 @@ static int add(plait_conv_schedule *out, int count, int capacity, const plait_co
     return plait_conv_schedule_valid(d, direction, &s) ? count + 1 : count;
 }
 
+/* Depthwise: forward and backward-data over the ISA's single-row tiles, channel blocks and row pairs (stride
+ * 1); backward-weights over rows per band. The default is always in. */
+static int depthwise_space(const plait_conv2d_desc *d, plait_conv_direction direction, plait_conv_schedule *out,
+                           int capacity) {
+    plait_conv_schedule base = plait_conv_direct_schedule(d, direction);
+    int count = add(out, 0, capacity, d, direction, base);
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
+        int oh = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+        static const int bands[] = {1, 2, 4, 8, 16};
+        for (int b = 0; b < 5; b++) {
+            plait_conv_schedule s = base;
+            s.block_h = direct_min(bands[b], oh);
+            if (s.block_h != base.block_h && (b == 0 || bands[b - 1] < oh)) count = add(out, count, capacity, d, direction, s);
+        }
+        return count;
+    }
+    int tiles[2], tile_count = direct_depthwise_row_tiles(PLAIT_ISA_AUTO, tiles);
+    static const int blocks[] = {0, 64, 128, 256};
+    for (int t = 0; t < tile_count; t++)
+        for (int b = 0; b < 4; b++) {
+            if (blocks[b] >= d->in_channels) continue; /* one block: the same as 0 */
+            for (int vt = 1; vt <= (d->stride_h == 1 && d->stride_w == 1 ? 2 : 1); vt++) {
+                plait_conv_schedule s = base;
+                s.tile_w = tiles[t];
+                s.block_c = blocks[b];
+                s.vthreads = vt;
+                bool same = s.tile_w == base.tile_w && s.block_c == base.block_c && s.vthreads == base.vthreads;
+                if (!same) count = add(out, count, capacity, d, direction, s);
+            }
+        }
+    return count;
+}
+
 int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction direction, plait_conv_schedule *out,
                               int capacity) {
-    if (!plait_direct_supports(d) || d->groups > 1) return 0;
+    if (!plait_direct_supports(d)) return 0;
+    if (d->groups > 1) return depthwise_space(d, direction, out, capacity);
     view v = view_of(d, direction);
     int kvecs = direct_ceil_div(v.k, DIRECT_LANES), max_tile = plait_direct_max_tile(PLAIT_ISA_AUTO);
     int count = 0;
@@ -152,13 +186,54 @@ static double items_of(const view *v, const plait_conv_schedule *s, int kvecs) {
     return (double)v->batch * direct_ceil_div(v->out_h, block_h) * k_blocks;
 }
 
+/* Depthwise: few multiply-adds per byte, so the model counts the tiles' fixed costs and the bytes that come
+ * from beyond L2 (a coarse ranking; the search measures nearly the whole space anyway). */
+static double depthwise_cost(const plait_conv2d_desc *d, plait_conv_direction direction, const plait_conv_schedule *s,
+                             int threads) {
+    int oh = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+    int ow = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    double vectors = direct_ceil_div(d->in_channels, DIRECT_LANES), taps = (double)d->kernel_h * d->kernel_w;
+    double in_bytes = (double)d->batch * d->in_h * d->in_w * d->in_channels * 4;
+    double out_bytes = (double)d->batch * oh * ow * d->in_channels * 4;
+    double fma = (double)d->batch * oh * ow * vectors * taps;
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
+        /* every band re-reads the x rows its taps reach beyond its own, and restarts its sums per vector pair */
+        int band = direct_max(1, direct_min(s->block_h, oh));
+        double bands = (double)d->batch * direct_ceil_div(oh, band);
+        double x_rows = (double)band * d->stride_h + d->kernel_h - d->stride_h;
+        double x_bytes = in_bytes * x_rows / ((double)band * d->stride_h);
+        double band_bytes = x_rows * d->in_w * d->in_channels * 4.0 + (double)band * ow * d->in_channels * 4.0;
+        double stream = (x_bytes + out_bytes) / (band_bytes > L2_BYTES / 4 ? MEMORY_BYTES_PER_CYCLE : L3_BYTES_PER_CYCLE);
+        double restarts = bands * vectors / 2 * (4 * taps + 40);
+        return (fma / FMA_PER_CYCLE + restarts + stream) / threads / CYCLES_PER_SECOND;
+    }
+    if (direction == PLAIT_CONV_BACKWARD_DATA) {
+        double swap = in_bytes;
+        in_bytes = out_bytes;
+        out_bytes = swap;
+        fma = (double)d->batch * d->in_h * d->in_w * vectors * taps / ((double)d->stride_h * d->stride_w);
+    }
+    double out_rows = (double)d->batch * (direction == PLAIT_CONV_FORWARD ? oh : d->in_h);
+    double out_w = direction == PLAIT_CONV_FORWARD ? ow : d->in_w;
+    /* a tile loads its taps' input vectors and weights and stores its outputs: about 3 + taps cycles a tile
+     * beyond its multiply-adds; row pairs halve the input rows per output row */
+    double tiles = out_rows / s->vthreads * ceil(out_w / s->tile_w) * vectors;
+    double block = s->block_c > 0 ? s->block_c : d->in_channels;
+    double blocks = out_rows / s->vthreads * ceil(d->in_channels / block);
+    double rows_read = s->vthreads == 2 ? (d->kernel_h + 1) / 2.0 : d->kernel_h;
+    double l1_miss = rows_read * in_bytes / (double)d->stride_h / 64 * (block * 4 * d->kernel_h * d->in_w > L1_BYTES ? 2 : 1);
+    double stream = (in_bytes + 2 * out_bytes) / L3_BYTES_PER_CYCLE;
+    return (fma / FMA_PER_CYCLE + tiles * (3 + taps) + blocks * 50 + l1_miss + stream) / threads / CYCLES_PER_SECOND;
+}
+
 double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction direction,
                              const plait_conv_schedule *s, int threads) {
+    if (threads < 1) threads = 1;
+    if (d->groups > 1) return depthwise_cost(d, direction, s, threads);
     view v = view_of(d, direction);
     int kvecs = direct_ceil_div(v.k, DIRECT_LANES);
     bool avx2 = direct_isa_resolved() == PLAIT_ISA_AVX2;
     double lanes_per_vector = avx2 ? 2 : 1; /* an AVX2 "vector" of 16 is two instructions */
-    if (threads < 1) threads = 1;
     if (s->winograd) {
         /* 36 transform-domain products per 4x4 tile on the micro-kernel, plus the transforms, whose cost per
          * tile and 16 channels was calibrated against the products on this code (about 860 cycles) */

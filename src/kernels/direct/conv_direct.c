@@ -47,6 +47,7 @@ void plait_conv_schedule_format(const plait_conv_schedule *s, char *text, size_t
 bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
                                const plait_conv_schedule *s) {
     if (!plait_direct_supports(d)) return false;
+    if (is_depthwise(d)) return direct_depthwise_schedule_valid(d, direction, s);
     if (s->tile_k < 1 || s->tile_k > DIRECT_MAX_TILE_K || s->tile_w < 1) return false;
     if (s->block_k < 0 || s->block_c < 0 || s->block_h < 0 || s->block_w < 0) return false;
     if (s->split_k < 0 || s->split_k > 1 || s->loop_order < 0 || s->loop_order > 1) return false;
@@ -82,6 +83,7 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
 }
 
 plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    if (is_depthwise(d)) return direct_depthwise_schedule(d, direction);
     bool avx2 = direct_isa_resolved() == PLAIT_ISA_AVX2;
     int k_count = direction == PLAIT_CONV_BACKWARD_DATA ? d->in_channels : d->out_channels;
     int kvecs = direct_ceil_div(k_count, DIRECT_LANES);
@@ -369,7 +371,7 @@ static void pointwise_as_one_row(direct_problem *p, const plait_conv_schedule *s
 void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
                           const float *w, float *y, void *workspace) {
     if (is_depthwise(d)) {
-        direct_depthwise_forward(d, x, w, y, workspace);
+        direct_depthwise_forward(d, schedule, x, w, y, workspace);
         return;
     }
     plait_conv_schedule s = resolve(d, PLAIT_CONV_FORWARD, schedule);
@@ -447,7 +449,7 @@ static void zero_untouched_phases(const plait_conv2d_desc *d, float *dx) {
 void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *dy,
                                 const float *w, float *dx, void *workspace) {
     if (is_depthwise(d)) {
-        direct_depthwise_backward_data(d, dy, w, dx, workspace);
+        direct_depthwise_backward_data(d, schedule, dy, w, dx, workspace);
         return;
     }
     plait_conv_schedule s = resolve(d, PLAIT_CONV_BACKWARD_DATA, schedule);

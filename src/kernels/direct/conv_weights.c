@@ -226,7 +226,7 @@ static inline __attribute__((always_inline)) void prefetch_unit_sums(const plait
 void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
                                    const float *dy, float *dw, void *workspace) {
     if (d->groups > 1) {
-        direct_depthwise_backward_weights(d, x, dy, dw, workspace);
+        direct_depthwise_backward_weights(d, schedule, x, dy, dw, workspace);
         return;
     }
     plait_conv_schedule s = schedule && plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule)

@@ -71,22 +71,26 @@ static void pack_taps(const float *w, int C, int cpad, int taps, int c0, float *
         for (int c = c0; c < c0 + 16; c++) dst[(size_t)t * cpad + c] = c < C ? w[(size_t)c * taps + t] : 0.0f;
 }
 
-void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *workspace) {
+static plait_conv_schedule schedule_or_default(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                               const plait_conv_schedule *s) {
+    return s && direct_depthwise_schedule_valid(d, direction, s) ? *s : direct_depthwise_schedule(d, direction);
+}
+
+void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
+                              const float *w, float *y, void *workspace) {
+    const plait_conv_schedule s = schedule_or_default(d, PLAIT_CONV_FORWARD, schedule);
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     float *taps = workspace;
     const plait_isa isa = direct_isa_resolved();
     const dw_row_fn fn = row_kernel(isa, S, d->stride_w);
-    const int lanes = lanes_of(isa), tile = default_tile(isa, OW);
+    const int lanes = lanes_of(isa), tile = s.tile_w;
     const size_t out_floats = (size_t)d->batch * OH * OW * C;
-    const bool large = large_output(out_floats), stream = isa == PLAIT_ISA_AVX512 && use_stream(y, C, out_floats);
-    /* pairs of output rows: one job when every tap row of both is inside the image (the pair reads the input
-     * rows it shares once), else one job per row. Measured: it pays at stride 1 (4 input rows for 2 output
-     * rows, not 6); at stride 2 (5 for 6) the extra input streams cost more; and on outputs of 8 MiB and more,
-     * streamed (two rows of partial-line streams at once run far slower) or not (AVX2, 56x56x144: 0.29-0.39x
-     * oneDNN paired against 0.41-0.48x unpaired). */
+    const bool stream = isa == PLAIT_ISA_AVX512 && use_stream(y, C, out_floats);
+    /* pairs of output rows (schedule vthreads 2): one job when every tap row of both is inside the image, else
+     * one job per row */
     const int pairs = direct_ceil_div(OH, 2);
-    const bool paired = d->stride_h == 1 && d->stride_w == 1 && !large;
+    const bool paired = s.vthreads == 2;
     /* software prefetch of the input rows the next output row adds, for inputs far larger than the caches.
      * Measured on the AVX2 machine (Zen 3), one thread: 112x112x32 9-10 -> 40-42 GFLOP/s, 56x56x144 8-11 -> 19;
      * on the AVX-512 machine (Zen 4) prefetching forward rows cost more than it saved, so it stays off there. */
@@ -108,7 +112,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const 
                     .in_pixel = C, .rows = rows, .in_w = W, .wt = taps + (size_t)r_lo * S * cpad,
                     .wt_row = (ptrdiff_t)S * cpad, .cpad = cpad, .S = S, .SW = d->stride_w, .pad = d->pad_w,
                     .out = y + ((size_t)n * OH + oh + m) * OW * C, .out_pixel = C, .out_w = OW,
-                    .out_rows = both ? 2 : 1, .out_row = (ptrdiff_t)OW * C, .tile = tile, .cblock = DW_CHANNEL_BLOCK,
+                    .out_rows = both ? 2 : 1, .out_row = (ptrdiff_t)OW * C, .tile = tile, .cblock = s.block_c,
                     .stream = stream,
                 };
                 int next_first = ih0 + R; /* the next output row's new input rows start here */
@@ -129,21 +133,23 @@ typedef struct dw_data_rows {
     int rows, r_first;  /* tap row of the first */
 } dw_data_rows;
 
-static dw_rowjob data_job(const plait_conv2d_desc *d, const dw_data_rows *m, const float *wt, int taps_per_row,
-                          int S, int pad, int out_w, float *out, ptrdiff_t out_pixel, int tile, bool stream) {
+static dw_rowjob data_job(const plait_conv2d_desc *d, const plait_conv_schedule *s, const dw_data_rows *m,
+                          const float *wt, int taps_per_row, int S, int pad, int out_w, float *out,
+                          ptrdiff_t out_pixel, bool stream) {
     const int C = d->in_channels, OW = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
     const int cpad = cpad_of(C);
     dw_rowjob j = {
         .in = m->first, .in_row = -(ptrdiff_t)OW * C, .in_pixel = C, .rows = m->rows, .in_w = OW,
         .wt = wt + (size_t)m->r_first * taps_per_row * cpad, .wt_row = (ptrdiff_t)d->stride_h * taps_per_row * cpad,
-        .cpad = cpad, .S = S, .SW = 1, .pad = pad, .out = out, .out_pixel = out_pixel, .out_w = out_w, .tile = tile,
-        .cblock = DW_CHANNEL_BLOCK, .stream = stream,
+        .cpad = cpad, .S = S, .SW = 1, .pad = pad, .out = out, .out_pixel = out_pixel, .out_w = out_w,
+        .tile = s->tile_w, .cblock = s->block_c, .stream = stream,
     };
     return j;
 }
 
-void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, float *dx,
-                                    void *workspace) {
+void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *dy,
+                                    const float *w, float *dx, void *workspace) {
+    const plait_conv_schedule s = schedule_or_default(d, PLAIT_CONV_BACKWARD_DATA, schedule);
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     const int sh = d->stride_h, sw = d->stride_w;
@@ -158,7 +164,7 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
         used += (size_t)R * tw[pw].count * cpad;
     }
     const plait_isa isa = direct_isa_resolved();
-    const int lanes = lanes_of(isa), tile = default_tile(isa, OW);
+    const int lanes = lanes_of(isa);
     /* 3 taps, stride 2, padding 1 along W: both phases in one pass (depthwise_tiles.h says why), its taps in
      * the layer's order [R][3][Cpad] after the phases'. Up to 192 channels only: measured on the Xeon (one
      * thread, batch 8, paired in one process), the phases apart took 1.07-1.25x as long at 32-192 channels
@@ -168,11 +174,8 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
                                ? (isa == PLAIT_ISA_AVX512 ? dw_row_s2_avx512() : dw_row_s2_avx2())
                                : NULL;
     float *taps = packed + used;
-    /* stride 1: pairs of dx rows share R - 1 dy rows, read once for both, as the forward's row pairs (below 8
-     * MiB of output, as there); paired in one process on the Xeon, batch 8: 28x28x192 1.03-1.08x, 14x14x384
-     * 1.02x, 7x7x960 1.0-1.04x */
-    const bool paired = sh == 1 && sw == 1 && !large_output((size_t)d->batch * H * W * C);
-    const int per = paired ? 2 : 1, groups = direct_ceil_div(H, per);
+    /* pairs of dx rows (schedule vthreads 2, stride 1): their shared R - 1 dy rows read once for both */
+    const int per = s.vthreads == 2 ? 2 : 1, groups = direct_ceil_div(H, per);
     const bool phases = !both || C % lanes != 0; /* the phases' taps are needed (for the channels left over) */
     const size_t out_floats = (size_t)d->batch * H * W * C;
     /* streamed on AVX2 only: on the Xeon plain stores ran 1.08-1.09x on 112x112x32 and 56x56x144 (2026-12-05) */
@@ -185,9 +188,9 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
             for (int pw = 0; phases && pw < sw; pw++)
                 for (int r = 0; r < R; r++)
                     for (int b = 0; b < tw[pw].count; b++) {
-                        int s = tw[pw].first + sw * (tw[pw].count - 1 - b);
+                        int tap = tw[pw].first + sw * (tw[pw].count - 1 - b);
                         float *dst = packed + offset[pw] + ((size_t)r * tw[pw].count + b) * cpad;
-                        for (int c = c0; c < c0 + 16; c++) dst[c] = c < C ? w[((size_t)c * R + r) * S + s] : 0.0f;
+                        for (int c = c0; c < c0 + 16; c++) dst[c] = c < C ? w[((size_t)c * R + r) * S + tap] : 0.0f;
                     }
         }
 #pragma omp for schedule(static)
@@ -198,8 +201,8 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
             int lower_first = ih_begin + 1 + d->pad_h;
             if (ih_end - ih_begin == 2 && lower_first <= OH - 1 && ih_begin + d->pad_h >= R - 1) {
                 dw_data_rows meet = {dy + ((size_t)n * OH + lower_first) * OW * C, R, 0};
-                dw_rowjob j = data_job(d, &meet, packed + offset[0], tw[0].count, tw[0].count, tw[0].pad,
-                                       tw[0].outputs, dx + (((size_t)n * H + ih_begin + 1) * W) * C, C, tile, stream);
+                dw_rowjob j = data_job(d, &s, &meet, packed + offset[0], tw[0].count, tw[0].count, tw[0].pad,
+                                       tw[0].outputs, dx + (((size_t)n * H + ih_begin + 1) * W) * C, C, stream);
                 j.out_rows = 2;
                 j.out_row = -(ptrdiff_t)W * C;
                 run_row(&j, row_kernel(isa, tw[0].count, 1), lanes, C);
@@ -221,7 +224,7 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
                 const float *next = dy + (((size_t)n * OH + (prefetch ? next_oh : 0)) * OW) * C;
                 int vector_channels = 0;
                 if (both) {
-                    dw_rowjob j = data_job(d, &meet, taps, S, S, 1, W, dx_row, C, tile, stream);
+                    dw_rowjob j = data_job(d, &s, &meet, taps, S, S, 1, W, dx_row, C, stream);
                     if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
                     vector_channels = C / lanes * lanes;
                     both(&j, 0, vector_channels);
@@ -229,8 +232,9 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy,
                 if (vector_channels == C) continue;
                 for (int pw = 0; pw < sw; pw++) {
                     if (tw[pw].outputs == 0) continue;
-                    dw_rowjob j = data_job(d, &meet, packed + offset[pw], tw[pw].count, tw[pw].count, tw[pw].pad,
-                                           tw[pw].outputs, dx_row + (size_t)pw * C, (ptrdiff_t)sw * C, tile, stream);
+                    dw_rowjob j = data_job(d, &s, &meet, packed + offset[pw], tw[pw].count, tw[pw].count,
+                                           tw[pw].pad, tw[pw].outputs, dx_row + (size_t)pw * C, (ptrdiff_t)sw * C,
+                                           stream);
                     if (prefetch) j.prefetch = next, j.prefetch_rows = 1;
                     if (vector_channels > 0)
                         dw_row_generic(&j, vector_channels, C);
@@ -259,8 +263,9 @@ static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
     return direct_max(1, direct_min(direct_max(band, 2), OH));
 }
 
-void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw,
-                                      void *workspace) {
+void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
+                                       const float *dy, float *dw, void *workspace) {
+    const plait_conv_schedule s = schedule_or_default(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule);
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     const int threads = plait_threads(), taps = R * S;
@@ -272,7 +277,7 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
     const plait_isa isa = direct_isa_resolved();
     const dw_band_fn fn = band_kernel(isa, R, S, d->stride_w);
     const int lanes = lanes_of(isa), full = fn ? C / lanes * lanes : 0;
-    const int band = default_band(d, OH, OW), bands = direct_ceil_div(OH, band);
+    const int band = direct_min(s.block_h, OH), bands = direct_ceil_div(OH, band);
 #pragma omp parallel num_threads(threads)
     {
         float *mine = partial + size * (size_t)omp_get_thread_num();
@@ -305,4 +310,46 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *
         }
     }
     if (own) plait_free(partial);
+}
+
+/* The default schedule. Forward and backward-data: the tile from default_tile, blocks of DW_CHANNEL_BLOCK
+ * channels, and row pairs at stride 1 below 8 MiB of output. Pairs pay at stride 1 (4 input rows for 2 output
+ * rows, not 6; backward-data on the Xeon, batch 8: 28x28x192 1.03-1.08x, 14x14x384 1.02x, 7x7x960 1.0-1.04x);
+ * at stride 2 (5 for 6) the extra input streams cost more; and on outputs of 8 MiB and more, streamed (two
+ * rows of partial-line streams at once run far slower) or not (AVX2, 56x56x144: 0.29-0.39x oneDNN paired
+ * against 0.41-0.48x unpaired). Backward-weights: default_band's rows per band. */
+plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
+    const int OH = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+    const int OW = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    plait_conv_schedule s = {.tile_w = 1, .tile_k = 1, .vthreads = 1, .unroll = 1};
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS) {
+        s.block_h = default_band(d, OH, OW);
+        return s;
+    }
+    size_t out_floats = (size_t)d->batch * d->in_channels *
+                        (direction == PLAIT_CONV_FORWARD ? (size_t)OH * OW : (size_t)d->in_h * d->in_w);
+    s.tile_w = default_tile(direct_isa_resolved(), OW);
+    s.block_c = DW_CHANNEL_BLOCK;
+    if (d->stride_h == 1 && d->stride_w == 1 && !large_output(out_floats)) s.vthreads = 2;
+    return s;
+}
+
+bool direct_depthwise_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                     const plait_conv_schedule *s) {
+    if (s->tile_k != 1 || s->unroll != 1 || s->split_k || s->block_k || s->block_w || s->loop_order || s->pad_copy ||
+        s->winograd || s->im2col || s->vthread_images)
+        return false;
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS)
+        return s->block_h >= 1 && s->tile_w == 1 && s->block_c == 0 && s->vthreads == 1;
+    if (s->block_h != 0 || s->tile_w < 1 || s->tile_w > DIRECT_MAX_TILE_W || s->block_c < 0 || s->block_c % 16 != 0)
+        return false;
+    return s->vthreads == 1 || (s->vthreads == 2 && d->stride_h == 1 && d->stride_w == 1);
+}
+
+int direct_depthwise_row_tiles(plait_isa isa, int tiles[2]) {
+    if (isa == PLAIT_ISA_AUTO) isa = direct_isa_resolved();
+    if (isa == PLAIT_ISA_AVX512) dw_row_tiles_avx512(tiles);
+    else if (isa == PLAIT_ISA_AVX2) dw_row_tiles_avx2(tiles);
+    else return 0;
+    return 2;
 }

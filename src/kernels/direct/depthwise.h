@@ -61,6 +61,11 @@ typedef struct dw_bandjob {
 } dw_bandjob;
 typedef void (*dw_band_fn)(const dw_bandjob *j, int c_begin, int c_end);
 
+/* The pixels per single-row tile an ISA's row kernels are built for (a job's tile up to the first takes the
+ * first, wider ones the second). */
+void dw_row_tiles_avx512(int tiles[2]);
+void dw_row_tiles_avx2(int tiles[2]);
+
 /* NULL when the ISA has no specialization (S or SW out of range): the caller uses the generic path. */
 dw_row_fn dw_row_avx512(int S, int SW);
 dw_row_fn dw_row_avx2(int S, int SW);

@@ -201,6 +201,11 @@ DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, con
 DW_ROW(1, 1) DW_ROW(2, 1) DW_ROW(3, 1) DW_ROW(4, 1) DW_ROW(5, 1)
 DW_ROW(1, 2) DW_ROW(2, 2) DW_ROW(3, 2) DW_ROW(4, 2) DW_ROW(5, 2)
 
+void DW_NAME(dw_row_tiles)(int tiles[2]) {
+    tiles[0] = DW_TILE_A;
+    tiles[1] = DW_TILE_B;
+}
+
 dw_row_fn DW_NAME(dw_row)(int S, int SW) {
     static const dw_row_fn table[2][5] = {
         {DW_NAME(row_1_1), DW_NAME(row_2_1), DW_NAME(row_3_1), DW_NAME(row_4_1), DW_NAME(row_5_1)},

@@ -194,12 +194,20 @@ void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_
 void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                       const float *dy, float *dw, void *workspace);
 
-/* Depthwise (groups == channels), vectorized over channels. */
+/* Depthwise (groups == channels), vectorized over channels. Schedules (NULL: the default): forward and
+ * backward-data use tile_w (output pixels per single-row tile), block_c (channels per block, 0 = all) and
+ * vthreads (2 = pairs of output rows, stride 1 only); backward-weights block_h (output rows per band). */
 size_t direct_depthwise_workspace_floats(const plait_conv2d_desc *d);
-void direct_depthwise_forward(const plait_conv2d_desc *d, const float *x, const float *w, float *y, void *workspace);
-void direct_depthwise_backward_data(const plait_conv2d_desc *d, const float *dy, const float *w, float *dx,
-                                    void *workspace);
-void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const float *x, const float *dy, float *dw,
-                                      void *workspace);
+plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_conv_direction direction);
+bool direct_depthwise_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                     const plait_conv_schedule *s);
+/* The single-row tile widths the ISA's row kernels are built for (0 on the portable path). */
+int direct_depthwise_row_tiles(plait_isa isa, int tiles[2]);
+void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                              const float *w, float *y, void *workspace);
+void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *dy,
+                                    const float *w, float *dx, void *workspace);
+void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                       const float *dy, float *dw, void *workspace);
 
 #endif
