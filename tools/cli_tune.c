@@ -13,7 +13,7 @@ static const char *tune_help =
     "usage: plait tune --model NAME [flags]\n"
     "\n"
     "Tunes every convolution of a model for this CPU and thread count: enumerates the valid schedules\n"
-    "(direct and, for 3x3 stride-1 layers, Winograd), ranks them with the cost model, measures the best\n"
+    "(direct and, for 3x3 stride-1 layers, Winograd; depthwise layers their own small space), ranks them with the cost model, measures the best\n"
     "few and keeps the winner per shape and direction in the tuning file that plait train reads. Prints\n"
     "per shape the winner's speedup over the default schedule and how well the cost model's ranking\n"
     "agreed with the measurements (Spearman).\n"
