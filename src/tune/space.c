@@ -44,7 +44,8 @@ static int depthwise_space(const plait_conv2d_desc *d, plait_conv_direction dire
         for (int b = 0; b < 5; b++) {
             plait_conv_schedule s = base;
             s.block_h = direct_min(bands[b], oh);
-            if (s.block_h != base.block_h && (b == 0 || bands[b - 1] < oh)) count = add(out, count, capacity, d, direction, s);
+            if (s.block_h != base.block_h && (b == 0 || bands[b - 1] < oh))
+                count = add(out, count, capacity, d, direction, s);
         }
         return count;
     }
@@ -187,7 +188,7 @@ static double items_of(const view *v, const plait_conv_schedule *s, int kvecs) {
 }
 
 /* Depthwise: few multiply-adds per byte, so the model counts the tiles' fixed costs and the bytes that come
- * from beyond L2 (a coarse ranking; the search measures nearly the whole space anyway). */
+ * from beyond L2: a coarse ranking of small spaces (4-16 schedules), half or more of which the search measures. */
 static double depthwise_cost(const plait_conv2d_desc *d, plait_conv_direction direction, const plait_conv_schedule *s,
                              int threads) {
     int oh = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
@@ -203,7 +204,8 @@ static double depthwise_cost(const plait_conv2d_desc *d, plait_conv_direction di
         double x_rows = (double)band * d->stride_h + d->kernel_h - d->stride_h;
         double x_bytes = in_bytes * x_rows / ((double)band * d->stride_h);
         double band_bytes = x_rows * d->in_w * d->in_channels * 4.0 + (double)band * ow * d->in_channels * 4.0;
-        double stream = (x_bytes + out_bytes) / (band_bytes > L2_BYTES / 4 ? MEMORY_BYTES_PER_CYCLE : L3_BYTES_PER_CYCLE);
+        double stream =
+            (x_bytes + out_bytes) / (band_bytes > L2_BYTES / 4 ? MEMORY_BYTES_PER_CYCLE : L3_BYTES_PER_CYCLE);
         double restarts = bands * vectors / 2 * (4 * taps + 40);
         return (fma / FMA_PER_CYCLE + restarts + stream) / threads / CYCLES_PER_SECOND;
     }
@@ -221,9 +223,11 @@ static double depthwise_cost(const plait_conv2d_desc *d, plait_conv_direction di
     double block = s->block_c > 0 ? s->block_c : d->in_channels;
     double blocks = out_rows / s->vthreads * ceil(d->in_channels / block);
     double rows_read = s->vthreads == 2 ? (d->kernel_h + 1) / 2.0 : d->kernel_h;
-    double l1_miss = rows_read * in_bytes / (double)d->stride_h / 64 * (block * 4 * d->kernel_h * d->in_w > L1_BYTES ? 2 : 1);
+    double l1_miss =
+        rows_read * in_bytes / (double)d->stride_h / 64 * (block * 4 * d->kernel_h * d->in_w > L1_BYTES ? 2 : 1);
     double stream = (in_bytes + 2 * out_bytes) / L3_BYTES_PER_CYCLE;
-    return (fma / FMA_PER_CYCLE + tiles * (3 + taps) + blocks * 50 + l1_miss + stream) / threads / CYCLES_PER_SECOND;
+    return (fma / FMA_PER_CYCLE + tiles * (3 + taps) + blocks * 50 + l1_miss + stream) / threads /
+           CYCLES_PER_SECOND;
 }
 
 double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction direction,

@@ -129,7 +129,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
 
 /* The dy rows a row of dx meets (through taps r_first, r_first + stride_h, ...). */
 typedef struct dw_data_rows {
-    const float *first; /* dy row oh_first - q_lo of the image, or NULL when no row meets */
+    const float *first; /* dy row oh_first - q_lo of the image (dy itself when no row meets) */
     int rows, r_first;  /* tap row of the first */
 } dw_data_rows;
 
