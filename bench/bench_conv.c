@@ -2,8 +2,10 @@
  * im2col + OpenBLAS, and oneDNN's best algorithm (direct or Winograd; reorders not timed), with the
  * fraction of the FMA peak this run measures itself.
  *
- *   bench_conv [--threads T] [--set cifar18|cifar50|stem|mbv2|all] [--measure M] [--time S]
+ *   bench_conv [--threads T] [--set cifar18|cifar50|stem|mbv2|mbv2pw|all] [--measure M] [--time S]
  *              [--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]
+ * (mbv2: MobileNetV2's depthwise layers at 224, batch 8, the issue's set; mbv2pw: its 1x1 layers, which do most
+ * of a MobileNetV2 step's work)
  *
  * GFLOP/s count 2 * every tap of every output (padding included, as papers count); "peak%" counts only
  * taps inside the image, which is the work a direct kernel really does. */
@@ -60,6 +62,18 @@ static const shape mbv2[] = {
     DW("mbv2.dw144s2", 8, 56, 144, 3, 2), DW("mbv2.dw192", 8, 28, 192, 3, 1), DW("mbv2.dw192s2", 8, 28, 192, 3, 2),
     DW("mbv2.dw384", 8, 14, 384, 3, 1),  DW("mbv2.dw576", 8, 14, 576, 3, 1), DW("mbv2.dw576s2", 8, 14, 576, 3, 2),
     DW("mbv2.dw960", 8, 7, 960, 3, 1),
+};
+static const shape mbv2pw[] = {
+    STD("mbv2.pw32-16", 8, 112, 32, 16, 1, 1, 0),   STD("mbv2.pw16-96", 8, 112, 16, 96, 1, 1, 0),
+    STD("mbv2.pw96-24", 8, 56, 96, 24, 1, 1, 0),    STD("mbv2.pw24-144", 8, 56, 24, 144, 1, 1, 0),
+    STD("mbv2.pw144-24", 8, 56, 144, 24, 1, 1, 0),  STD("mbv2.pw144-32", 8, 28, 144, 32, 1, 1, 0),
+    STD("mbv2.pw32-192", 8, 28, 32, 192, 1, 1, 0),  STD("mbv2.pw192-32", 8, 28, 192, 32, 1, 1, 0),
+    STD("mbv2.pw192-64", 8, 14, 192, 64, 1, 1, 0),  STD("mbv2.pw64-384", 8, 14, 64, 384, 1, 1, 0),
+    STD("mbv2.pw384-64", 8, 14, 384, 64, 1, 1, 0),  STD("mbv2.pw384-96", 8, 14, 384, 96, 1, 1, 0),
+    STD("mbv2.pw96-576", 8, 14, 96, 576, 1, 1, 0),  STD("mbv2.pw576-96", 8, 14, 576, 96, 1, 1, 0),
+    STD("mbv2.pw576-160", 8, 7, 576, 160, 1, 1, 0), STD("mbv2.pw160-960", 8, 7, 160, 960, 1, 1, 0),
+    STD("mbv2.pw960-160", 8, 7, 960, 160, 1, 1, 0), STD("mbv2.pw960-320", 8, 7, 960, 320, 1, 1, 0),
+    STD("mbv2.pw320-1280", 8, 7, 320, 1280, 1, 1, 0),
 };
 
 static double seconds_budget = 0.1;
@@ -514,7 +528,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--ablation")) ablation = true;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only_shape = argv[++i];
         else {
-            fprintf(stderr, "usage: %s [--threads T] [--set cifar18|cifar50|stem|mbv2|all] [--measure M] [--time S] "
+            fprintf(stderr, "usage: %s [--threads T] [--set cifar18|cifar50|stem|mbv2|mbv2pw|all] [--measure M] [--time S] "
                             "[--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]\n", argv[0]);
             return 2;
         }
@@ -545,6 +559,7 @@ int main(int argc, char **argv) {
     if (all || !strcmp(set, "cifar50")) bench_set(cifar50, sizeof cifar50 / sizeof *cifar50, directions, measure, tuning, peak);
     if (all || !strcmp(set, "stem")) bench_set(stem, sizeof stem / sizeof *stem, directions, measure, tuning, peak);
     if (all || !strcmp(set, "mbv2")) bench_set(mbv2, sizeof mbv2 / sizeof *mbv2, directions, measure, tuning, peak);
+    if (all || !strcmp(set, "mbv2pw")) bench_set(mbv2pw, sizeof mbv2pw / sizeof *mbv2pw, directions, measure, tuning, peak);
     static const char *kinds[] = {"3x3", "1x1/7x7", "depthwise"};
     for (int k = 0; k < 3; k++)
         if (geomean_count[k])
