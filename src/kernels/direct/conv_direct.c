@@ -289,8 +289,8 @@ plait_conv_schedule plait_conv_default_schedule(const plait_conv2d_desc *d, plai
     return plait_conv_direct_schedule(d, direction);
 }
 
-static plait_conv_schedule resolve(const plait_conv2d_desc *d, plait_conv_direction direction,
-                                   const plait_conv_schedule *s) {
+plait_conv_schedule direct_resolve_schedule(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                            const plait_conv_schedule *s) {
     if (s && plait_conv_schedule_valid(d, direction, s)) return *s;
     return plait_conv_default_schedule(d, direction);
 }
@@ -349,7 +349,7 @@ plait_conv_schedule plait_conv_im2col_schedule(void) {
  * schedule does not carry the column buffer of an im2col default. */
 size_t plait_schedule_workspace_bytes(const plait_conv2d_desc *d, plait_conv_direction direction,
                                       const plait_conv_schedule *s) {
-    if (resolve(d, direction, s).im2col) return plait_conv2d_im2col_blas.workspace_bytes(d);
+    if (direct_resolve_schedule(d, direction, s).im2col) return plait_conv2d_im2col_blas.workspace_bytes(d);
     return direct_schedules_workspace_bytes(d, direction);
 }
 
@@ -374,7 +374,7 @@ void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule 
         direct_depthwise_forward(d, schedule, x, w, y, workspace);
         return;
     }
-    plait_conv_schedule s = resolve(d, PLAIT_CONV_FORWARD, schedule);
+    plait_conv_schedule s = direct_resolve_schedule(d, PLAIT_CONV_FORWARD, schedule);
     if (s.im2col) {
         plait_conv2d_im2col_blas.forward(d, x, w, y, workspace);
         return;
@@ -452,7 +452,7 @@ void plait_direct_backward_data(const plait_conv2d_desc *d, const plait_conv_sch
         direct_depthwise_backward_data(d, schedule, dy, w, dx, workspace);
         return;
     }
-    plait_conv_schedule s = resolve(d, PLAIT_CONV_BACKWARD_DATA, schedule);
+    plait_conv_schedule s = direct_resolve_schedule(d, PLAIT_CONV_BACKWARD_DATA, schedule);
     if (s.im2col) {
         plait_conv2d_im2col_blas.backward_data(d, dy, w, dx, workspace);
         return;

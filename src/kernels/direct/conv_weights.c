@@ -229,9 +229,7 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
         direct_depthwise_backward_weights(d, schedule, x, dy, dw, workspace);
         return;
     }
-    plait_conv_schedule s = schedule && plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule)
-                                ? *schedule
-                                : plait_conv_default_schedule(d, PLAIT_CONV_BACKWARD_WEIGHTS);
+    plait_conv_schedule s = direct_resolve_schedule(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule);
     if (s.im2col) {
         plait_conv2d_im2col_blas.backward_weights(d, x, dy, dw, workspace);
         return;

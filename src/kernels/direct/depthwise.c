@@ -71,14 +71,9 @@ static void pack_taps(const float *w, int C, int cpad, int taps, int c0, float *
         for (int c = c0; c < c0 + 16; c++) dst[(size_t)t * cpad + c] = c < C ? w[(size_t)c * taps + t] : 0.0f;
 }
 
-static plait_conv_schedule schedule_or_default(const plait_conv2d_desc *d, plait_conv_direction direction,
-                                               const plait_conv_schedule *s) {
-    return s && direct_depthwise_schedule_valid(d, direction, s) ? *s : direct_depthwise_schedule(d, direction);
-}
-
 void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
                               const float *w, float *y, void *workspace) {
-    const plait_conv_schedule s = schedule_or_default(d, PLAIT_CONV_FORWARD, schedule);
+    const plait_conv_schedule s = direct_resolve_schedule(d, PLAIT_CONV_FORWARD, schedule);
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     float *taps = workspace;
@@ -149,7 +144,7 @@ static dw_rowjob data_job(const plait_conv2d_desc *d, const plait_conv_schedule 
 
 void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *dy,
                                     const float *w, float *dx, void *workspace) {
-    const plait_conv_schedule s = schedule_or_default(d, PLAIT_CONV_BACKWARD_DATA, schedule);
+    const plait_conv_schedule s = direct_resolve_schedule(d, PLAIT_CONV_BACKWARD_DATA, schedule);
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     const int sh = d->stride_h, sw = d->stride_w;
@@ -265,7 +260,7 @@ static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
 
 void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
                                        const float *dy, float *dw, void *workspace) {
-    const plait_conv_schedule s = schedule_or_default(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule);
+    const plait_conv_schedule s = direct_resolve_schedule(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule);
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     const int threads = plait_threads(), taps = R * S;

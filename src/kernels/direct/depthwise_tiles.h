@@ -148,18 +148,20 @@ DW_INLINE void DW_NAME(row_tile2)(const dw_rowjob *j, int o0, int t, int c, cons
     }
 }
 
+/* Input pixels [p0, p1) (clipped to the row) of the next job's rows into L2, channels [c_begin, c_end). */
+DW_INLINE void DW_NAME(prefetch_pixels)(const dw_rowjob *j, int p0, int p1, int c_begin, int c_end) {
+    p0 = p0 < 0 ? 0 : p0;
+    p1 = p1 > j->in_w ? j->in_w : p1;
+    for (int r = 0; r < j->prefetch_rows; r++)
+        for (int i = p0; i < p1; i++)
+            for (int c = c_begin; c < c_end; c += 16)
+                __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
+}
+
 DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int c_begin, int c_end, const int S, const int SW,
                                   const int T, const int M, const bool checked) {
     const int V = M == 2 ? (T <= 2 && DW_LANES == 16 ? 2 : 1) : T <= 2 ? 4 : T <= 4 ? 2 : 1;
-    if (j->prefetch) {
-        int p0 = o * SW - j->pad, p1 = (o + T) * SW - j->pad;
-        p0 = p0 < 0 ? 0 : p0;
-        p1 = p1 > j->in_w ? j->in_w : p1;
-        for (int r = 0; r < j->prefetch_rows; r++)
-            for (int i = p0; i < p1; i++)
-                for (int c = c_begin; c < c_end; c += 16)
-                    __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
-    }
+    if (j->prefetch) DW_NAME(prefetch_pixels)(j, o * SW - j->pad, (o + T) * SW - j->pad, c_begin, c_end);
     int c = c_begin;
     if (M == 2) {
         for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile2)(j, o, T, c, S, SW, T, V, checked);
@@ -263,11 +265,7 @@ DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, 
 
 DW_INLINE void DW_NAME(s2_tiles)(const dw_rowjob *j, int t0, int c_begin, int c_end, const int T, const int V,
                                  const bool checked) {
-    if (j->prefetch)
-        for (int r = 0; r < j->prefetch_rows; r++)
-            for (int i = t0; i < t0 + T && i < j->in_w; i++)
-                for (int c = c_begin; c < c_end; c += 16)
-                    __builtin_prefetch(j->prefetch + r * j->prefetch_row + (ptrdiff_t)i * j->in_pixel + c, 0, 2);
+    if (j->prefetch) DW_NAME(prefetch_pixels)(j, t0, t0 + T, c_begin, c_end);
     int c = c_begin;
     for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, V, checked);
     for (; c < c_end; c += DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, 1, checked);

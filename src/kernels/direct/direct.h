@@ -194,6 +194,10 @@ void direct_winograd_backward_data(const plait_conv2d_desc *d, const plait_conv_
 void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                       const float *dy, float *dw, void *workspace);
 
+/* The schedule to run: s where it is valid for the layer and direction, else the default (s may be NULL). */
+plait_conv_schedule direct_resolve_schedule(const plait_conv2d_desc *d, plait_conv_direction direction,
+                                            const plait_conv_schedule *s);
+
 /* Depthwise (groups == channels), vectorized over channels. Schedules (NULL: the default): forward and
  * backward-data use tile_w (output pixels per single-row tile), block_c (channels per block, 0 = all) and
  * vthreads (2 = pairs of output rows, stride 1 only); backward-weights block_h (output rows per band). */
