@@ -414,6 +414,43 @@ static void patch_weights_body(void) {
 }
 static void patch_weights(void) { for_each_isa(patch_weights_body); }
 
+/* Backward-weights per tap over stride-phase planes (tiles accumulate straight into dw): stride 1, 2, 3 and mixed,
+ * odd sizes, padding 0-3 (rows no tap reaches, taps cut at every border), 3x3, 5x5 and 7x7 kernels, a padded 1x1,
+ * odd channel counts on both axes, every tile_k, tiles wider and narrower than the output channels, blocks of one
+ * image, of two (a short last block on odd batches) and of the whole batch. */
+static void phase_weights_body(void) {
+    const plait_conv2d_desc cases[] = {
+        {2, 13, 13, 17, 33, 3, 3, 2, 2, 1, 1, 1}, {5, 7, 7, 33, 20, 3, 3, 1, 1, 1, 1, 1},
+        {1, 13, 11, 5, 17, 5, 5, 2, 1, 2, 0, 1},  {3, 9, 9, 70, 16, 3, 3, 2, 2, 0, 0, 1},
+        {2, 8, 8, 16, 40, 1, 1, 1, 1, 1, 1, 1},   {1, 13, 13, 3, 16, 7, 7, 2, 2, 3, 3, 1},
+        {3, 11, 10, 20, 18, 3, 3, 3, 3, 1, 1, 1},
+    };
+    static const int widths[] = {1, 5, 7, 9, 16};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const plait_conv2d_desc *d = &cases[i];
+        CHECKF(direct_phase_weights_applies(d), "phase weights apply to case %zu", i);
+        const int images[] = {1, 2, d->batch};
+        for (int tk = 1; tk <= 4; tk++)
+            for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
+                for (int b = 0; b < 3; b++) {
+                    plait_conv_schedule s = {.tile_w = widths[w], .tile_k = tk, .vthreads = 1, .unroll = 1,
+                                             .block_w = images[b], .pad_copy = 1};
+                    if (!plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s)) continue;
+                    check_direction(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s, 3500 + i * 100 + w * 10 + (unsigned long)b);
+                }
+    }
+    /* blocks are whole images, at least one; dy is always in panels */
+    plait_conv_schedule s = {.tile_w = 3, .tile_k = 1, .vthreads = 1, .unroll = 1, .block_w = 1, .pad_copy = 1};
+    CHECK(plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+    s.block_h = 3;
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+    s.block_h = 0, s.block_w = 0;
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+    s.block_w = 1, s.split_k = 1;
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
+}
+static void phase_weights(void) { for_each_isa(phase_weights_body); }
+
 static void packed_weights_limits(void) {
     plait_conv_schedule s = {.tile_w = 4, .tile_k = 2, .vthreads = 1, .unroll = 1, .block_h = 1, .block_w = 1,
                              .pad_copy = 1};
@@ -580,6 +617,7 @@ int main(void) {
     testing_run("packed_weights", packed_weights);
     testing_run("packed_weights_limits", packed_weights_limits);
     testing_run("patch_weights", patch_weights);
+    testing_run("phase_weights", phase_weights);
     testing_run("winograd", winograd);
     testing_run("two_threads", two_threads);
     testing_run("tuning_file_round_trip", tuning_file_round_trip);

@@ -64,7 +64,9 @@ typedef enum plait_loop_order {
  *               panels, the tile's roles swapped (tile_w output channels x tile_k vectors of input channels)
  *               so it accumulates straight into dw; on layers whose patch kernel_h x kernel_w x C is at most
  *               28 (stems): patch tiles over a zero-bordered copy of x, tile_w elements of the whole patch by
- *               tile_k vectors
+ *               tile_k vectors; on other windowed (or padded) layers: per pixel block of block_w whole images
+ *               (block_h 0) x copied into stride-phase planes and dy into panels, one packed GEMM per tap, roles
+ *               swapped as in the packed 1x1 path
  *     block_c, block_k  channel ranges per work unit; the rest are unused (0 or 1).
  */
 /* Depthwise layers (groups == channels) use few fields: forward and backward-data tile_w (output pixels per

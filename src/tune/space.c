@@ -102,6 +102,23 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
                     }
             }
     }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_phase_weights_applies(d)) {
+        /* per-tap packed GEMMs over stride-phase planes (roles swapped as in the packed 1x1 path), blocks of whole
+         * images near 128-1024 output pixels */
+        int cvecs = direct_ceil_div(v.c, DIRECT_LANES), last_images = 0;
+        static const int pixels[] = {128, 256, 512, 1024};
+        for (int b = 0; b < 4; b++) {
+            int images = direct_max(1, direct_min(v.batch, pixels[b] / (v.out_h * v.out_w)));
+            if (images == last_images) continue;
+            last_images = images;
+            for (int tk = 1; tk <= direct_min(cvecs, DIRECT_MAX_TILE_K); tk++) {
+                int tw = direct_min(direct_min(DIRECT_MAX_TILE_W, v.k), max_tile / tk);
+                plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_w = images, .pad_copy = 1,
+                                         .unroll = 1};
+                count = add(out, count, capacity, d, direction, s);
+            }
+        }
+    }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_patch_weights_applies(d)) {
         /* patch tiles over a padded x: the patch split into even tiles, by every tile_k that fits */
         int patch = v.taps_h * v.taps_w * v.c;
@@ -266,6 +283,21 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
             per_pixel = fma * 16; /* the portable tile */
         double balance = ceil(tiles / threads) / (tiles / threads);
         return (tiles * pixels * per_pixel / threads * balance + pixels * v.c * 8 / MEMORY_BYTES_PER_CYCLE) /
+               CYCLES_PER_SECOND;
+    }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && s->pad_copy && direct_phase_weights_applies(d)) {
+        /* per-tap packed GEMMs: every tap's tiles over the block's pixels, a copy of x and dy per block, and a load
+         * and store of each tile's sums per block and tap */
+        double pixels = (double)v.batch * v.out_h * v.out_w, taps = (double)v.taps_h * v.taps_w;
+        int cvecs = direct_ceil_div(v.c, DIRECT_LANES);
+        double tiles = (double)direct_ceil_div(v.k, s->tile_w) * direct_ceil_div(cvecs, s->tile_k);
+        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
+        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double blocks = ceil((double)v.batch / s->block_w);
+        double copy = (pixels * v.k + (double)v.batch * d->in_h * d->in_w * v.c) * 8 / MEMORY_BYTES_PER_CYCLE;
+        double balance = ceil(direct_ceil_div(v.k, s->tile_w) / (double)threads) /
+                         (direct_ceil_div(v.k, s->tile_w) / (double)threads);
+        return ((tiles * taps * (pixels * per_pixel + blocks * (2.0 * fma + 30)) + copy) / threads * balance) /
                CYCLES_PER_SECOND;
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && s->pad_copy) {

@@ -69,10 +69,12 @@ bool plait_conv_schedule_valid(const plait_conv2d_desc *d, plait_conv_direction 
         if (s->pad_copy && direct_patch_weights_applies(d))
             return s->tile_w <= d->kernel_h * d->kernel_w * d->in_channels && s->tile_w * s->tile_k <= max_tile &&
                    s->vthreads == 1 && s->loop_order == PLAIT_LOOP_K_OUTER;
-        /* packed (pad_copy): 1x1 without padding, blocks of at most DIRECT_MAX_PACKED_PIXELS pixels */
-        if (s->pad_copy && (!direct_packed_weights_applies(d) || s->loop_order != PLAIT_LOOP_K_OUTER ||
-                            direct_packed_block_pixels(d, s) > DIRECT_MAX_PACKED_PIXELS))
+        /* packed (pad_copy): 1x1 without padding, blocks of at most DIRECT_MAX_PACKED_PIXELS pixels; other
+         * layers over stride-phase planes of x, blocks of whole images */
+        if (s->pad_copy && direct_packed_weights_applies(d) &&
+            (s->loop_order != PLAIT_LOOP_K_OUTER || direct_packed_block_pixels(d, s) > DIRECT_MAX_PACKED_PIXELS))
             return false;
+        if (s->pad_copy && !direct_packed_weights_applies(d) && !direct_phase_weights_valid(d, s)) return false;
         return s->vthreads == 1 && s->tile_w <= DIRECT_MAX_TILE_W && s->tile_w * s->tile_k <= max_tile;
     }
     if (s->vthreads != 1 && s->vthreads != 2 && s->vthreads != 4) return false;
@@ -152,6 +154,26 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
             int fits = direct_min(DIRECT_MAX_TILE_W, plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k);
             s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 6 : fits);
             pixels = 256;
+        }
+        /* Windowed layers with 128 or more input channels, strided or on images of at most 64 output pixels: per-tap
+         * packed GEMMs over stride-phase planes of x (conv_weights_phases.c), whose tiles read contiguous panels
+         * where the unpacked ones read rows of x and dy 2-4 KB apart in a few L1 sets. Paired call by call
+         * against the unpacked default (ResNet stride-2 3x3 layers, batch 64, Xeon): 128 -> 256 at 16x16 1.18x
+         * one thread, 1.15x two; 256 -> 512 at 8x8 1.18x and 1.26x; 512 -> 512 at 8x8 1.19x and 1.31x; stride
+         * 1 at 8x8 x 256 1.11x / 1.10x and 4x4 x 512 1.44x / 1.42x. Not with 64 channels (64 -> 128 at 32x32
+         * 1.06x one thread but 0.95x two, stride 1 level / 0.81x) nor on larger stride-1 images (16x16 x 128
+         * level). Blocks of about 256 output pixels whose planes of x take at most half the L2 (512 -> 512 at
+         * 8x8: 16 images 0.98x, 8 images 1.19x). 7 x 4 tiles where four vectors divide the channels, else 9 x 3. */
+        const int cvecs_in = direct_ceil_div(d->in_channels, DIRECT_LANES);
+        if (!avx2 && direct_phase_weights_applies(d) && d->in_channels >= 128 &&
+            (d->stride_h > 1 || d->stride_w > 1 || out_h(d) * out_w(d) <= 64)) {
+            double image_bytes = 4.0 * d->in_h * d->in_w * d->in_channels;
+            int images = direct_max(1, 256 / (out_h(d) * out_w(d)));
+            images = direct_min(images, (int)(plait_cpu_features()->l2_bytes / 2 / image_bytes));
+            s = (plait_conv_schedule){.tile_k = cvecs_in % 4 == 0 ? 4 : 3, .vthreads = 1, .unroll = 1, .pad_copy = 1,
+                                      .block_w = direct_max(1, direct_min(images, d->batch))};
+            s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 7 : 9);
+            return s;
         }
         /* Stems whose whole patch fits the register file (3x3 over 3 channels: 27 elements): patch tiles over a
          * padded x, the patch split evenly (7 + 7 + 7 + 6 elements by 4 vectors) where row runs split each
@@ -322,6 +344,10 @@ static size_t direct_schedules_workspace_bytes(const plait_conv2d_desc *d, plait
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_packed_weights_applies(d)) {
         size_t packed = direct_packed_weights_floats(d);
         if (packed > floats) floats = packed;
+    }
+    if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_phase_weights_applies(d)) {
+        size_t phases = direct_phase_weights_floats(d);
+        if (phases > floats) floats = phases;
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && direct_patch_weights_applies(d)) {
         size_t patch = direct_patch_weights_floats(d);

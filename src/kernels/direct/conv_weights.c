@@ -242,8 +242,12 @@ void plait_direct_backward_weights(const plait_conv2d_desc *d, const plait_conv_
         backward_weights_patch(d, &s, x, dy, dw, workspace);
         return;
     }
-    if (s.pad_copy) {
+    if (s.pad_copy && direct_packed_weights_applies(d)) {
         direct_backward_weights_packed(d, &s, x, dy, dw, workspace);
+        return;
+    }
+    if (s.pad_copy) {
+        direct_backward_weights_phases(d, &s, x, dy, dw, workspace);
         return;
     }
     const int K = d->out_channels, C = d->in_channels, R = d->kernel_h, S = d->kernel_w;

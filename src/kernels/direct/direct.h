@@ -129,6 +129,16 @@ int direct_packed_block_pixels(const plait_conv2d_desc *d, const plait_conv_sche
 size_t direct_packed_weights_floats(const plait_conv2d_desc *d);
 void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace);
+/* Backward-weights of windowed (or padded) convolutions as a packed GEMM per tap over stride-phase planes of x
+ * (schedule pad_copy = 1 where neither of the above applies; see conv_weights_phases.c): blocks of block_w whole
+ * images (block_h 0), tile_w output channels x tile_k vectors of input channels. Workspace:
+ * direct_phase_weights_floats. */
+#define DIRECT_MAX_PHASES 4
+bool direct_phase_weights_applies(const plait_conv2d_desc *d);
+bool direct_phase_weights_valid(const plait_conv2d_desc *d, const plait_conv_schedule *s);
+size_t direct_phase_weights_floats(const plait_conv2d_desc *d);
+void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                    const float *dy, float *dw, void *workspace);
 /* Its panel copies on AVX-512 (pack_avx512.c), one pixel each: x's C floats into c_tiles panels of x_width
  * floats, panel_stride apart, zero past C; dy's channels [k_begin, k_end) into the panels of k tiles of tile_w
  * channels, k0 * block_pixels + p * (the tile's width) into dy_panels. */

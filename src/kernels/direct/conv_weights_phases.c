@@ -1,0 +1,188 @@
+/* Backward-weights of windowed convolutions (3x3 and up, any stride and padding) as packed GEMMs, one per tap
+ * (schedule pad_copy = 1 where neither the stems' patch tiles nor the packed 1x1 path apply).
+ *
+ * Why: the unpacked tiles read a channel slice of x and of dy at every pixel in place, rows C and K floats
+ * apart; with C and K powers of two those rows fall into a few L1 sets (a stride-2 layer with 256 channels reads
+ * x 2 KB apart: two sets of 64), so the tile streams both operands from L2 with no reuse and ran at 64% of the
+ * FMA peak on a 256 -> 512 layer where the same tile on contiguous panels ran at 78%.
+ *
+ * Per block of whole images the threads copy x into stride-phase planes: pixel (ih, iw) goes to plane
+ * (ih % stride_h, iw % stride_w) at (ih / stride_h, iw / stride_w), channels cut into panels of tile_k vectors.
+ * Tap (r, s) then reads one plane over a plain window: output pixel (oh, ow) meets plane pixel (oh + di, ow + dj)
+ * with di, dj fixed per tap, so its pixels are consecutive panel rows, and the taps outside the image are cut off
+ * by narrowing the window (no zeros are multiplied). Each thread copies dy's channels of its own output-channel
+ * tiles into panels [k tile][pixel][tile_w] and accumulates straight into its rows of dw, as the packed 1x1 path
+ * does (the tile's roles swapped: rows are output channels, vectors input channels). */
+#include <omp.h>
+#include <string.h>
+
+#include "kernels/direct/direct.h"
+
+/* Plane rows (or columns) of phase p along a size with the given stride: the ih = i * stride + p inside it. */
+static int phase_extent(int size, int stride, int p) { return direct_ceil_div(size - p, stride); }
+
+/* Tap offset a = r - pad along one axis: the phase it reads and the shift from output index to plane index. */
+static void tap_phase(int a, int stride, int *phase, int *shift) {
+    *phase = ((a % stride) + stride) % stride;
+    *shift = (a - *phase) / stride;
+}
+
+typedef struct phases_layout {
+    int out_h, out_w, images, block_pixels, x_width, c_tiles, k_tiles;
+    size_t plane_at[DIRECT_MAX_PHASES][DIRECT_MAX_PHASES]; /* floats from a c tile's panel start, per image block */
+    size_t panel;                                           /* floats of one c tile's panel (every plane) */
+} phases_layout;
+
+bool direct_phase_weights_applies(const plait_conv2d_desc *d) {
+    return d->groups == 1 && !direct_patch_weights_applies(d) && !direct_packed_weights_applies(d) &&
+           d->stride_h <= DIRECT_MAX_PHASES && d->stride_w <= DIRECT_MAX_PHASES;
+}
+
+/* Images per block: the schedule's block_w, at most what keeps a block within DIRECT_MAX_PACKED_PIXELS (at least
+ * one image). */
+static int max_images(const plait_conv2d_desc *d) {
+    int pixels = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h) *
+                 direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    return direct_max(1, direct_min(d->batch, DIRECT_MAX_PACKED_PIXELS / direct_max(1, pixels)));
+}
+
+bool direct_phase_weights_valid(const plait_conv2d_desc *d, const plait_conv_schedule *s) {
+    return direct_phase_weights_applies(d) && s->block_w >= 1 && s->block_w <= max_images(d) && s->block_h == 0 &&
+           s->split_k == 0 && s->loop_order == PLAIT_LOOP_K_OUTER;
+}
+
+static phases_layout layout_of(const plait_conv2d_desc *d, const plait_conv_schedule *s) {
+    phases_layout l;
+    l.out_h = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
+    l.out_w = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    l.images = direct_min(s->block_w, d->batch);
+    l.block_pixels = l.images * l.out_h * l.out_w;
+    l.x_width = s->tile_k * DIRECT_LANES;
+    l.c_tiles = direct_ceil_div(d->in_channels, l.x_width);
+    l.k_tiles = direct_ceil_div(d->out_channels, s->tile_w);
+    l.panel = 0;
+    for (int ph = 0; ph < d->stride_h; ph++)
+        for (int pw = 0; pw < d->stride_w; pw++) {
+            l.plane_at[ph][pw] = l.panel;
+            l.panel += (size_t)l.images * phase_extent(d->in_h, d->stride_h, ph) *
+                       phase_extent(d->in_w, d->stride_w, pw) * l.x_width;
+        }
+    return l;
+}
+
+size_t direct_phase_weights_floats(const plait_conv2d_desc *d) {
+    int images = max_images(d);
+    int out_pixels = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h) *
+                     direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
+    size_t cpad = (size_t)d->in_channels + DIRECT_LANES * DIRECT_MAX_TILE_K;
+    return (size_t)images * out_pixels * d->out_channels + (size_t)images * d->in_h * d->in_w * cpad + 32;
+}
+
+/* Input pixel (b, ih, iw) of the block into its plane of every c tile's panel. */
+static void copy_x_pixel(const plait_conv2d_desc *d, const phases_layout *l, const float *xs, int b, int ih, int iw,
+                         float *x_panels, bool avx512) {
+    int ph = ih % d->stride_h, pw = iw % d->stride_w;
+    size_t at = l->plane_at[ph][pw] + (((size_t)b * phase_extent(d->in_h, d->stride_h, ph) + ih / d->stride_h) *
+                                           phase_extent(d->in_w, d->stride_w, pw) +
+                                       iw / d->stride_w) *
+                                          l->x_width;
+    if (avx512) {
+        direct_pack_x_pixel_avx512(xs, d->in_channels, l->x_width, l->c_tiles, l->panel, x_panels + at);
+        return;
+    }
+    for (int ct = 0; ct < l->c_tiles; ct++) {
+        float *to = x_panels + ct * l->panel + at;
+        int c0 = ct * l->x_width, valid = direct_max(0, direct_min(l->x_width, d->in_channels - c0));
+        memcpy(to, xs + c0, (size_t)valid * sizeof(float));
+        memset(to + valid, 0, (size_t)(l->x_width - valid) * sizeof(float));
+    }
+}
+
+/* The tile of output channels [k0, k0 + mk), tap (r, s), c tile ct over the block's images, with its vectors of
+ * input channels in *nr (0 where no output pixel of the block meets the tap inside the image). */
+static direct_wtile tap_tile(const plait_conv2d_desc *d, const phases_layout *l, const float *dy_panel,
+                             const float *x_panels, float *dw, int k0, int mk, int r, int s, int ct, int *nr) {
+    const int C = d->in_channels;
+    int ph, di, pw, dj;
+    tap_phase(r - d->pad_h, d->stride_h, &ph, &di);
+    tap_phase(s - d->pad_w, d->stride_w, &pw, &dj);
+    const int rows = phase_extent(d->in_h, d->stride_h, ph), cols = phase_extent(d->in_w, d->stride_w, pw);
+    const int oh0 = direct_max(0, -di), oh1 = direct_min(l->out_h, rows - di);
+    const int ow0 = direct_max(0, -dj), ow1 = direct_min(l->out_w, cols - dj);
+    const int c0 = ct * l->x_width, vectors = direct_ceil_div(direct_min(l->x_width, C - c0), DIRECT_LANES);
+    *nr = oh0 < oh1 && ow0 < ow1 ? vectors : 0;
+    return (direct_wtile){
+        .x = dy_panel + ((size_t)oh0 * l->out_w + ow0) * mk,
+        .x_pixel = mk,
+        .x_row = (ptrdiff_t)l->out_w * mk,
+        .x_image = (ptrdiff_t)l->out_h * l->out_w * mk,
+        .dy = x_panels + ct * l->panel + l->plane_at[ph][pw] + ((size_t)(oh0 + di) * cols + ow0 + dj) * l->x_width,
+        .dy_pixel = l->x_width,
+        .dy_row = (ptrdiff_t)cols * l->x_width,
+        .dy_image = (ptrdiff_t)rows * cols * l->x_width,
+        .pixels = ow1 - ow0,
+        .rows = oh1 - oh0,
+        .images = l->images,
+        .acc = dw + ((size_t)k0 * d->kernel_h * d->kernel_w + (size_t)r * d->kernel_w + s) * C + c0,
+        .acc_c = (ptrdiff_t)d->kernel_h * d->kernel_w * C,
+        .last_lanes = direct_min(DIRECT_LANES, C - c0 - (vectors - 1) * DIRECT_LANES),
+    };
+}
+
+void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                                    const float *dy, float *dw, void *workspace) {
+    const int K = d->out_channels, C = d->in_channels, TW = s->tile_w, taps = d->kernel_h * d->kernel_w;
+    const phases_layout base = layout_of(d, s);
+    float *dy_panels = workspace;
+    float *x_panels = (float *)(((size_t)(dy_panels + (size_t)base.block_pixels * K) + 63) & ~(size_t)63);
+    const plait_isa isa = direct_isa_resolved();
+    const bool avx512 = isa == PLAIT_ISA_AVX512;
+#pragma omp parallel num_threads(plait_threads())
+    {
+        /* each thread owns a range of k tiles (rows of dw): its own dy panels, no reduction */
+        const int threads = omp_get_num_threads(), me = omp_get_thread_num();
+        const int kt0 = (int)((long)base.k_tiles * me / threads), kt1 = (int)((long)base.k_tiles * (me + 1) / threads);
+        for (int n0 = 0; n0 < d->batch; n0 += base.images) {
+            phases_layout l = base;
+            if (d->batch - n0 < l.images) { /* a short last block: planes of fewer images */
+                plait_conv_schedule last = *s;
+                last.block_w = d->batch - n0;
+                l = layout_of(d, &last);
+            }
+            const int out_pixels = l.out_h * l.out_w;
+#pragma omp for schedule(static)
+            for (int row = 0; row < l.images * d->in_h; row++) {
+                const int b = row / d->in_h, ih = row % d->in_h;
+                const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
+                for (int iw = 0; iw < d->in_w; iw++) copy_x_pixel(d, &l, xs + (size_t)iw * C, b, ih, iw, x_panels, avx512);
+            }
+            /* k tile k0 / TW's panel starts at k0 * block_pixels, within this thread's share */
+            for (int p = 0; p < l.images * out_pixels; p++) {
+                const float *ds = dy + ((size_t)n0 * out_pixels + p) * K;
+                if (avx512) {
+                    direct_pack_dy_pixel_avx512(ds, kt0 * TW, direct_min(K, kt1 * TW), TW, (size_t)base.block_pixels, p,
+                                                dy_panels);
+                    continue;
+                }
+                for (int k0 = kt0 * TW; k0 < direct_min(K, kt1 * TW); k0 += TW) {
+                    int mk = direct_min(TW, K - k0);
+                    memcpy(dy_panels + (size_t)k0 * base.block_pixels + (size_t)p * mk, ds + k0, (size_t)mk * sizeof(float));
+                }
+            }
+            /* k tile outermost: its dy panel stays in L1 across every tap and c tile */
+            for (int kt = kt0; kt < kt1; kt++) {
+                const int k0 = kt * TW, mk = direct_min(TW, K - k0);
+                const float *panel = dy_panels + (size_t)k0 * base.block_pixels;
+                for (int tap = 0; tap < taps; tap++)
+                    for (int ct = 0; ct < l.c_tiles; ct++) {
+                        int nr;
+                        direct_wtile t = tap_tile(d, &l, panel, x_panels, dw, k0, mk, tap / d->kernel_w,
+                                                  tap % d->kernel_w, ct, &nr);
+                        if (nr > 0) direct_run_wtile(isa, &t, mk, nr);
+                    }
+            }
+            /* the next block's copy of x overwrites planes the other threads may still read */
+#pragma omp barrier
+        }
+    }
+}
