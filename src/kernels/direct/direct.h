@@ -148,6 +148,9 @@ void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end, int ti
 /* to[j * to_row + i] += from[i * from_row + j] for i < rows, j < cols (both at most 16; from's rows are read
  * whole, 16 floats each). */
 void direct_add_transposed_avx512(const float *from, size_t from_row, int rows, float *to, size_t to_row, int cols);
+/* to[j * to_row + i] = from[i * from_row + j] for j < cols, i < rows, and 0 for rows <= i < 16 (both at most 16;
+ * from's rows are read up to cols only). */
+void direct_store_transposed_avx512(const float *from, size_t from_row, int rows, int cols, float *to, size_t to_row);
 
 /* ---- level 1 ----------------------------------------------------------------------------------
  * A convolution as the framework sees it: out[n][oh][ow][k] over a grid out_h x out_w that may be a

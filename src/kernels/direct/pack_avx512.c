@@ -32,10 +32,9 @@ TARGET void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end,
     }
 }
 
-TARGET void direct_add_transposed_avx512(const float *from, size_t from_row, int rows, float *to, size_t to_row,
-                                         int cols) {
-    __m512 r[16], t[16], u[16], v[16];
-    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(from + (size_t)i * from_row) : _mm512_setzero_ps();
+/* col[j] = lane j of every r[i], i.e. column j of the 16 x 16 block whose rows are r. */
+TARGET static inline void transpose16(const __m512 r[16], __m512 col[16]) {
+    __m512 t[16], u[16], v[16];
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -51,10 +50,28 @@ TARGET void direct_add_transposed_avx512(const float *from, size_t from_row, int
             v[8 * h + i] = _mm512_shuffle_f32x4(u[8 * h + i], u[8 * h + 4 + i], 0x88);
             v[8 * h + 4 + i] = _mm512_shuffle_f32x4(u[8 * h + i], u[8 * h + 4 + i], 0xDD);
         }
+    for (int j = 0; j < 16; j++)
+        col[j] = j < 8 ? _mm512_shuffle_f32x4(v[j], v[8 + j], 0x88) : _mm512_shuffle_f32x4(v[j - 8], v[j], 0xDD);
+}
+
+TARGET void direct_add_transposed_avx512(const float *from, size_t from_row, int rows, float *to, size_t to_row,
+                                         int cols) {
+    __m512 r[16], col[16];
+    for (int i = 0; i < 16; i++) r[i] = i < rows ? _mm512_loadu_ps(from + (size_t)i * from_row) : _mm512_setzero_ps();
+    transpose16(r, col);
     const __mmask16 m = first_lanes(rows);
     for (int j = 0; j < cols; j++) {
-        __m512 column = j < 8 ? _mm512_shuffle_f32x4(v[j], v[8 + j], 0x88) : _mm512_shuffle_f32x4(v[j - 8], v[j], 0xDD);
         float *dst = to + (size_t)j * to_row;
-        _mm512_mask_storeu_ps(dst, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst), column));
+        _mm512_mask_storeu_ps(dst, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst), col[j]));
     }
+}
+
+TARGET void direct_store_transposed_avx512(const float *from, size_t from_row, int rows, int cols, float *to,
+                                           size_t to_row) {
+    __m512 r[16], col[16];
+    const __mmask16 valid = first_lanes(cols);
+    for (int i = 0; i < 16; i++)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(valid, from + (size_t)i * from_row) : _mm512_setzero_ps();
+    transpose16(r, col);
+    for (int j = 0; j < cols; j++) _mm512_storeu_ps(to + (size_t)j * to_row, col[j]);
 }
