@@ -146,6 +146,8 @@ static void fixed_shapes_body(void) {
         /* 1x1 backward-weights with ten pixel blocks (two per image, the second of 4 rows): on two threads each
          * takes every other block into sums of its own */
         {5, 13, 13, 17, 33, 1, 1, 1, 1, 0, 0, 1},
+        /* the strided default of four images as sub-tiles: a batch of 4 + 2, odd sizes and channels */
+        {6, 13, 11, 17, 33, 3, 3, 2, 2, 1, 1, 1}, {7, 11, 13, 33, 20, 3, 3, 2, 1, 2, 0, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         check_all_directions(&cases[i], 100 + i);

@@ -242,6 +242,20 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
     if (direction == PLAIT_CONV_BACKWARD_DATA)
         problem_weights = weight_bytes / (d->kernel_h * d->kernel_w) *
                           direct_ceil_div(d->kernel_h, d->stride_h) * direct_ceil_div(d->kernel_w, d->stride_w);
+    /* Strided windowed layers whose weights (a phase's, in backward-data) fit the L2: four images as virtual
+     * threads of two pixels each, in place. A 16-pixel phase row is then 8 whole tiles (6 + 6 + 4 before) and
+     * no padded copy is made. The search found it (`plait tune`, ResNet-18's 64 -> 128 backward-data). Paired call
+     * by call against the default before (batch 64, Xeon), forward / backward-data, one thread (two): 64 -> 128
+     * at 32x32 1.14x / 1.19x (1.13x / 1.18x), 128 -> 128 at 32x32 1.13x / 1.13x (1.17x / 1.12x), 128 -> 256 at
+     * 16x16 1.02x / 1.08x (1.02x / 1.09x); backward-data 256 -> 256 at 16x16 1.01x (1.03x), 256 -> 512 at 8x8
+     * 1.03x (0.99x). With more weights it loses (forward 256 -> 512 at 8x8 0.71x, backward-data 512 -> 512
+     * 0.94x), and on the 7x7 stem over 3 channels (forward 0.93x). */
+    if (!avx2 && !pointwise && (d->stride_h > 1 || d->stride_w > 1) && d->batch >= 4 && d->in_channels >= 16 &&
+        problem_weights <= l2_bytes) {
+        return (plait_conv_schedule){.tile_w = 2, .tile_k = kvecs % 3 == 1 ? direct_min(kvecs, 2) : direct_min(kvecs, 3),
+                                     .vthreads = 4, .vthread_images = 1,
+                                     .unroll = s.unroll, .block_h = 4};
+    }
     bool split = windowed_3x3 ? !avx2 && problem_weights > 1.5 * l2_bytes : weight_bytes > l2_bytes;
     if (split) {
         s.split_k = 1;
