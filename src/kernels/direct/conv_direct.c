@@ -441,7 +441,7 @@ void plait_direct_forward(const plait_conv2d_desc *d, const plait_conv_schedule 
 /* Packs w[k][r][s][c] for one phase as a forward convolution over dy: output channels c, input
  * channels k, taps flipped: [ceil(C/16)][th][tw][K][16]. Row k of w is read in order and its 16-channel pieces
  * scattered: reading K rows 9 KB apart per piece, as the layout's order would, missed to L3 line by line (the
- * pack was a sixth of 512 -> 256 backward-data at 8x8). */
+ * pack was a sixth of the 256 -> 512 layer's backward-data at 8x8). */
 static void pack_phase(const plait_conv2d_desc *d, const float *w, phase_taps th, phase_taps tw, float *packed) {
     const int K = d->out_channels, C = d->in_channels, R = d->kernel_h, S = d->kernel_w;
     const int cvecs = direct_ceil_div(C, DIRECT_LANES), full = C / DIRECT_LANES;
