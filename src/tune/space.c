@@ -247,6 +247,14 @@ static double depthwise_cost(const plait_conv2d_desc *d, plait_conv_direction di
            CYCLES_PER_SECOND;
 }
 
+/* Cycles per step (a pixel, or a channel) of a register tile of tile_w broadcasts by tile_k vectors, whichever of
+ * FMA issue, loads or the FMA latency binds; *fma gets its multiply-adds per step. */
+static double tile_step_cycles(int tile_w, int tile_k, double lanes_per_vector, double *fma) {
+    *fma = (double)tile_w * tile_k * lanes_per_vector;
+    double loads = tile_w + tile_k * lanes_per_vector;
+    return fmax(fmax(*fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+}
+
 double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction direction,
                              const plait_conv_schedule *s, int threads) {
     if (threads < 1) threads = 1;
@@ -259,8 +267,7 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         /* 36 transform-domain products per 4x4 tile on the micro-kernel, plus the transforms, whose cost per
          * tile and 16 channels was calibrated against the products on this code (about 860 cycles) */
         double tiles = (double)v.batch * direct_ceil_div(v.out_h, 4) * direct_ceil_div(v.out_w, 4);
-        double fma = (double)s->tile_w * s->tile_k * lanes_per_vector, loads = s->tile_w + s->tile_k * lanes_per_vector;
-        double step = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double fma, step = tile_step_cycles(s->tile_w, s->tile_k, lanes_per_vector, &fma);
         double products = 36.0 * tiles / s->tile_w * direct_ceil_div(kvecs, s->tile_k) * v.c * step;
         double transforms = tiles * 860.0 * (direct_ceil_div(v.c, DIRECT_LANES) + kvecs);
         double chunk = s->block_w > 0 ? s->block_w : 64;
@@ -276,8 +283,7 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double pixels = (double)v.batch * v.out_h * v.out_w;
         int patch = v.taps_h * v.taps_w * v.c;
         double tiles = (double)direct_ceil_div(patch, s->tile_w) * direct_ceil_div(kvecs, s->tile_k);
-        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = s->tile_w + s->tile_k * lanes_per_vector;
-        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double fma, per_pixel = tile_step_cycles(s->tile_w, s->tile_k, lanes_per_vector, &fma);
         if (direct_isa_resolved() != PLAIT_ISA_AVX512 ||
             !direct_patch_tile_avx512(v.taps_w * v.c, 0, s->tile_w, direct_min(s->tile_k, kvecs)))
             per_pixel = fma * 16; /* the portable tile */
@@ -291,12 +297,10 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double pixels = (double)v.batch * v.out_h * v.out_w, taps = (double)v.taps_h * v.taps_w;
         int cvecs = direct_ceil_div(v.c, DIRECT_LANES);
         double tiles = (double)direct_ceil_div(v.k, s->tile_w) * direct_ceil_div(cvecs, s->tile_k);
-        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
-        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double fma, per_pixel = tile_step_cycles(s->tile_w, s->tile_k, lanes_per_vector, &fma);
         double blocks = ceil((double)v.batch / s->block_w);
         double copy = (pixels * v.k + (double)v.batch * d->in_h * d->in_w * v.c) * 8 / MEMORY_BYTES_PER_CYCLE;
-        double balance = ceil(direct_ceil_div(v.k, s->tile_w) / (double)threads) /
-                         (direct_ceil_div(v.k, s->tile_w) / (double)threads);
+        double k_tiles = direct_ceil_div(v.k, s->tile_w), balance = ceil(k_tiles / threads) / (k_tiles / threads);
         return ((tiles * taps * (pixels * per_pixel + blocks * (2.0 * fma + 30)) + copy) / threads * balance) /
                CYCLES_PER_SECOND;
     }
@@ -305,8 +309,7 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double pixels = (double)v.batch * v.out_h * v.out_w;
         int cvecs = direct_ceil_div(v.c, DIRECT_LANES);
         double tiles = (double)direct_ceil_div(v.k, s->tile_w) * direct_ceil_div(cvecs, s->tile_k);
-        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
-        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double fma, per_pixel = tile_step_cycles(s->tile_w, s->tile_k, lanes_per_vector, &fma);
         double block = direct_packed_block_pixels(d, s), blocks = ceil(pixels / block);
         double copied = (s->split_k ? v.k : 0) + (cvecs <= s->tile_k ? 0 : v.c);
         double copy = pixels * copied * 8 / MEMORY_BYTES_PER_CYCLE;
@@ -322,8 +325,7 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         int run = runs ? v.taps_w * v.c : v.c;
         double tiles = (double)v.taps_h * (runs ? 1 : v.taps_w) * direct_ceil_div(run, s->tile_w) *
                        direct_ceil_div(kvecs, s->tile_k);
-        double fma = s->tile_w * s->tile_k * lanes_per_vector, loads = (s->tile_w + s->tile_k * lanes_per_vector);
-        double per_pixel = fmax(fmax(fma / FMA_PER_CYCLE, loads / LOADS_PER_CYCLE), FMA_LATENCY);
+        double fma, per_pixel = tile_step_cycles(s->tile_w, s->tile_k, lanes_per_vector, &fma);
         double blocks = (double)direct_ceil_div(v.batch, s->block_w > 0 ? s->block_w : 1) *
                         direct_ceil_div(v.out_h, s->block_h > 0 ? s->block_h : v.out_h);
         double calls = tiles * blocks;

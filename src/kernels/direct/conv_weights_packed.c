@@ -52,16 +52,33 @@ static void copy_x_pixel(const plait_conv2d_desc *d, const packed_layout *l, int
     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
     const float *xs =
         x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w + (size_t)ow * d->stride_w) * C;
+    direct_pack_x_pixel(xs, C, x_width, l->c_tiles, (size_t)pixels * x_width, x_panels + (size_t)p * x_width, avx512);
+}
+
+void direct_pack_x_pixel(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride, float *to,
+                         bool avx512) {
     if (avx512) {
-        size_t panel = (size_t)pixels * x_width;
-        direct_pack_x_pixel_avx512(xs, C, x_width, l->c_tiles, panel, x_panels + (size_t)p * x_width);
+        direct_pack_x_pixel_avx512(xs, C, x_width, c_tiles, panel_stride, to);
         return;
     }
-    for (int ct = 0; ct < l->c_tiles; ct++) {
-        float *to = x_panels + ((size_t)ct * pixels + p) * x_width;
+    for (int ct = 0; ct < c_tiles; ct++, to += panel_stride) {
         int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
         memcpy(to, xs + c0, (size_t)valid * sizeof(float));
         memset(to + valid, 0, (size_t)(x_width - valid) * sizeof(float));
+    }
+}
+
+void direct_pack_dy_pixel(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
+                          float *dy_panels, bool avx512) {
+    if (avx512) {
+        direct_pack_dy_pixel_avx512(ds, k_begin, k_end, tile_w, block_pixels, p, dy_panels);
+        return;
+    }
+    /* k tile k0 / tile_w's panel starts at k0 * block_pixels, so a thread's panels stay its own from block to
+     * block (a short last block must not move them into another thread's) */
+    for (int k0 = k_begin; k0 < k_end; k0 += tile_w) {
+        int mk = direct_min(tile_w, k_end - k0);
+        memcpy(dy_panels + (size_t)k0 * block_pixels + (size_t)p * mk, ds + k0, (size_t)mk * sizeof(float));
     }
 }
 
@@ -104,18 +121,8 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                 for (int p = 0; p < pixels && !dy_in_place; p++) {
                     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
                     const float *ds = dy + (((size_t)n * OH + oh) * OW + ow) * K;
-                    if (avx512) {
-                        direct_pack_dy_pixel_avx512(ds, kt0 * TW, direct_min(K, kt1 * TW), TW, l.block_pixels, p,
-                                                    dy_panels);
-                        continue;
-                    }
-                    /* k tile k0 / TW's panel starts at k0 * block_pixels, so a thread's panels stay its own from
-                     * block to block (a short last block must not move them into another thread's) */
-                    for (int k0 = kt0 * TW; k0 < direct_min(K, kt1 * TW); k0 += TW) {
-                        int mk = direct_min(TW, K - k0);
-                        float *to = dy_panels + (size_t)k0 * l.block_pixels + (size_t)p * mk;
-                        memcpy(to, ds + k0, (size_t)mk * sizeof(float));
-                    }
+                    direct_pack_dy_pixel(ds, kt0 * TW, direct_min(K, kt1 * TW), TW, l.block_pixels, p, dy_panels,
+                                         avx512);
                 }
                 /* the next block streams into L2 while this one computes, a share per unit */
                 direct_pixel_range next =

@@ -14,7 +14,6 @@
  * tiles into panels [k tile][pixel][tile_w] and accumulates straight into its rows of dw, as the packed 1x1 path
  * does (the tile's roles swapped: rows are output channels, vectors input channels). */
 #include <omp.h>
-#include <string.h>
 
 #include "kernels/direct/direct.h"
 
@@ -86,16 +85,7 @@ static void copy_x_pixel(const plait_conv2d_desc *d, const phases_layout *l, con
                                            phase_extent(d->in_w, d->stride_w, pw) +
                                        iw / d->stride_w) *
                                           l->x_width;
-    if (avx512) {
-        direct_pack_x_pixel_avx512(xs, d->in_channels, l->x_width, l->c_tiles, l->panel, x_panels + at);
-        return;
-    }
-    for (int ct = 0; ct < l->c_tiles; ct++) {
-        float *to = x_panels + ct * l->panel + at;
-        int c0 = ct * l->x_width, valid = direct_max(0, direct_min(l->x_width, d->in_channels - c0));
-        memcpy(to, xs + c0, (size_t)valid * sizeof(float));
-        memset(to + valid, 0, (size_t)(l->x_width - valid) * sizeof(float));
-    }
+    direct_pack_x_pixel(xs, d->in_channels, l->x_width, l->c_tiles, l->panel, x_panels + at, avx512);
 }
 
 /* The tile of output channels [k0, k0 + mk), tap (r, s), c tile ct over the block's images, with its vectors of
@@ -156,19 +146,9 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
                 const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
                 for (int iw = 0; iw < d->in_w; iw++) copy_x_pixel(d, &l, xs + (size_t)iw * C, b, ih, iw, x_panels, avx512);
             }
-            /* k tile k0 / TW's panel starts at k0 * block_pixels, within this thread's share */
-            for (int p = 0; p < l.images * out_pixels; p++) {
-                const float *ds = dy + ((size_t)n0 * out_pixels + p) * K;
-                if (avx512) {
-                    direct_pack_dy_pixel_avx512(ds, kt0 * TW, direct_min(K, kt1 * TW), TW, (size_t)base.block_pixels, p,
-                                                dy_panels);
-                    continue;
-                }
-                for (int k0 = kt0 * TW; k0 < direct_min(K, kt1 * TW); k0 += TW) {
-                    int mk = direct_min(TW, K - k0);
-                    memcpy(dy_panels + (size_t)k0 * base.block_pixels + (size_t)p * mk, ds + k0, (size_t)mk * sizeof(float));
-                }
-            }
+            for (int p = 0; p < l.images * out_pixels; p++)
+                direct_pack_dy_pixel(dy + ((size_t)n0 * out_pixels + p) * K, kt0 * TW, direct_min(K, kt1 * TW), TW,
+                                     (size_t)base.block_pixels, p, dy_panels, avx512);
             /* k tile outermost: its dy panel stays in L1 across every tap and c tile */
             for (int kt = kt0; kt < kt1; kt++) {
                 const int k0 = kt * TW, mk = direct_min(TW, K - k0);

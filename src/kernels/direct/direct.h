@@ -145,6 +145,11 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
 void direct_pack_x_pixel_avx512(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride, float *to);
 void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
                                  float *dy_panels);
+/* The same on any ISA (the AVX-512 moves where avx512, else memcpy and memset). */
+void direct_pack_x_pixel(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride, float *to,
+                         bool avx512);
+void direct_pack_dy_pixel(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
+                          float *dy_panels, bool avx512);
 /* to[j * to_row + i] += from[i * from_row + j] for i < rows, j < cols (both at most 16; from's rows are read
  * whole, 16 floats each). */
 void direct_add_transposed_avx512(const float *from, size_t from_row, int rows, float *to, size_t to_row, int cols);

@@ -49,13 +49,16 @@ void direct_pack_forward(const float *w, int k_count, int r_count, int s_count, 
 #pragma omp parallel for schedule(static)
     for (int kv = 0; kv < kvecs; kv++) {
         float *dst = packed + (size_t)kv * taps * (size_t)c_count * DIRECT_LANES;
-        for (size_t tap = 0; tap < taps && avx512; tap++)
-            for (int c0 = 0; c0 < c_count; c0 += DIRECT_LANES)
-                direct_store_transposed_avx512(w + ((size_t)kv * DIRECT_LANES * taps + tap) * (size_t)c_count + c0,
-                                               taps * (size_t)c_count, direct_min(DIRECT_LANES, k_count - kv * DIRECT_LANES),
-                                               direct_min(DIRECT_LANES, c_count - c0),
-                                               dst + (tap * (size_t)c_count + (size_t)c0) * DIRECT_LANES, DIRECT_LANES);
-        for (size_t tap = 0; tap < taps && !avx512; tap++)
+        if (avx512) {
+            for (size_t tap = 0; tap < taps; tap++)
+                for (int c0 = 0; c0 < c_count; c0 += DIRECT_LANES)
+                    direct_store_transposed_avx512(
+                        w + ((size_t)kv * DIRECT_LANES * taps + tap) * (size_t)c_count + c0, taps * (size_t)c_count,
+                        direct_min(DIRECT_LANES, k_count - kv * DIRECT_LANES), direct_min(DIRECT_LANES, c_count - c0),
+                        dst + (tap * (size_t)c_count + (size_t)c0) * DIRECT_LANES, DIRECT_LANES);
+            continue;
+        }
+        for (size_t tap = 0; tap < taps; tap++)
             for (int c = 0; c < c_count; c++) {
                 float *lane = dst + (tap * (size_t)c_count + (size_t)c) * DIRECT_LANES;
                 for (int l = 0; l < DIRECT_LANES; l++) {
