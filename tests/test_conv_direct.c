@@ -511,7 +511,9 @@ static void tuning_file_round_trip(void) {
     plait_conv2d_desc d = {2, 8, 8, 16, 32, 3, 3, 1, 1, 1, 1, 1};
     plait_tune_result result;
     CHECK(plait_conv_tune(&d, PLAIT_CONV_FORWARD, 4, &result) == PLAIT_OK);
-    CHECK(result.measured == 4 && result.candidates >= 4);
+    /* the sweep's 4, then up to 4 near the fastest (this space has schedules one or two fields from any) */
+    CHECKF(result.measured > 4 && result.measured <= 8 && result.candidates > 8, "measured %d of %d",
+           result.measured, result.candidates);
     CHECK(result.best_seconds <= result.default_seconds && result.best_seconds > 0);
     /* the run-off keeps the default unless a challenger beat it by 3% there */
     bool replaced = memcmp(&result.best, &result.fallback, sizeof result.best) != 0;

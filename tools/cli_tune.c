@@ -14,8 +14,9 @@ static const char *tune_help =
     "\n"
     "Tunes every convolution of a model for this CPU and thread count: enumerates the valid schedules\n"
     "(direct and, for 3x3 stride-1 layers, Winograd; depthwise layers a small space of their own), ranks\n"
-    "them with the cost model, measures the best few and keeps the winner per shape and direction in the\n"
-    "tuning file that plait train reads. Prints per shape the winner's speedup over the default schedule\n"
+    "them with the cost model, measures the best few, then searches around the fastest of them (schedules\n"
+    "one or two fields away), and keeps the winner per shape and direction in the tuning file that plait\n"
+    "train reads. Prints per shape the winner's speedup over the default schedule\n"
     "and how well the cost model's ranking agreed with the measurements (Spearman).\n"
     "\n"
     "  --model NAME     any model plait train knows\n"
@@ -23,7 +24,8 @@ static const char *tune_help =
     "  --classes K      classes [10]\n"
     "  --batch N        batch size the layers are tuned for (tune the batch you train with) [128]\n"
     "  --threads N      threads [2]\n"
-    "  --measure N      schedules measured per shape and direction [8]\n"
+    "  --measure N      schedules measured per shape and direction from the model's ranking, and up to as\n"
+    "                   many again around the fastest [8]\n"
     "  --output FILE    tuning file [$PLAIT_TUNING_FILE or ~/.cache/plait/tuning.json]\n";
 
 static int make_parent_dirs(const char *path) {

@@ -144,10 +144,12 @@ typedef struct plait_tune_result {
     int candidates, measured;
     double rank_correlation; /* Spearman, model rank vs measured rank over the measured candidates */
 } plait_tune_result;
-/* Ranks the space with the cost model and measures the `measure` best (plus the default and the
- * im2col + BLAS path) once each; then the default, im2col and the three fastest of the sweep are measured
- * again, interleaved, and `best` is the fastest of that run-off (the default unless beaten by 3%). The
- * times reported are the run-off's. */
+/* Ranks the space with the cost model and measures the `measure` best (a quarter of them sampled from the
+ * rest of the ranking); then searches locally around the fastest so far (the default included), measuring up to
+ * `measure` unmeasured schedules one field, then two, away from the current best and moving to any 2% faster;
+ * then the default, im2col and the three fastest of all are measured again, interleaved, and `best` is the
+ * fastest of that run-off (the default unless beaten by 3%). The times reported are the run-off's; the rank
+ * correlation covers the model's sweep only. */
 int plait_conv_tune(const plait_conv2d_desc *d, plait_conv_direction direction, int measure,
                     plait_tune_result *result);
 
