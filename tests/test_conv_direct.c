@@ -428,19 +428,29 @@ static void phase_weights_body(void) {
         {3, 11, 10, 20, 18, 3, 3, 3, 3, 1, 1, 1},
     };
     static const int widths[] = {1, 5, 7, 9, 16};
+    int by_images = 0, cases_by_images = 0;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const plait_conv2d_desc *d = &cases[i];
         CHECKF(direct_phase_weights_applies(d), "phase weights apply to case %zu", i);
-        const int images[] = {1, 2, d->batch};
+        const int images[] = {1, 2, d->batch}, before = by_images;
         for (int tk = 1; tk <= 4; tk++)
             for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++)
-                for (int b = 0; b < 3; b++) {
-                    plait_conv_schedule s = {.tile_w = widths[w], .tile_k = tk, .vthreads = 1, .unroll = 1,
-                                             .block_w = images[b], .pad_copy = 1};
-                    if (!plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s)) continue;
-                    check_direction(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s, 3500 + i * 100 + w * 10 + (unsigned long)b);
-                }
+                for (int b = 0; b < 3; b++)
+                    for (int sk = 0; sk < 2; sk++) { /* threads apart by output-channel tiles, or by image blocks */
+                        plait_conv_schedule s = {.tile_w = widths[w], .tile_k = tk, .vthreads = 1, .unroll = 1,
+                                                 .block_w = images[b], .pad_copy = 1, .split_k = sk};
+                        if (!plait_conv_schedule_valid(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s)) continue;
+                        by_images += direct_phase_weights_by_images(d, &s, plait_threads());
+                        check_direction(d, PLAIT_CONV_BACKWARD_WEIGHTS, &s,
+                                        3500 + i * 100 + w * 10 + (unsigned long)b * 2 + (unsigned long)sk);
+                    }
+        cases_by_images += by_images > before;
     }
+    /* on two or more threads schedules of several shapes ran image blocks apart with sums of their own (two
+     * threads: 149 schedules of all 7 shapes; three: 59 of 3, whose three sets of sums fit fewer workspaces) */
+    printf("    %d threads: %d schedules of %d shapes by image blocks\n", plait_threads(), by_images, cases_by_images);
+    CHECKF(plait_threads() == 1 ? by_images == 0 : cases_by_images >= 3, "%d schedules of %d shapes by image blocks",
+           by_images, cases_by_images);
     /* blocks are whole images, at least one; dy is always in panels */
     plait_conv_schedule s = {.tile_w = 3, .tile_k = 1, .vthreads = 1, .unroll = 1, .block_w = 1, .pad_copy = 1};
     CHECK(plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
@@ -448,7 +458,7 @@ static void phase_weights_body(void) {
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
     s.block_h = 0, s.block_w = 0;
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
-    s.block_w = 1, s.split_k = 1;
+    s.block_w = 1, s.split_k = 2;
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &s));
 }
 static void phase_weights(void) { for_each_isa(phase_weights_body); }
@@ -503,7 +513,10 @@ static void two_threads(void) {
     sampled_schedules_body();
     packed_weights_body(); /* threads own ranges of k tiles, one of them none where there is one k tile */
     patch_weights_body();
+    phase_weights_body(); /* image blocks apart: every other block, the last short on odd batches */
     depthwise_shapes_body();
+    plait_set_threads(3); /* three sets of sums, blocks dealt unevenly */
+    phase_weights_body();
     plait_set_threads(1);
 }
 

@@ -113,9 +113,11 @@ int plait_conv_schedule_space(const plait_conv2d_desc *d, plait_conv_direction d
             last_images = images;
             for (int tk = 1; tk <= direct_min(cvecs, DIRECT_MAX_TILE_K); tk++) {
                 int tw = direct_min(direct_min(DIRECT_MAX_TILE_W, v.k), max_tile / tk);
-                plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_w = images, .pad_copy = 1,
-                                         .unroll = 1};
-                count = add(out, count, capacity, d, direction, s);
+                for (int sk = 0; sk < 2; sk++) { /* split_k 1: threads apart by image blocks, sums of their own */
+                    plait_conv_schedule s = {.tile_w = tw, .tile_k = tk, .vthreads = 1, .block_w = images,
+                                             .pad_copy = 1, .split_k = sk, .unroll = 1};
+                    count = add(out, count, capacity, d, direction, s);
+                }
             }
         }
     }
@@ -301,7 +303,13 @@ double plait_conv_cost_model(const plait_conv2d_desc *d, plait_conv_direction di
         double blocks = ceil((double)v.batch / s->block_w);
         double copy = (pixels * v.k + (double)v.batch * d->in_h * d->in_w * v.c) * 8 / MEMORY_BYTES_PER_CYCLE;
         double k_tiles = direct_ceil_div(v.k, s->tile_w), balance = ceil(k_tiles / threads) / (k_tiles / threads);
-        return ((tiles * taps * (pixels * per_pixel + blocks * (2.0 * fma + 30)) + copy) / threads * balance) /
+        double sums = 0;
+        if (direct_phase_weights_by_images(d, s, threads)) {
+            /* image blocks apart: balanced by blocks, a set of sums per thread cleared and added once */
+            balance = ceil(blocks / threads) / (blocks / threads);
+            sums = (double)v.k * taps * v.c * threads * 8 / MEMORY_BYTES_PER_CYCLE;
+        }
+        return ((tiles * taps * (pixels * per_pixel + blocks * (2.0 * fma + 30)) + copy) / threads * balance + sums) /
                CYCLES_PER_SECOND;
     }
     if (direction == PLAIT_CONV_BACKWARD_WEIGHTS && s->pad_copy) {

@@ -160,18 +160,23 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
          * where the unpacked ones read rows of x and dy 2-4 KB apart in a few L1 sets. Paired call by call
          * against the unpacked default (ResNet stride-2 3x3 layers, batch 64, Xeon): 128 -> 256 at 16x16 1.18x
          * one thread, 1.15x two; 256 -> 512 at 8x8 1.18x and 1.26x; 512 -> 512 at 8x8 1.19x and 1.31x; stride
-         * 1 at 8x8 x 256 1.11x / 1.10x and 4x4 x 512 1.44x / 1.42x. Not with 64 channels (64 -> 128 at 32x32
-         * 1.06x one thread but 0.95x two, stride 1 level / 0.81x) nor on larger stride-1 images (16x16 x 128
-         * level). Blocks of about 256 output pixels whose planes of x take at most half the L2 (512 -> 512 at
+         * 1 at 8x8 x 256 1.11x / 1.10x and 4x4 x 512 1.44x / 1.42x. Not with 64 channels at stride 1 (level /
+         * 0.81x) nor on larger stride-1 images (16x16 x 128 level). Blocks of about 256 output pixels whose planes of x take at most half the L2 (512 -> 512 at
          * 8x8: 16 images 0.98x, 8 images 1.19x). 7 x 4 tiles where four vectors divide the channels, else 9 x 3. */
+        /* On two or more threads each takes whole image blocks into sums of its own (split_k 1) where the workspace
+         * holds a set per thread, instead of output-channel tiles over one shared copy of x: paired call by call on
+         * two threads, 64 -> 128 at 32x32 1.09x the unpacked default (0.91x with the tiles split), 128 -> 128 at
+         * 32x32 1.16x, 128 -> 256 at 16x16 1.06x, 256 -> 256 1.02x; one thread runs the same code as split_k 0.
+         * Which is what brings the 64-channel stride-2 layer in (one thread 1.04-1.06x). */
         const int cvecs_in = direct_ceil_div(d->in_channels, DIRECT_LANES);
-        if (!avx2 && direct_phase_weights_applies(d) && d->in_channels >= 128 &&
-            (d->stride_h > 1 || d->stride_w > 1 || out_h(d) * out_w(d) <= 64)) {
+        const bool strided = d->stride_h > 1 || d->stride_w > 1;
+        if (!avx2 && direct_phase_weights_applies(d) && d->in_channels >= (strided ? 64 : 128) &&
+            (strided || out_h(d) * out_w(d) <= 64)) {
             double image_bytes = 4.0 * d->in_h * d->in_w * d->in_channels;
             int images = direct_max(1, 256 / (out_h(d) * out_w(d)));
             images = direct_min(images, (int)(plait_cpu_features()->l2_bytes / 2 / image_bytes));
             s = (plait_conv_schedule){.tile_k = cvecs_in % 4 == 0 ? 4 : 3, .vthreads = 1, .unroll = 1, .pad_copy = 1,
-                                      .block_w = direct_max(1, direct_min(images, d->batch))};
+                                      .split_k = 1, .block_w = direct_max(1, direct_min(images, d->batch))};
             s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 7 : 9);
             return s;
         }

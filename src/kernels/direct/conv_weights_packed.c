@@ -82,6 +82,14 @@ void direct_pack_dy_pixel(const float *ds, int k_begin, int k_end, int tile_w, s
     }
 }
 
+void direct_pack_dy_panel(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel, bool avx512) {
+    if (avx512) {
+        direct_pack_dy_panel_avx512(ds, ds_pixel, pixels, mk, panel);
+        return;
+    }
+    for (int p = 0; p < pixels; p++) memcpy(panel + (size_t)p * mk, ds + p * ds_pixel, (size_t)mk * sizeof(float));
+}
+
 void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace) {
     const int K = d->out_channels, C = d->in_channels, TW = s->tile_w, TK = s->tile_k;

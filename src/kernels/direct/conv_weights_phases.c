@@ -12,8 +12,12 @@
  * with di, dj fixed per tap, so its pixels are consecutive panel rows, and the taps outside the image are cut off
  * by narrowing the window (no zeros are multiplied). Each thread copies dy's channels of its own output-channel
  * tiles into panels [k tile][pixel][tile_w] and accumulates straight into its rows of dw, as the packed 1x1 path
- * does (the tile's roles swapped: rows are output channels, vectors input channels). */
+ * does (the tile's roles swapped: rows are output channels, vectors input channels).
+ *
+ * split_k = 1 on two or more threads, where the workspace holds a set per thread: each thread takes whole image
+ * blocks into planes and sums of its own instead (by_images below), and the sums are added at the end. */
 #include <omp.h>
+#include <string.h>
 
 #include "kernels/direct/direct.h"
 
@@ -47,7 +51,7 @@ static int max_images(const plait_conv2d_desc *d) {
 
 bool direct_phase_weights_valid(const plait_conv2d_desc *d, const plait_conv_schedule *s) {
     return direct_phase_weights_applies(d) && s->block_w >= 1 && s->block_w <= max_images(d) && s->block_h == 0 &&
-           s->split_k == 0 && s->loop_order == PLAIT_LOOP_K_OUTER;
+           (s->split_k == 0 || s->split_k == 1) && s->loop_order == PLAIT_LOOP_K_OUTER;
 }
 
 static phases_layout layout_of(const plait_conv2d_desc *d, const plait_conv_schedule *s) {
@@ -119,6 +123,82 @@ static direct_wtile tap_tile(const plait_conv2d_desc *d, const phases_layout *l,
     };
 }
 
+/* One block's tiles over output channels [0, K) in tiles of tile_w or one less, each tile's dy panel copied just
+ * before its taps (it stays in L1 across every tap and c tile), into the sums at dw. */
+static void run_block(const plait_conv2d_desc *d, const phases_layout *l, int TW, const float *dy_block,
+                      const float *x_panels, float *panel, float *dw, plait_isa isa) {
+    const int K = d->out_channels, taps = d->kernel_h * d->kernel_w, pixels = l->images * l->out_h * l->out_w;
+    const int tiles = direct_ceil_div(K, TW);
+    for (int tile = 0; tile < tiles; tile++) {
+        const int k0 = (int)((long)K * tile / tiles), mk = (int)((long)K * (tile + 1) / tiles) - k0;
+        direct_pack_dy_panel(dy_block + k0, K, pixels, mk, panel, isa == PLAIT_ISA_AVX512);
+        for (int tap = 0; tap < taps; tap++)
+            for (int ct = 0; ct < l->c_tiles; ct++) {
+                int nr;
+                direct_wtile t = tap_tile(d, l, panel, x_panels, dw, k0, mk, tap / d->kernel_w, tap % d->kernel_w, ct,
+                                          &nr);
+                if (nr > 0) direct_run_wtile(isa, &t, mk, nr);
+            }
+    }
+}
+
+static size_t floats_aligned(size_t floats) { return (floats + 15) / 16 * 16; }
+
+/* Per thread with split_k = 1: its planes of a block, one dy panel and (but the first thread's, which sums into dw)
+ * a set of sums. */
+static size_t thread_floats(const plait_conv2d_desc *d, const phases_layout *l, int tile_w) {
+    return floats_aligned(l->panel * l->c_tiles) + floats_aligned((size_t)l->block_pixels * tile_w) +
+           floats_aligned((size_t)d->out_channels * d->kernel_h * d->kernel_w * d->in_channels);
+}
+
+bool direct_phase_weights_by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, int threads) {
+    if (s->split_k != 1 || threads < 2 || !direct_phase_weights_valid(d, s)) return false;
+    const phases_layout l = layout_of(d, s);
+    return threads * thread_floats(d, &l, s->tile_w) <= direct_phase_weights_floats(d);
+}
+
+/* split_k = 1 on two or more threads: each thread takes whole image blocks (every other one) into sums of its
+ * own, then all threads add the sums into dw, a slice each. No planes are shared, so no thread waits for another
+ * until the end; it pays a set of sums per thread and their addition (64 -> 128 at 32x32: 295 KB each). */
+static void by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, const phases_layout *base,
+                      const float *x, const float *dy, float *dw, float *workspace, int threads) {
+    const int K = d->out_channels, C = d->in_channels;
+    const size_t sums = (size_t)K * d->kernel_h * d->kernel_w * C, each = thread_floats(d, base, s->tile_w);
+    const int blocks = direct_ceil_div(d->batch, base->images);
+    const plait_isa isa = direct_isa_resolved();
+#pragma omp parallel num_threads(threads)
+    {
+        const int me = omp_get_thread_num();
+        float *planes = workspace + (size_t)me * each;
+        float *panel = planes + floats_aligned(base->panel * base->c_tiles);
+        float *own = panel + floats_aligned((size_t)base->block_pixels * s->tile_w);
+        float *mine = me == 0 ? dw : own;
+        if (me > 0) memset(mine, 0, sums * sizeof(float));
+        for (int block = me; block < blocks; block += threads) {
+            const int n0 = block * base->images;
+            phases_layout l = *base;
+            if (d->batch - n0 < l.images) { /* a short last block: planes of fewer images */
+                plait_conv_schedule last = *s;
+                last.block_w = d->batch - n0;
+                l = layout_of(d, &last);
+            }
+            for (int row = 0; row < l.images * d->in_h; row++) {
+                const int b = row / d->in_h, ih = row % d->in_h;
+                const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
+                for (int iw = 0; iw < d->in_w; iw++) copy_x_pixel(d, &l, xs + (size_t)iw * C, b, ih, iw, planes, isa == PLAIT_ISA_AVX512);
+            }
+            run_block(d, &l, s->tile_w, dy + (size_t)n0 * l.out_h * l.out_w * K, planes, panel, mine, isa);
+        }
+#pragma omp barrier
+        const size_t from = sums * me / threads, to = sums * (me + 1) / threads;
+        for (int other = 1; other < threads; other++) {
+            const float *theirs = workspace + (size_t)other * each + floats_aligned(base->panel * base->c_tiles) +
+                                  floats_aligned((size_t)base->block_pixels * s->tile_w);
+            for (size_t i = from; i < to; i++) dw[i] += theirs[i];
+        }
+    }
+}
+
 void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace) {
     const int K = d->out_channels, C = d->in_channels, TW = s->tile_w, taps = d->kernel_h * d->kernel_w;
@@ -127,7 +207,12 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
     float *x_panels = (float *)(((size_t)(dy_panels + (size_t)base.block_pixels * K) + 63) & ~(size_t)63);
     const plait_isa isa = direct_isa_resolved();
     const bool avx512 = isa == PLAIT_ISA_AVX512;
-#pragma omp parallel num_threads(plait_threads())
+    const int threads = plait_threads();
+    if (direct_phase_weights_by_images(d, s, threads)) {
+        by_images(d, s, &base, x, dy, dw, workspace, threads);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
     {
         /* each thread owns a range of k tiles (rows of dw): its own dy panels, no reduction */
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();

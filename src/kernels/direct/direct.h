@@ -136,6 +136,9 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
 #define DIRECT_MAX_PHASES 4
 bool direct_phase_weights_applies(const plait_conv2d_desc *d);
 bool direct_phase_weights_valid(const plait_conv2d_desc *d, const plait_conv_schedule *s);
+/* Whether `threads` threads run it image blocks apart with sums of their own (split_k = 1, room in the
+ * workspace for a set per thread) rather than output-channel tiles apart over shared planes. */
+bool direct_phase_weights_by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, int threads);
 size_t direct_phase_weights_floats(const plait_conv2d_desc *d);
 void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace);
@@ -145,11 +148,14 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
 void direct_pack_x_pixel_avx512(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride, float *to);
 void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
                                  float *dy_panels);
+/* Columns [0, mk) (mk <= 16) of `pixels` rows of dy, ds_pixel floats apart, into one panel [pixel][mk]. */
+void direct_pack_dy_panel_avx512(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel);
 /* The same on any ISA (the AVX-512 moves where avx512, else memcpy and memset). */
 void direct_pack_x_pixel(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride, float *to,
                          bool avx512);
 void direct_pack_dy_pixel(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
                           float *dy_panels, bool avx512);
+void direct_pack_dy_panel(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel, bool avx512);
 /* to[j * to_row + i] += from[i * from_row + j] for i < rows, j < cols (both at most 16; from's rows are read
  * whole, 16 floats each). */
 void direct_add_transposed_avx512(const float *from, size_t from_row, int rows, float *to, size_t to_row, int cols);

@@ -32,6 +32,12 @@ TARGET void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end,
     }
 }
 
+TARGET void direct_pack_dy_panel_avx512(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel) {
+    const __mmask16 m = first_lanes(mk);
+    for (int p = 0; p < pixels; p++, ds += ds_pixel, panel += mk)
+        _mm512_mask_storeu_ps(panel, m, _mm512_maskz_loadu_ps(m, ds));
+}
+
 /* col[j] = lane j of every r[i], i.e. column j of the 16 x 16 block whose rows are r. */
 TARGET static inline void transpose16(const __m512 r[16], __m512 col[16]) {
     __m512 t[16], u[16], v[16];
