@@ -162,7 +162,7 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
          * one thread, 1.15x two; 256 -> 512 at 8x8 1.18x and 1.26x; 512 -> 512 at 8x8 1.19x and 1.31x; stride
          * 1 at 8x8 x 256 1.11x / 1.10x and 4x4 x 512 1.44x / 1.42x. Not with 64 channels at stride 1 (level /
          * 0.81x) nor on larger stride-1 images (16x16 x 128 level). Blocks of about 256 output pixels whose planes of x take at most half the L2 (512 -> 512 at
-         * 8x8: 16 images 0.98x, 8 images 1.19x). 7 x 4 tiles where four vectors divide the channels, else 9 x 3. */
+         * 8x8: 16 images 0.98x, 8 images 1.19x). */
         /* On two or more threads each takes whole image blocks into sums of its own (split_k 1) where the workspace
          * holds a set per thread, instead of output-channel tiles over one shared copy of x: paired call by call on
          * two threads, 64 -> 128 at 32x32 1.09x the unpacked default (0.91x with the tiles split), 128 -> 128 at
@@ -175,9 +175,12 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
             double image_bytes = 4.0 * d->in_h * d->in_w * d->in_channels;
             int images = direct_max(1, 256 / (out_h(d) * out_w(d)));
             images = direct_min(images, (int)(plait_cpu_features()->l2_bytes / 2 / image_bytes));
-            s = (plait_conv_schedule){.tile_k = cvecs_in % 4 == 0 ? 4 : 3, .vthreads = 1, .unroll = 1, .pad_copy = 1,
+            /* 14 x 2 tiles where two vectors divide the channels (28 sums, 2 vectors and a broadcast fit the 32
+             * registers; 7 x 4 keeps a sum on the stack): paired against 7 x 4 on the ResNet-18 / -50 layers of the
+             * path, one thread 1.01-1.06x (8x8 and 4x4 inputs 1.04-1.06x), two 1.00-1.06x. Else 9 x 3. */
+            s = (plait_conv_schedule){.tile_k = cvecs_in % 2 == 0 ? 2 : 3, .vthreads = 1, .unroll = 1, .pad_copy = 1,
                                       .split_k = 1, .block_w = direct_max(1, direct_min(images, d->batch))};
-            s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 7 : 9);
+            s.tile_w = direct_min(d->out_channels, s.tile_k == 2 ? 14 : 9);
             return s;
         }
         /* Stems whose whole patch fits the register file (3x3 over 3 channels: 27 elements): patch tiles over a
