@@ -161,11 +161,11 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
          * against the unpacked default (ResNet stride-2 3x3 layers, batch 64, Xeon): 128 -> 256 at 16x16 1.18x
          * one thread, 1.15x two; 256 -> 512 at 8x8 1.18x and 1.26x; 512 -> 512 at 8x8 1.19x and 1.31x; stride
          * 1 at 8x8 x 256 1.11x / 1.10x and 4x4 x 512 1.44x / 1.42x. Not with 64 channels at stride 1 (level /
-         * 0.81x) nor on larger stride-1 images (16x16 x 128 level). Blocks of about 256 output pixels whose planes of x take at most half the L2 (512 -> 512 at
-         * 8x8: 16 images 0.98x, 8 images 1.19x). */
+         * 0.81x) nor on larger stride-1 images (16x16 x 128 level). Blocks of about 256 output pixels whose planes
+         * of x take at most half the L2 (512 -> 512 at 8x8: 16 images 0.98x, 8 images 1.19x). */
         /* On two or more threads each takes whole image blocks into sums of its own (split_k 1) where the workspace
          * holds a set per thread, instead of output-channel tiles over one shared copy of x: paired call by call on
-         * two threads, 64 -> 128 at 32x32 1.09x the unpacked default (0.91x with the tiles split), 128 -> 128 at
+         * two threads, 64 -> 128 at 32x32 1.05-1.09x the unpacked default (0.91x with the tiles split), 128 -> 128 at
          * 32x32 1.16x, 128 -> 256 at 16x16 1.06x, 256 -> 256 1.02x; one thread runs the same code as split_k 0.
          * Which is what brings the 64-channel stride-2 layer in (one thread 1.04-1.06x). */
         const int cvecs_in = direct_ceil_div(d->in_channels, DIRECT_LANES);

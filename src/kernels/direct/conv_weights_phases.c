@@ -185,7 +185,8 @@ static void by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, 
             for (int row = 0; row < l.images * d->in_h; row++) {
                 const int b = row / d->in_h, ih = row % d->in_h;
                 const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
-                for (int iw = 0; iw < d->in_w; iw++) copy_x_pixel(d, &l, xs + (size_t)iw * C, b, ih, iw, planes, isa == PLAIT_ISA_AVX512);
+                for (int iw = 0; iw < d->in_w; iw++)
+                    copy_x_pixel(d, &l, xs + (size_t)iw * C, b, ih, iw, planes, isa == PLAIT_ISA_AVX512);
             }
             run_block(d, &l, s->tile_w, dy + (size_t)n0 * l.out_h * l.out_w * K, planes, panel, mine, isa);
         }
