@@ -123,32 +123,70 @@ static direct_wtile tap_tile(const plait_conv2d_desc *d, const phases_layout *l,
     };
 }
 
+/* The layout of the block of images from n0 on: the base one, or planes of fewer images for a short last block. */
+static phases_layout block_layout(const plait_conv2d_desc *d, const plait_conv_schedule *s, const phases_layout *base,
+                                  int n0) {
+    if (d->batch - n0 >= base->images) return *base;
+    plait_conv_schedule last = *s;
+    last.block_w = d->batch - n0;
+    return layout_of(d, &last);
+}
+
+/* Input row `row` (image row / in_h, row % in_h) of the block from n0 on into its planes. */
+static void copy_x_row(const plait_conv2d_desc *d, const phases_layout *l, const float *x, int n0, int row,
+                       float *x_panels, bool avx512) {
+    const int b = row / d->in_h, ih = row % d->in_h, C = d->in_channels;
+    const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
+    for (int iw = 0; iw < d->in_w; iw++) copy_x_pixel(d, l, xs + (size_t)iw * C, b, ih, iw, x_panels, avx512);
+}
+
+/* Output channels [k0, k0 + mk) from their copied dy panel, over every tap and c tile of the block, into dw. */
+static void run_k_tile(const plait_conv2d_desc *d, const phases_layout *l, const float *panel, const float *x_panels,
+                       float *dw, int k0, int mk, plait_isa isa) {
+    for (int tap = 0; tap < d->kernel_h * d->kernel_w; tap++)
+        for (int ct = 0; ct < l->c_tiles; ct++) {
+            int nr;
+            direct_wtile t = tap_tile(d, l, panel, x_panels, dw, k0, mk, tap / d->kernel_w, tap % d->kernel_w, ct, &nr);
+            if (nr > 0) direct_run_wtile(isa, &t, mk, nr);
+        }
+}
+
 /* One block's tiles over output channels [0, K) in tiles of tile_w or one less, each tile's dy panel copied just
  * before its taps (it stays in L1 across every tap and c tile), into the sums at dw. */
 static void run_block(const plait_conv2d_desc *d, const phases_layout *l, int TW, const float *dy_block,
                       const float *x_panels, float *panel, float *dw, plait_isa isa) {
-    const int K = d->out_channels, taps = d->kernel_h * d->kernel_w, pixels = l->images * l->out_h * l->out_w;
-    const int tiles = direct_ceil_div(K, TW);
+    const int K = d->out_channels, pixels = l->images * l->out_h * l->out_w, tiles = direct_ceil_div(K, TW);
     for (int tile = 0; tile < tiles; tile++) {
         const int k0 = (int)((long)K * tile / tiles), mk = (int)((long)K * (tile + 1) / tiles) - k0;
         direct_pack_dy_panel(dy_block + k0, K, pixels, mk, panel, isa == PLAIT_ISA_AVX512);
-        for (int tap = 0; tap < taps; tap++)
-            for (int ct = 0; ct < l->c_tiles; ct++) {
-                int nr;
-                direct_wtile t = tap_tile(d, l, panel, x_panels, dw, k0, mk, tap / d->kernel_w, tap % d->kernel_w, ct,
-                                          &nr);
-                if (nr > 0) direct_run_wtile(isa, &t, mk, nr);
-            }
+        run_k_tile(d, l, panel, x_panels, dw, k0, mk, isa);
     }
 }
 
 static size_t floats_aligned(size_t floats) { return (floats + 15) / 16 * 16; }
 
-/* Per thread with split_k = 1: its planes of a block, one dy panel and (but the first thread's, which sums into dw)
- * a set of sums. */
+/* Thread t's part of the workspace with split_k = 1: its planes of a block, one dy panel and (but the first
+ * thread's, which sums into dw) a set of sums, in that order. */
+typedef struct thread_part {
+    float *planes, *panel, *sums;
+} thread_part;
+
+static size_t sums_floats(const plait_conv2d_desc *d) {
+    return (size_t)d->out_channels * d->kernel_h * d->kernel_w * d->in_channels;
+}
+
 static size_t thread_floats(const plait_conv2d_desc *d, const phases_layout *l, int tile_w) {
     return floats_aligned(l->panel * l->c_tiles) + floats_aligned((size_t)l->block_pixels * tile_w) +
-           floats_aligned((size_t)d->out_channels * d->kernel_h * d->kernel_w * d->in_channels);
+           floats_aligned(sums_floats(d));
+}
+
+static thread_part thread_part_of(const plait_conv2d_desc *d, const phases_layout *l, int tile_w, float *workspace,
+                                  int t) {
+    thread_part part;
+    part.planes = workspace + (size_t)t * thread_floats(d, l, tile_w);
+    part.panel = part.planes + floats_aligned(l->panel * l->c_tiles);
+    part.sums = part.panel + floats_aligned((size_t)l->block_pixels * tile_w);
+    return part;
 }
 
 bool direct_phase_weights_by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, int threads) {
@@ -162,39 +200,27 @@ bool direct_phase_weights_by_images(const plait_conv2d_desc *d, const plait_conv
  * until the end; it pays a set of sums per thread and their addition (64 -> 128 at 32x32: 295 KB each). */
 static void by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, const phases_layout *base,
                       const float *x, const float *dy, float *dw, float *workspace, int threads) {
-    const int K = d->out_channels, C = d->in_channels;
-    const size_t sums = (size_t)K * d->kernel_h * d->kernel_w * C, each = thread_floats(d, base, s->tile_w);
+    const size_t sums = sums_floats(d);
     const int blocks = direct_ceil_div(d->batch, base->images);
     const plait_isa isa = direct_isa_resolved();
 #pragma omp parallel num_threads(threads)
     {
         const int me = omp_get_thread_num();
-        float *planes = workspace + (size_t)me * each;
-        float *panel = planes + floats_aligned(base->panel * base->c_tiles);
-        float *own = panel + floats_aligned((size_t)base->block_pixels * s->tile_w);
-        float *mine = me == 0 ? dw : own;
+        const thread_part part = thread_part_of(d, base, s->tile_w, workspace, me);
+        float *mine = me == 0 ? dw : part.sums;
         if (me > 0) memset(mine, 0, sums * sizeof(float));
         for (int block = me; block < blocks; block += threads) {
             const int n0 = block * base->images;
-            phases_layout l = *base;
-            if (d->batch - n0 < l.images) { /* a short last block: planes of fewer images */
-                plait_conv_schedule last = *s;
-                last.block_w = d->batch - n0;
-                l = layout_of(d, &last);
-            }
-            for (int row = 0; row < l.images * d->in_h; row++) {
-                const int b = row / d->in_h, ih = row % d->in_h;
-                const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
-                for (int iw = 0; iw < d->in_w; iw++)
-                    copy_x_pixel(d, &l, xs + (size_t)iw * C, b, ih, iw, planes, isa == PLAIT_ISA_AVX512);
-            }
-            run_block(d, &l, s->tile_w, dy + (size_t)n0 * l.out_h * l.out_w * K, planes, panel, mine, isa);
+            const phases_layout l = block_layout(d, s, base, n0);
+            for (int row = 0; row < l.images * d->in_h; row++)
+                copy_x_row(d, &l, x, n0, row, part.planes, isa == PLAIT_ISA_AVX512);
+            run_block(d, &l, s->tile_w, dy + (size_t)n0 * l.out_h * l.out_w * d->out_channels, part.planes,
+                      part.panel, mine, isa);
         }
 #pragma omp barrier
         const size_t from = sums * me / threads, to = sums * (me + 1) / threads;
         for (int other = 1; other < threads; other++) {
-            const float *theirs = workspace + (size_t)other * each + floats_aligned(base->panel * base->c_tiles) +
-                                  floats_aligned((size_t)base->block_pixels * s->tile_w);
+            const float *theirs = thread_part_of(d, base, s->tile_w, workspace, other).sums;
             for (size_t i = from; i < to; i++) dw[i] += theirs[i];
         }
     }
@@ -202,7 +228,7 @@ static void by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, 
 
 void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace) {
-    const int K = d->out_channels, C = d->in_channels, TW = s->tile_w, taps = d->kernel_h * d->kernel_w;
+    const int K = d->out_channels, TW = s->tile_w;
     const phases_layout base = layout_of(d, s);
     float *dy_panels = workspace;
     float *x_panels = (float *)(((size_t)(dy_panels + (size_t)base.block_pixels * K) + 63) & ~(size_t)63);
@@ -219,33 +245,18 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
         const int kt0 = (int)((long)base.k_tiles * me / threads), kt1 = (int)((long)base.k_tiles * (me + 1) / threads);
         for (int n0 = 0; n0 < d->batch; n0 += base.images) {
-            phases_layout l = base;
-            if (d->batch - n0 < l.images) { /* a short last block: planes of fewer images */
-                plait_conv_schedule last = *s;
-                last.block_w = d->batch - n0;
-                l = layout_of(d, &last);
-            }
+            const phases_layout l = block_layout(d, s, &base, n0);
             const int out_pixels = l.out_h * l.out_w;
 #pragma omp for schedule(static)
-            for (int row = 0; row < l.images * d->in_h; row++) {
-                const int b = row / d->in_h, ih = row % d->in_h;
-                const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
-                for (int iw = 0; iw < d->in_w; iw++) copy_x_pixel(d, &l, xs + (size_t)iw * C, b, ih, iw, x_panels, avx512);
-            }
+            for (int row = 0; row < l.images * d->in_h; row++) copy_x_row(d, &l, x, n0, row, x_panels, avx512);
             for (int p = 0; p < l.images * out_pixels; p++)
                 direct_pack_dy_pixel(dy + ((size_t)n0 * out_pixels + p) * K, kt0 * TW, direct_min(K, kt1 * TW), TW,
                                      (size_t)base.block_pixels, p, dy_panels, avx512);
             /* k tile outermost: its dy panel stays in L1 across every tap and c tile */
             for (int kt = kt0; kt < kt1; kt++) {
-                const int k0 = kt * TW, mk = direct_min(TW, K - k0);
-                const float *panel = dy_panels + (size_t)k0 * base.block_pixels;
-                for (int tap = 0; tap < taps; tap++)
-                    for (int ct = 0; ct < l.c_tiles; ct++) {
-                        int nr;
-                        direct_wtile t = tap_tile(d, &l, panel, x_panels, dw, k0, mk, tap / d->kernel_w,
-                                                  tap % d->kernel_w, ct, &nr);
-                        if (nr > 0) direct_run_wtile(isa, &t, mk, nr);
-                    }
+                const int k0 = kt * TW;
+                run_k_tile(d, &l, dy_panels + (size_t)k0 * base.block_pixels, x_panels, dw, k0, direct_min(TW, K - k0),
+                           isa);
             }
             /* the next block's copy of x overwrites planes the other threads may still read */
 #pragma omp barrier
