@@ -34,8 +34,8 @@ static inline void direct_pixel_block(int out_h, int out_w, int pixels, int *blo
  * overwriting when accumulate == 0. Only the first last_lanes lanes of vector NR-1 are stored (the
  * packed weights are zero-padded, so loads of y never pass the tail either). Every x and w address
  * the sums name must be valid: the framework narrows taps at image borders, and taps_h or taps_w may
- * be 0 (then the tile is stored as zeros, or left unchanged when accumulating). Then, for z < zeros, every
- * position stored is stored again shifted by zero_offset[z], as zeros (same lanes). */
+ * be 0 (then the tile is stored as zeros, or left unchanged when accumulating). Also, for z < zeros, every
+ * position stored gets zeros shifted by zero_offset[z] (same lanes; no offset lands on a sum, so any order). */
 typedef struct direct_tile {
     const float *x;
     ptrdiff_t x_pixel, x_vthread, x_tap_row, x_tap_col;

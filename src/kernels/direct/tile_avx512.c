@@ -116,6 +116,11 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                         __builtin_prefetch(t->y + v * t->y_vthread + (MR + m) * t->y_pixel + DIRECT_LANES * j +
                                                (z < 0 ? 0 : t->zero_offset[z]),
                                            0, 2);
+    /* The zeros first: they depend on nothing, and stored before the sums they drain while the multiply-adds
+     * run instead of queueing behind the sums at the end (strided 1x1 backward-data, paired call by call:
+     * ResNet-18's shortcuts 1.01-1.07x one thread, 1.02-1.09x two; ResNet-50's, whose sums are 2-4 times
+     * longer, 0.99-1.02x). */
+    for (int z = 0; z < t->zeros; z++) tile_store(t, t->y + t->zero_offset[z], NULL, true, tail, V, MR, NR);
     for (int r = 0; r < t->taps_h; r++)
         for (int s = 0; s < t->taps_w; s++) {
             const float *xp = t->x + r * t->x_tap_row + s * t->x_tap_col;
@@ -126,7 +131,6 @@ TARGET INLINE void tile_body(const direct_tile *t, const int V, const int MR, co
                 tile_channels(xp, wp, x_pixel, x_vthread, w_kvec, channels, false, V, MR, NR, U, acc);
         }
     tile_store(t, t->y, acc, false, tail, V, MR, NR);
-    for (int z = 0; z < t->zeros; z++) tile_store(t, t->y + t->zero_offset[z], NULL, true, tail, V, MR, NR);
 }
 
 #define TILE_FN(V, MR, NR, U)                                                                      \
