@@ -153,7 +153,12 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
             s.tile_k = cvecs <= 4 ? cvecs : cvecs % 4 == 0 ? 4 : 3;
             int fits = direct_min(DIRECT_MAX_TILE_W, plait_direct_max_tile(PLAIT_ISA_AUTO) / s.tile_k);
             s.tile_w = direct_min(d->out_channels, s.tile_k == 4 ? 6 : fits);
-            pixels = 256;
+            /* With dy read in place, blocks of 128 pixels: the slice of x panel a tile sweeps (128 x 4 vectors,
+             * 32 KB) then stays in L1 from one output-channel tile to the next. Paired call by call against 256
+             * (batch 64; MobileNetV2's 7x7 and 14x14 layers at batch 8): ResNet-18's strided 128 -> 256 and
+             * 256 -> 512 1.05x / 1.06x one thread, 1.03x / 1.11x two; 1024 -> 256 and MobileNetV2's 0.96-1.14x
+             * (7x7 x 160 -> 960 1.14x / 1.03x). With dy in panels too, 256 (128: 0.93-1.05x). */
+            pixels = s.split_k ? 256 : 128;
         }
         /* Windowed layers with 128 or more input channels, strided or on images of at most 64 output pixels: per-tap
          * packed GEMMs over stride-phase planes of x (conv_weights_phases.c), whose tiles read contiguous panels
