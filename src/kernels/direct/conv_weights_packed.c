@@ -45,27 +45,28 @@ size_t direct_packed_weights_floats(const plait_conv2d_desc *d) {
     return (size_t)DIRECT_MAX_PACKED_PIXELS * (d->out_channels + cpad) + 16;
 }
 
-/* Pixel p of the block at image n0, output row h0 (rows rows per image) into every x panel, zero past C. */
-static void copy_x_pixel(const plait_conv2d_desc *d, const packed_layout *l, int x_width, const float *x, int n0,
-                         int h0, int rows, int p, int pixels, float *x_panels, bool avx512) {
-    const int C = d->in_channels, OW = l->out_w;
-    int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
-    const float *xs =
-        x + (((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w + (size_t)ow * d->stride_w) * C;
-    direct_pack_x_pixel(xs, C, x_width, l->c_tiles, (size_t)pixels * x_width, x_panels + (size_t)p * x_width, avx512);
+/* Output row j (of images x rows) of the block at image n0, output row h0 (rows rows per image): its pixels of x
+ * into every x panel, zero past C. */
+static void copy_x_row(const plait_conv2d_desc *d, const packed_layout *l, int x_width, const float *x, int n0,
+                       int h0, int rows, int j, int pixels, float *x_panels, bool avx512) {
+    const int C = d->in_channels, OW = l->out_w, n = n0 + j / rows, oh = h0 + j % rows;
+    const float *xs = x + ((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w * C;
+    direct_pack_x_pixels(xs, (ptrdiff_t)d->stride_w * C, OW, C, x_width, l->c_tiles, (size_t)pixels * x_width,
+                         x_panels + (size_t)j * OW * x_width, avx512);
 }
 
-void direct_pack_x_pixel(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride, float *to,
-                         bool avx512) {
+void direct_pack_x_pixels(const float *xs, ptrdiff_t xs_pixel, int pixels, int C, int x_width, int c_tiles,
+                          size_t panel_stride, float *to, bool avx512) {
     if (avx512) {
-        direct_pack_x_pixel_avx512(xs, C, x_width, c_tiles, panel_stride, to);
+        direct_pack_x_pixels_avx512(xs, xs_pixel, pixels, C, x_width, c_tiles, panel_stride, to);
         return;
     }
-    for (int ct = 0; ct < c_tiles; ct++, to += panel_stride) {
-        int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
-        memcpy(to, xs + c0, (size_t)valid * sizeof(float));
-        memset(to + valid, 0, (size_t)(x_width - valid) * sizeof(float));
-    }
+    for (int p = 0; p < pixels; p++, xs += xs_pixel, to += x_width)
+        for (int ct = 0; ct < c_tiles; ct++) {
+            int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
+            memcpy(to + ct * panel_stride, xs + c0, (size_t)valid * sizeof(float));
+            memset(to + ct * panel_stride + valid, 0, (size_t)(x_width - valid) * sizeof(float));
+        }
 }
 
 void direct_pack_dy_pixel(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
@@ -119,12 +120,12 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                 const int images = direct_min(block_n, d->batch - n0), rows = direct_min(block_h, OH - h0);
                 const int pixels = images * rows * OW;
                 if (!x_in_place && own_x) {
-                    for (int p = 0; p < pixels; p++)
-                        copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
+                    for (int j = 0; j < images * rows; j++)
+                        copy_x_row(d, &l, x_width, x, n0, h0, rows, j, pixels, x_mine, avx512);
                 } else if (!x_in_place) {
 #pragma omp for schedule(static)
-                    for (int p = 0; p < pixels; p++)
-                        copy_x_pixel(d, &l, x_width, x, n0, h0, rows, p, pixels, x_mine, avx512);
+                    for (int j = 0; j < images * rows; j++)
+                        copy_x_row(d, &l, x_width, x, n0, h0, rows, j, pixels, x_mine, avx512);
                 }
                 for (int p = 0; p < pixels && !dy_in_place; p++) {
                     int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;

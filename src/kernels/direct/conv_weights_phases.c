@@ -81,17 +81,6 @@ size_t direct_phase_weights_floats(const plait_conv2d_desc *d) {
     return (size_t)images * out_pixels * d->out_channels + (size_t)images * d->in_h * d->in_w * cpad + 32;
 }
 
-/* Input pixel (b, ih, iw) of the block into its plane of every c tile's panel. */
-static void copy_x_pixel(const plait_conv2d_desc *d, const phases_layout *l, const float *xs, int b, int ih, int iw,
-                         float *x_panels, bool avx512) {
-    int ph = ih % d->stride_h, pw = iw % d->stride_w;
-    size_t at = l->plane_at[ph][pw] + (((size_t)b * phase_extent(d->in_h, d->stride_h, ph) + ih / d->stride_h) *
-                                           phase_extent(d->in_w, d->stride_w, pw) +
-                                       iw / d->stride_w) *
-                                          l->x_width;
-    direct_pack_x_pixel(xs, d->in_channels, l->x_width, l->c_tiles, l->panel, x_panels + at, avx512);
-}
-
 /* The tile of output channels [k0, k0 + mk), tap (r, s), c tile ct over the block's images, with its vectors of
  * input channels in *nr (0 where no output pixel of the block meets the tap inside the image). */
 static direct_wtile tap_tile(const plait_conv2d_desc *d, const phases_layout *l, const float *dy_panel,
@@ -132,12 +121,18 @@ static phases_layout block_layout(const plait_conv2d_desc *d, const plait_conv_s
     return layout_of(d, &last);
 }
 
-/* Input row `row` (image row / in_h, row % in_h) of the block from n0 on into its planes. */
+/* Input row `row` (image row / in_h, row % in_h) of the block from n0 on into its planes: the row's pixels of
+ * each column phase are one run of a plane row. */
 static void copy_x_row(const plait_conv2d_desc *d, const phases_layout *l, const float *x, int n0, int row,
                        float *x_panels, bool avx512) {
-    const int b = row / d->in_h, ih = row % d->in_h, C = d->in_channels;
+    const int b = row / d->in_h, ih = row % d->in_h, C = d->in_channels, ph = ih % d->stride_h;
     const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
-    for (int iw = 0; iw < d->in_w; iw++) copy_x_pixel(d, l, xs + (size_t)iw * C, b, ih, iw, x_panels, avx512);
+    const size_t plane_row = (size_t)b * phase_extent(d->in_h, d->stride_h, ph) + ih / d->stride_h;
+    for (int pw = 0; pw < d->stride_w && pw < d->in_w; pw++) {
+        const int cols = phase_extent(d->in_w, d->stride_w, pw);
+        direct_pack_x_pixels(xs + (size_t)pw * C, (ptrdiff_t)d->stride_w * C, cols, C, l->x_width, l->c_tiles,
+                             l->panel, x_panels + l->plane_at[ph][pw] + plane_row * cols * l->x_width, avx512);
+    }
 }
 
 /* Output channels [k0, k0 + mk) from their copied dy panel, over every tap and c tile of the block, into dw. */

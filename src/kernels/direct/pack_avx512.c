@@ -12,14 +12,19 @@ TARGET static inline __mmask16 first_lanes(int n) {
     return n >= DIRECT_LANES ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
-TARGET void direct_pack_x_pixel_avx512(const float *xs, int C, int x_width, int c_tiles, size_t panel_stride,
-                                       float *to) {
-    for (int ct = 0; ct < c_tiles; ct++, to += panel_stride)
-        for (int i = 0; i < x_width; i += DIRECT_LANES) {
-            int c = ct * x_width + i;
-            __m512 v = c < C ? _mm512_maskz_loadu_ps(first_lanes(C - c), xs + c) : _mm512_setzero_ps();
-            _mm512_storeu_ps(to + i, v);
-        }
+TARGET void direct_pack_x_pixels_avx512(const float *xs, ptrdiff_t xs_pixel, int pixels, int C, int x_width,
+                                        int c_tiles, size_t panel_stride, float *to) {
+    for (int p = 0; p < pixels; p++, xs += xs_pixel, to += x_width) {
+        float *dst = to;
+        for (int ct = 0; ct < c_tiles; ct++, dst += panel_stride)
+            for (int i = 0; i < x_width; i += DIRECT_LANES) {
+                int c = ct * x_width + i;
+                __m512 v = c + DIRECT_LANES <= C ? _mm512_loadu_ps(xs + c)
+                           : c < C              ? _mm512_maskz_loadu_ps(first_lanes(C - c), xs + c)
+                                                : _mm512_setzero_ps();
+                _mm512_storeu_ps(dst + i, v);
+            }
+    }
 }
 
 TARGET void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels,
