@@ -72,6 +72,7 @@ typedef struct plait_cpu {
     bool avx2, fma, avx512f;
     char model[64];
     size_t l2_bytes; /* one core's L2 cache (512 KiB when the system does not say) */
+    size_t l3_bytes; /* the last-level cache the cores share (0 when the system does not say) */
 } plait_cpu;
 const plait_cpu *plait_cpu_features(void);
 

@@ -53,6 +53,8 @@ const plait_cpu *plait_cpu_features(void) {
     for (int i = (int)strlen(cpu.model) - 1; i >= 0 && cpu.model[i] == ' '; i--) cpu.model[i] = 0;
     long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
     cpu.l2_bytes = l2 > 0 ? (size_t)l2 : (size_t)512 * 1024;
+    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    cpu.l3_bytes = l3 > 0 ? (size_t)l3 : 0;
     probed = 1;
     return &cpu;
 }
