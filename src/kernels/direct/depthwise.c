@@ -45,9 +45,9 @@ static bool large_output(size_t out_floats) { return out_floats * sizeof(float) 
 /* Non-temporal stores (no read-for-ownership of the output: a third less memory traffic) for large outputs
  * where every stored vector starts on a cache line (channels a multiple of 16, aligned output). Measured
  * on AVX2 (Zen 3, mbv2 layers at batch 8, alternating builds): forward rows ran faster with plain stores on
- * one thread and two, so they stream on AVX-512 only; backward-data streaming was bimodal (4-6 or 17-20
- * GFLOP/s run to run on one layer) and came out even with plain stores over one and two threads, so it
- * keeps streaming (docs/kernels.md). */
+ * one thread and two, so forward streams on AVX-512 only, and there only past half the last-level cache (the
+ * forward's call site); backward-data streaming was bimodal (4-6 or 17-20 GFLOP/s run to run on one layer)
+ * and came out even with plain stores over one and two threads, so it keeps streaming on AVX2 (docs/kernels.md). */
 static bool use_stream(const float *out, int channels, size_t out_floats) {
     return channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && large_output(out_floats);
 }
