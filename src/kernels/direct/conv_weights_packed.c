@@ -127,11 +127,12 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
                     for (int j = 0; j < images * rows; j++)
                         copy_x_row(d, &l, x_width, x, n0, h0, rows, j, pixels, x_mine, avx512);
                 }
-                for (int p = 0; p < pixels && !dy_in_place; p++) {
-                    int n = n0 + p / (rows * OW), oh = h0 + p / OW % rows, ow = p % OW;
-                    const float *ds = dy + (((size_t)n * OH + oh) * OW + ow) * K;
-                    direct_pack_dy_pixel(ds, kt0 * TW, direct_min(K, kt1 * TW), TW, l.block_pixels, p, dy_panels,
-                                         avx512);
+                /* an image's rows of the block are consecutive pixels of dy */
+                for (int b = 0, p = 0; b < images && !dy_in_place; b++) {
+                    const float *ds = dy + (((size_t)(n0 + b) * OH + h0) * OW) * K;
+                    for (int q = 0; q < rows * OW; q++, p++)
+                        direct_pack_dy_pixel(ds + (size_t)q * K, kt0 * TW, direct_min(K, kt1 * TW), TW, l.block_pixels,
+                                             p, dy_panels, avx512);
                 }
                 /* the next block streams into L2 while this one computes, a share per unit */
                 direct_pixel_range next =
