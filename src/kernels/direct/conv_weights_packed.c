@@ -52,16 +52,16 @@ static void copy_x_row(const plait_conv2d_desc *d, const packed_layout *l, int x
     const int C = d->in_channels, OW = l->out_w, n = n0 + j / rows, oh = h0 + j % rows;
     const float *xs = x + ((size_t)n * d->in_h + (size_t)oh * d->stride_h) * d->in_w * C;
     direct_pack_x_pixels(xs, (ptrdiff_t)d->stride_w * C, OW, C, x_width, l->c_tiles, (size_t)pixels * x_width,
-                         x_panels + (size_t)j * OW * x_width, avx512);
+                         x_panels + (size_t)j * OW * x_width, x_width, avx512);
 }
 
 void direct_pack_x_pixels(const float *xs, ptrdiff_t xs_pixel, int pixels, int C, int x_width, int c_tiles,
-                          size_t panel_stride, float *to, bool avx512) {
+                          size_t panel_stride, float *to, ptrdiff_t to_pixel, bool avx512) {
     if (avx512) {
-        direct_pack_x_pixels_avx512(xs, xs_pixel, pixels, C, x_width, c_tiles, panel_stride, to);
+        direct_pack_x_pixels_avx512(xs, xs_pixel, pixels, C, x_width, c_tiles, panel_stride, to, to_pixel);
         return;
     }
-    for (int p = 0; p < pixels; p++, xs += xs_pixel, to += x_width)
+    for (int p = 0; p < pixels; p++, xs += xs_pixel, to += to_pixel)
         for (int ct = 0; ct < c_tiles; ct++) {
             int c0 = ct * x_width, valid = direct_max(0, direct_min(x_width, C - c0));
             memcpy(to + ct * panel_stride, xs + c0, (size_t)valid * sizeof(float));
@@ -83,12 +83,14 @@ void direct_pack_dy_pixel(const float *ds, int k_begin, int k_end, int tile_w, s
     }
 }
 
-void direct_pack_dy_panel(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel, bool avx512) {
+void direct_pack_dy_panel(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel, size_t panel_pixel,
+                          bool avx512) {
     if (avx512) {
-        direct_pack_dy_panel_avx512(ds, ds_pixel, pixels, mk, panel);
+        direct_pack_dy_panel_avx512(ds, ds_pixel, pixels, mk, panel, panel_pixel);
         return;
     }
-    for (int p = 0; p < pixels; p++) memcpy(panel + (size_t)p * mk, ds + p * ds_pixel, (size_t)mk * sizeof(float));
+    for (int p = 0; p < pixels; p++)
+        memcpy(panel + p * panel_pixel, ds + p * ds_pixel, (size_t)mk * sizeof(float));
 }
 
 void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,

@@ -14,6 +14,10 @@
  * tiles into panels [k tile][pixel][tile_w] and accumulates straight into its rows of dw, as the packed 1x1 path
  * does (the tile's roles swapped: rows are output channels, vectors input channels).
  *
+ * Planes and panels hold the block's images innermost, [row][column][image][channels]: a window's row over every
+ * image is then one run of pixels, where rows of single images were 3-4 pixels on the 8x8 layers' 4x4 outputs and
+ * each cost the tile a loop exit and a new pair of row pointers.
+ *
  * split_k = 1 on two or more threads, where the workspace holds a set per thread: each thread takes whole image
  * blocks into planes and sums of its own instead (by_images below), and the sums are added at the end. */
 #include <omp.h>
@@ -97,12 +101,25 @@ static phases_layout layout_of(const plait_conv2d_desc *d, const plait_conv_sche
     return l;
 }
 
-size_t direct_phase_weights_floats(const plait_conv2d_desc *d) {
-    int images = max_images(d);
+static size_t floats_aligned(size_t floats) { return (floats + 15) / 16 * 16; }
+
+/* Sets of planes the workspace holds: on up to this many threads each copies every block into planes of its own,
+ * else they share one set (see direct_backward_weights_phases). */
+#define PHASE_PLANE_SETS 2
+
+/* One set of planes of the largest block, and its dy panels, whatever the schedule. */
+static size_t planes_floats(const plait_conv2d_desc *d) {
+    size_t cpad = (size_t)d->in_channels + DIRECT_LANES * DIRECT_MAX_TILE_K;
+    return floats_aligned((size_t)max_images(d) * d->in_h * d->in_w * cpad);
+}
+static size_t panels_floats(const plait_conv2d_desc *d) {
     int out_pixels = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h) *
                      direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
-    size_t cpad = (size_t)d->in_channels + DIRECT_LANES * DIRECT_MAX_TILE_K;
-    return (size_t)images * out_pixels * d->out_channels + (size_t)images * d->in_h * d->in_w * cpad + 32;
+    return floats_aligned((size_t)max_images(d) * out_pixels * d->out_channels);
+}
+
+size_t direct_phase_weights_floats(const plait_conv2d_desc *d) {
+    return panels_floats(d) + PHASE_PLANE_SETS * planes_floats(d) + 32;
 }
 
 /* The tile of output channels [k0, k0 + mk), tap (r, s), c tile ct over the block's images, with its vectors of
@@ -115,28 +132,26 @@ static direct_wtile tap_tile(const plait_conv2d_desc *d, const phases_layout *l,
     const int pw = h->phase, dj = h->shift, cols = h->extent, ow0 = h->lo, ow1 = h->hi;
     const int c0 = ct * l->x_width, vectors = direct_ceil_div(direct_min(l->x_width, C - c0), DIRECT_LANES);
     *nr = oh0 < oh1 && ow0 < ow1 ? vectors : 0;
+    const int images = l->images;
     direct_wtile t = {
-        .x = dy_panel + ((size_t)oh0 * l->out_w + ow0) * mk,
+        .x = dy_panel + ((size_t)oh0 * l->out_w + ow0) * images * mk,
         .x_pixel = mk,
-        .x_row = (ptrdiff_t)l->out_w * mk,
-        .x_image = (ptrdiff_t)l->out_h * l->out_w * mk,
-        .dy = x_panels + ct * l->panel + l->plane_at[ph][pw] + ((size_t)(oh0 + di) * cols + ow0 + dj) * l->x_width,
+        .x_row = (ptrdiff_t)l->out_w * images * mk,
+        .dy = x_panels + ct * l->panel + l->plane_at[ph][pw] +
+              ((size_t)(oh0 + di) * cols + ow0 + dj) * images * l->x_width,
         .dy_pixel = l->x_width,
-        .dy_row = (ptrdiff_t)cols * l->x_width,
-        .dy_image = (ptrdiff_t)rows * cols * l->x_width,
-        .pixels = ow1 - ow0,
+        .dy_row = (ptrdiff_t)cols * images * l->x_width,
+        .pixels = (ow1 - ow0) * images,
         .rows = oh1 - oh0,
-        .images = l->images,
+        .images = 1,
         .acc = dw + ((size_t)k0 * d->kernel_h * d->kernel_w + (size_t)r * d->kernel_w + s) * C + c0,
         .acc_c = (ptrdiff_t)d->kernel_h * d->kernel_w * C,
         .last_lanes = direct_min(DIRECT_LANES, C - c0 - (vectors - 1) * DIRECT_LANES),
     };
-    /* a window of whole rows of both is one run of pixels, of whole images too: the tile then runs it as one
-     * loop (256 -> 512 at 8x8, 4-pixel rows: 1.03x; 16-pixel rows 1.0-1.01x) */
-    if (t.pixels == l->out_w && cols == l->out_w) {
-        t.pixels *= t.rows, t.rows = 1;
-        if (t.pixels == l->out_h * l->out_w && rows == l->out_h) t.pixels *= t.images, t.images = 1;
-    }
+    (void)rows;
+    /* a window of whole rows of both is one run of pixels: the tile then runs it as one loop (256 -> 512 at 8x8,
+     * 4-pixel rows: 1.03x; 16-pixel rows 1.0-1.01x) */
+    if (ow1 - ow0 == l->out_w && cols == l->out_w) t.pixels *= t.rows, t.rows = 1;
     return t;
 }
 
@@ -150,16 +165,17 @@ static phases_layout block_layout(const plait_conv2d_desc *d, const plait_conv_s
 }
 
 /* Input row `row` (image row / in_h, row % in_h) of the block from n0 on into its planes: the row's pixels of
- * each column phase are one run of a plane row. */
+ * each column phase go to a plane row, one image's place in each of its pixels. */
 static void copy_x_row(const plait_conv2d_desc *d, const phases_layout *l, const float *x, int n0, int row,
                        float *x_panels, bool avx512) {
     const int b = row / d->in_h, ih = row % d->in_h, C = d->in_channels, ph = ih % d->stride_h;
     const float *xs = x + (((size_t)(n0 + b) * d->in_h + ih) * d->in_w) * C;
-    const size_t plane_row = (size_t)b * phase_extent(d->in_h, d->stride_h, ph) + ih / d->stride_h;
+    const size_t images = (size_t)l->images, plane_row = (size_t)(ih / d->stride_h);
     for (int pw = 0; pw < d->stride_w && pw < d->in_w; pw++) {
         const int cols = phase_extent(d->in_w, d->stride_w, pw);
         direct_pack_x_pixels(xs + (size_t)pw * C, (ptrdiff_t)d->stride_w * C, cols, C, l->x_width, l->c_tiles,
-                             l->panel, x_panels + l->plane_at[ph][pw] + plane_row * cols * l->x_width, avx512);
+                             l->panel, x_panels + l->plane_at[ph][pw] + (plane_row * cols * images + b) * l->x_width,
+                             (ptrdiff_t)(images * l->x_width), avx512);
     }
 }
 
@@ -203,16 +219,16 @@ static void run_k_tile(const plait_conv2d_desc *d, const phases_layout *l, const
  * before its taps (it stays in L1 across every tap and c tile), into the sums at dw. */
 static void run_block(const plait_conv2d_desc *d, const phases_layout *l, int TW, const float *dy_block,
                       const float *x_panels, float *panel, float *dw, const direct_block_spans *next, plait_isa isa) {
-    const int K = d->out_channels, pixels = l->images * l->out_h * l->out_w, tiles = direct_ceil_div(K, TW);
+    const int K = d->out_channels, out_pixels = l->out_h * l->out_w, tiles = direct_ceil_div(K, TW);
     const long per_tile = calls_per_k_tile(d, l);
     for (int tile = 0; tile < tiles; tile++) {
         const int k0 = (int)((long)K * tile / tiles), mk = (int)((long)K * (tile + 1) / tiles) - k0;
-        direct_pack_dy_panel(dy_block + k0, K, pixels, mk, panel, isa == PLAIT_ISA_AVX512);
+        for (int b = 0; b < l->images; b++)
+            direct_pack_dy_panel(dy_block + (size_t)b * out_pixels * K + k0, K, out_pixels, mk, panel + b * mk,
+                                 (size_t)l->images * mk, isa == PLAIT_ISA_AVX512);
         run_k_tile(d, l, panel, x_panels, dw, k0, mk, next, tile * per_tile, tiles * per_tile, isa);
     }
 }
-
-static size_t floats_aligned(size_t floats) { return (floats + 15) / 16 * 16; }
 
 /* Thread t's part of the workspace with split_k = 1: its planes of a block, one dy panel and (but the first
  * thread's, which sums into dw) a set of sums, in that order. */
@@ -241,7 +257,8 @@ static thread_part thread_part_of(const plait_conv2d_desc *d, const phases_layou
 bool direct_phase_weights_by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, int threads) {
     if (s->split_k != 1 || threads < 2 || !direct_phase_weights_valid(d, s)) return false;
     const phases_layout l = layout_of(d, s);
-    return threads * thread_floats(d, &l, s->tile_w) <= direct_phase_weights_floats(d);
+    /* where it fitted before the second set of planes (given room for more, by images ran 0.91-0.99x on 8x8) */
+    return threads * thread_floats(d, &l, s->tile_w) <= panels_floats(d) + planes_floats(d) + 32;
 }
 
 /* split_k = 1 on two or more threads: each thread takes whole image blocks (every other one) into sums of its
@@ -291,30 +308,46 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
     }
 #pragma omp parallel num_threads(threads)
     {
-        /* each thread owns a range of k tiles (rows of dw): its own dy panels, no reduction */
+        /* each thread owns an equal range of output channels (rows of dw) in tiles of tile_w from its first: its
+         * own dy panels, no reduction, and no thread waits at the block's end for a whole tile more (37 tiles of 14
+         * on 512 channels put 18 on one thread and 19 on the other) */
         const int threads = omp_get_num_threads(), me = omp_get_thread_num();
-        const int kt0 = (int)((long)base.k_tiles * me / threads), kt1 = (int)((long)base.k_tiles * (me + 1) / threads);
+        const int k_begin = (int)((long)K * me / threads), k_end = (int)((long)K * (me + 1) / threads);
+        const int my_tiles = direct_ceil_div(k_end - k_begin, TW);
+        /* Up to PHASE_PLANE_SETS threads each copy every block into planes of their own: then no thread waits for
+         * another, and none reads planes the other core wrote (two threads, 256 -> 512 at 8x8: 1.03-1.07x, the
+         * copy no slower for twice the rows). Else the threads copy a share of the rows into one set and wait for
+         * each other twice a block. */
+        const bool own_planes = threads <= PHASE_PLANE_SETS;
+        float *const planes = x_panels + (own_planes ? (size_t)me * planes_floats(d) : 0);
         for (int n0 = 0; n0 < d->batch; n0 += base.images) {
             const phases_layout l = block_layout(d, s, &base, n0);
             const int out_pixels = l.out_h * l.out_w;
+            if (own_planes) {
+                for (int row = 0; row < l.images * d->in_h; row++) copy_x_row(d, &l, x, n0, row, planes, avx512);
+            } else {
 #pragma omp for schedule(static)
-            for (int row = 0; row < l.images * d->in_h; row++) copy_x_row(d, &l, x, n0, row, x_panels, avx512);
-            for (int p = 0; p < l.images * out_pixels; p++)
-                direct_pack_dy_pixel(dy + ((size_t)n0 * out_pixels + p) * K, kt0 * TW, direct_min(K, kt1 * TW), TW,
-                                     (size_t)base.block_pixels, p, dy_panels, avx512);
+                for (int row = 0; row < l.images * d->in_h; row++) copy_x_row(d, &l, x, n0, row, planes, avx512);
+            }
+            for (int p = 0; p < l.images * out_pixels; p++) /* to [pixel][image] */
+                direct_pack_dy_pixel(dy + ((size_t)n0 * out_pixels + p) * K, k_begin, k_end, TW,
+                                     (size_t)base.block_pixels, p % out_pixels * l.images + p / out_pixels, dy_panels,
+                                     avx512);
             /* one thread pulls the next block in; on more, each its part of x's span would miss the rows the
              * other copies, and its dy columns are no span */
             const direct_block_spans next =
                 threads == 1 ? block_spans(d, &base, x, dy, n0 + base.images) : (direct_block_spans){0};
             const long per_tile = calls_per_k_tile(d, &l);
             /* k tile outermost: its dy panel stays in L1 across every tap and c tile */
-            for (int kt = kt0; kt < kt1; kt++) {
-                const int k0 = kt * TW;
-                run_k_tile(d, &l, dy_panels + (size_t)k0 * base.block_pixels, x_panels, dw, k0, direct_min(TW, K - k0),
-                           &next, (kt - kt0) * per_tile, (kt1 - kt0) * per_tile, isa);
+            for (int kt = 0; kt < my_tiles; kt++) {
+                const int k0 = k_begin + kt * TW;
+                run_k_tile(d, &l, dy_panels + (size_t)k0 * base.block_pixels, planes, dw, k0,
+                           direct_min(TW, k_end - k0), &next, kt * per_tile, my_tiles * per_tile, isa);
             }
-            /* the next block's copy of x overwrites planes the other threads may still read */
+            if (!own_planes) {
+                /* the next block's copy of x overwrites planes the other threads may still read */
 #pragma omp barrier
+            }
         }
     }
 }

@@ -143,22 +143,25 @@ size_t direct_phase_weights_floats(const plait_conv2d_desc *d);
 void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
                                     const float *dy, float *dw, void *workspace);
 /* Its panel copies on AVX-512 (pack_avx512.c): a run of `pixels` pixels of x, xs_pixel floats apart, each one's C
- * floats into c_tiles panels of x_width floats, panel_stride apart, zero past C, at consecutive panel rows (one
+ * floats into c_tiles panels of x_width floats, panel_stride apart, zero past C, to_pixel floats apart (one
  * call per run rather than a call and its index divisions per pixel: 1.01-1.02x on 64 -> 128); one pixel of dy,
  * its channels [k_begin, k_end) into the panels of k tiles of tile_w channels, k0 * block_pixels + p * (the tile's
  * width) into dy_panels. */
 void direct_pack_x_pixels_avx512(const float *xs, ptrdiff_t xs_pixel, int pixels, int C, int x_width, int c_tiles,
-                                 size_t panel_stride, float *to);
+                                 size_t panel_stride, float *to, ptrdiff_t to_pixel);
 void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
                                  float *dy_panels);
-/* Columns [0, mk) (mk <= 16) of `pixels` rows of dy, ds_pixel floats apart, into one panel [pixel][mk]. */
-void direct_pack_dy_panel_avx512(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel);
+/* Columns [0, mk) (mk <= 16) of `pixels` rows of dy, ds_pixel floats apart, into one panel, panel_pixel floats
+ * apart. */
+void direct_pack_dy_panel_avx512(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel,
+                                 size_t panel_pixel);
 /* The same on any ISA (the AVX-512 moves where avx512, else memcpy and memset). */
 void direct_pack_x_pixels(const float *xs, ptrdiff_t xs_pixel, int pixels, int C, int x_width, int c_tiles,
-                          size_t panel_stride, float *to, bool avx512);
+                          size_t panel_stride, float *to, ptrdiff_t to_pixel, bool avx512);
 void direct_pack_dy_pixel(const float *ds, int k_begin, int k_end, int tile_w, size_t block_pixels, int p,
                           float *dy_panels, bool avx512);
-void direct_pack_dy_panel(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel, bool avx512);
+void direct_pack_dy_panel(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel, size_t panel_pixel,
+                          bool avx512);
 /* to[j * to_row + i] += from[i * from_row + j] for i < rows, j < cols (both at most 16; from's rows are read
  * whole, 16 floats each). */
 void direct_add_transposed_avx512(const float *from, size_t from_row, int rows, float *to, size_t to_row, int cols);

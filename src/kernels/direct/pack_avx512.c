@@ -13,8 +13,8 @@ TARGET static inline __mmask16 first_lanes(int n) {
 }
 
 TARGET void direct_pack_x_pixels_avx512(const float *xs, ptrdiff_t xs_pixel, int pixels, int C, int x_width,
-                                        int c_tiles, size_t panel_stride, float *to) {
-    for (int p = 0; p < pixels; p++, xs += xs_pixel, to += x_width) {
+                                        int c_tiles, size_t panel_stride, float *to, ptrdiff_t to_pixel) {
+    for (int p = 0; p < pixels; p++, xs += xs_pixel, to += to_pixel) {
         float *dst = to;
         for (int ct = 0; ct < c_tiles; ct++, dst += panel_stride)
             for (int i = 0; i < x_width; i += DIRECT_LANES) {
@@ -37,9 +37,10 @@ TARGET void direct_pack_dy_pixel_avx512(const float *ds, int k_begin, int k_end,
     }
 }
 
-TARGET void direct_pack_dy_panel_avx512(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel) {
+TARGET void direct_pack_dy_panel_avx512(const float *ds, size_t ds_pixel, int pixels, int mk, float *panel,
+                                        size_t panel_pixel) {
     const __mmask16 m = first_lanes(mk);
-    for (int p = 0; p < pixels; p++, ds += ds_pixel, panel += mk)
+    for (int p = 0; p < pixels; p++, ds += ds_pixel, panel += panel_pixel)
         _mm512_mask_storeu_ps(panel, m, _mm512_maskz_loadu_ps(m, ds));
 }
 
