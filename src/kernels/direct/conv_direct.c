@@ -273,13 +273,15 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
      * 0.94x), and on the 7x7 stem over 3 channels (forward 0.93x). Backward-data over phase rows of 4 pixels
      * or fewer (3 inside the image and 1 at its edge on 8x8 inputs) in one-pixel tiles of 4 vectors instead, every
      * tile alike: 256 -> 512 at 8x8 1.027x one thread, 1.033x two; 8-pixel rows 0.98x, 16 1.01x (paired call by
-     * call, 2026-12-06). */
+     * call, 2026-12-06). Such a tile reads 4 weight vectors per 16 multiply-adds, so its K blocks of one tile each
+     * keep a thread on a quarter of the weights across images (split_k): 1.025x one thread, 1.02x two. */
     if (!avx2 && !pointwise && (d->stride_h > 1 || d->stride_w > 1) && d->batch >= 4 && d->in_channels >= 16 &&
         problem_weights <= l2_bytes) {
         bool short_rows = direction == PLAIT_CONV_BACKWARD_DATA && width <= 4 && kvecs >= 4;
         int tile_k = short_rows ? 4 : kvecs % 3 == 1 ? direct_min(kvecs, 2) : direct_min(kvecs, 3);
         return (plait_conv_schedule){.tile_w = short_rows ? 1 : 2, .tile_k = tile_k, .vthreads = 4,
-                                     .vthread_images = 1, .unroll = s.unroll, .block_h = 4};
+                                     .vthread_images = 1, .unroll = s.unroll, .block_h = 4,
+                                     .split_k = short_rows, .block_k = short_rows ? tile_k : 0};
     }
     bool split = windowed_3x3 ? !avx2 && problem_weights > 1.5 * l2_bytes : weight_bytes > l2_bytes;
     if (split) {
