@@ -171,8 +171,10 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
         /* On two or more threads each takes whole image blocks into sums of its own (split_k 1) where the workspace
          * holds a set per thread, instead of output-channel tiles over one shared copy of x: paired call by call on
          * two threads, 64 -> 128 at 32x32 1.05-1.09x the unpacked default (0.91x with the tiles split), 128 -> 128 at
-         * 32x32 1.16x, 128 -> 256 at 16x16 1.06x, 256 -> 256 1.02x; one thread runs the same code as split_k 0.
-         * Which is what brings the 64-channel stride-2 layer in (one thread 1.04-1.06x). */
+         * 32x32 1.16x, 128 -> 256 at 16x16 1.06x, 256 -> 256 1.02x. Which is what brings the 64-channel stride-2
+         * layer in (one thread 1.04-1.06x). On one thread split_k 1 runs image blocks too, into dw, each tile's dy
+         * panel copied just before its taps: only up to 128 output channels (paired call by call against split_k 0:
+         * 64 -> 128 stride 2 1.023x, 128 -> 128 1.007x; 256 and 512 0.98-0.995x). */
         const int cvecs_in = direct_ceil_div(d->in_channels, DIRECT_LANES);
         const bool strided = d->stride_h > 1 || d->stride_w > 1;
         if (!avx2 && direct_phase_weights_applies(d) && d->in_channels >= (strided ? 64 : 128) &&
@@ -184,7 +186,8 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
              * registers; 7 x 4 keeps a sum on the stack): paired against 7 x 4 on the ResNet-18 / -50 layers of the
              * path, one thread 1.01-1.06x (8x8 and 4x4 inputs 1.04-1.06x), two 1.00-1.06x. Else 9 x 3. */
             s = (plait_conv_schedule){.tile_k = cvecs_in % 2 == 0 ? 2 : 3, .vthreads = 1, .unroll = 1, .pad_copy = 1,
-                                      .split_k = 1, .block_w = direct_max(1, direct_min(images, d->batch))};
+                                      .split_k = plait_threads() > 1 || d->out_channels <= 128,
+                                      .block_w = direct_max(1, direct_min(images, d->batch))};
             s.tile_w = direct_min(d->out_channels, s.tile_k == 2 ? 14 : 9);
             return s;
         }

@@ -137,7 +137,7 @@ void direct_backward_weights_packed(const plait_conv2d_desc *d, const plait_conv
 bool direct_phase_weights_applies(const plait_conv2d_desc *d);
 bool direct_phase_weights_valid(const plait_conv2d_desc *d, const plait_conv_schedule *s);
 /* Whether `threads` threads run it image blocks apart with sums of their own (split_k = 1, room in the
- * workspace for a set per thread) rather than output-channel tiles apart over shared planes. */
+ * workspace for a set per thread; one thread sums into dw) rather than output-channel tiles apart. */
 bool direct_phase_weights_by_images(const plait_conv2d_desc *d, const plait_conv_schedule *s, int threads);
 size_t direct_phase_weights_floats(const plait_conv2d_desc *d);
 void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
