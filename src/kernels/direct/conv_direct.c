@@ -273,19 +273,23 @@ plait_conv_schedule plait_conv_direct_schedule(const plait_conv2d_desc *d, plait
      * at 32x32 1.14x / 1.19x (1.13x / 1.18x), 128 -> 128 at 32x32 1.13x / 1.13x (1.17x / 1.12x), 128 -> 256 at
      * 16x16 1.02x / 1.08x (1.02x / 1.09x); backward-data 256 -> 256 at 16x16 1.01x (1.03x), 256 -> 512 at 8x8
      * 1.03x (0.99x). With more weights it loses (forward 256 -> 512 at 8x8 0.71x, backward-data 512 -> 512
-     * 0.94x), and on the 7x7 stem over 3 channels (forward 0.93x). Backward-data over phase rows of 4 pixels
-     * or fewer (3 inside the image and 1 at its edge on 8x8 inputs) in one-pixel tiles of 4 vectors instead, every
-     * tile alike: 256 -> 512 at 8x8 1.027x one thread, 1.033x two; 8-pixel rows 0.98x, 16 1.01x (paired call by
-     * call, 2026-12-06). Such a tile reads 4 weight vectors per 16 multiply-adds, so its K blocks of one tile each
-     * keep a thread on a quarter of the weights across images (split_k): 1.025x one thread, 1.02x two. */
-    if (!avx2 && !pointwise && (d->stride_h > 1 || d->stride_w > 1) && d->batch >= 4 && d->in_channels >= 16 &&
-        problem_weights <= l2_bytes) {
-        bool short_rows = direction == PLAIT_CONV_BACKWARD_DATA && width <= 4 && kvecs >= 4;
-        int tile_k = short_rows ? 4 : kvecs % 3 == 1 ? direct_min(kvecs, 2) : direct_min(kvecs, 3);
-        return (plait_conv_schedule){.tile_w = short_rows ? 1 : 2, .tile_k = tile_k, .vthreads = 4,
-                                     .vthread_images = 1, .unroll = s.unroll, .block_h = 4,
-                                     .split_k = short_rows, .block_k = short_rows ? tile_k : 0};
-    }
+     * 0.94x), and on the 7x7 stem over 3 channels (forward 0.93x). */
+    bool strided_windows = !avx2 && !pointwise && (d->stride_h > 1 || d->stride_w > 1) && d->batch >= 4 &&
+                           d->in_channels >= 16;
+    /* Rows of 4 pixels or fewer (8x8 inputs: forward outputs, or backward-data's phase rows, 3 inside the image
+     * and 1 at its edge) in one-pixel tiles of 4 vectors on 4 images, every tile alike, in place, each thread on
+     * K blocks of one tile across images (such a tile reads 4 weight vectors per 16 multiply-adds). Paired call by
+     * call against the defaults before (2026-12-06): backward-data 256 -> 512 1.05x one thread, 1.06x two (in two
+     * steps: the tile 1.027x / 1.033x, the K blocks 1.021x / 1.029x), 512 -> 512 1.089x; forward 256 -> 512
+     * 1.046x / 1.052x (the padded copy and its two-tile split of a row gone), 128 -> 256 1.059x; but forward over
+     * 512 channels 0.988x, which keeps the split below. Two threads: backward-data 512 -> 512 1.105x, forward
+     * 128 -> 256 1.092x. 8-pixel phase rows 0.98x, 16 1.01x. */
+    if (strided_windows && width <= 4 && kvecs >= 4 && (direction == PLAIT_CONV_BACKWARD_DATA || reduction <= 256))
+        return (plait_conv_schedule){.tile_w = 1, .tile_k = 4, .vthreads = 4, .vthread_images = 1,
+                                     .unroll = s.unroll, .block_h = 4, .split_k = 1, .block_k = 4};
+    if (strided_windows && problem_weights <= l2_bytes)
+        return (plait_conv_schedule){.tile_w = 2, .tile_k = direct_min(kvecs, kvecs % 3 == 1 ? 2 : 3), .vthreads = 4,
+                                     .vthread_images = 1, .unroll = s.unroll, .block_h = 4};
     bool split = windowed_3x3 ? !avx2 && problem_weights > 1.5 * l2_bytes : weight_bytes > l2_bytes;
     if (split) {
         s.split_k = 1;
