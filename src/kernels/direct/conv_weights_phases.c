@@ -48,7 +48,7 @@ typedef struct axis_window {
 #define PHASE_MAX_KERNEL 16
 
 typedef struct phases_layout {
-    int out_h, out_w, images, block_pixels, x_width, c_tiles, k_tiles;
+    int out_h, out_w, images, block_pixels, x_width, c_tiles;
     axis_window along_h[PHASE_MAX_KERNEL], along_w[PHASE_MAX_KERNEL];
     size_t plane_at[DIRECT_MAX_PHASES][DIRECT_MAX_PHASES]; /* floats from a c tile's panel start, per image block */
     size_t panel;                                           /* floats of one c tile's panel (every plane) */
@@ -90,7 +90,6 @@ static phases_layout layout_of(const plait_conv2d_desc *d, const plait_conv_sche
     l.block_pixels = l.images * l.out_h * l.out_w;
     l.x_width = s->tile_k * DIRECT_LANES;
     l.c_tiles = direct_ceil_div(d->in_channels, l.x_width);
-    l.k_tiles = direct_ceil_div(d->out_channels, s->tile_w);
     for (int r = 0; r < d->kernel_h; r++) l.along_h[r] = window_along(r, d->pad_h, d->stride_h, d->in_h, l.out_h);
     for (int c = 0; c < d->kernel_w; c++) l.along_w[c] = window_along(c, d->pad_w, d->stride_w, d->in_w, l.out_w);
     l.panel = 0;
@@ -130,7 +129,7 @@ static direct_wtile tap_tile(const plait_conv2d_desc *d, const phases_layout *l,
                              const float *x_panels, float *dw, int k0, int mk, int r, int s, int ct, int *nr) {
     const int C = d->in_channels;
     const axis_window *v = &l->along_h[r], *h = &l->along_w[s];
-    const int ph = v->phase, di = v->shift, rows = v->extent, oh0 = v->lo, oh1 = v->hi;
+    const int ph = v->phase, di = v->shift, oh0 = v->lo, oh1 = v->hi;
     const int pw = h->phase, dj = h->shift, cols = h->extent, ow0 = h->lo, ow1 = h->hi;
     const int c0 = ct * l->x_width, vectors = direct_ceil_div(direct_min(l->x_width, C - c0), DIRECT_LANES);
     *nr = oh0 < oh1 && ow0 < ow1 ? vectors : 0;
@@ -150,7 +149,6 @@ static direct_wtile tap_tile(const plait_conv2d_desc *d, const phases_layout *l,
         .acc_c = (ptrdiff_t)d->kernel_h * d->kernel_w * C,
         .last_lanes = direct_min(DIRECT_LANES, C - c0 - (vectors - 1) * DIRECT_LANES),
     };
-    (void)rows;
     /* a window of whole rows of both is one run of pixels: the tile then runs it as one loop (256 -> 512 at 8x8,
      * 4-pixel rows: 1.03x; 16-pixel rows 1.0-1.01x) */
     if (ow1 - ow0 == l->out_w && cols == l->out_w) t.pixels *= t.rows, t.rows = 1;
@@ -337,8 +335,9 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
                 direct_pack_dy_pixel(dy + ((size_t)n0 * out_pixels + p) * K, k_begin, k_end, TW,
                                      (size_t)base.block_pixels, p % out_pixels * l.images + p / out_pixels, dy_panels,
                                      avx512);
-            /* one thread pulls the next block in; on more, each its part of x's span would miss the rows the
-             * other copies, and its dy columns are no span */
+            /* one thread pulls the next block in; two with planes of their own gained nothing by it on the 8x8
+             * layers (blocks of 8 images 0.98-0.99x; 16 pass half the L2), and over shared planes each thread's
+             * part of x's span would miss the rows the other copies */
             const direct_block_spans next =
                 threads == 1 ? block_spans(d, &base, x, dy, n0 + base.images) : (direct_block_spans){0};
             const long per_tile = calls_per_k_tile(d, &l);

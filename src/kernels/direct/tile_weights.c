@@ -71,7 +71,8 @@ AVX512 INLINE void patch_avx512_body(const direct_wtile *t, const int RUN, const
                 if (one > both)
                     patch_pixels(t, &xp, &dp, one - both, a.at + 64 * (ptrdiff_t)(seen + both), NULL, true, false,
                                  RUN, FIRST, MC, NR, FULL, tail, acc);
-                patch_pixels(t, &xp, &dp, t->pixels - one, NULL, NULL, false, false, RUN, FIRST, MC, NR, FULL, tail, acc);
+                patch_pixels(t, &xp, &dp, t->pixels - one, NULL, NULL, false, false, RUN, FIRST, MC, NR, FULL, tail,
+                             acc);
             } else {
                 patch_pixels(t, &xp, &dp, t->pixels, NULL, NULL, false, false, RUN, FIRST, MC, NR, FULL, tail, acc);
             }
