@@ -331,10 +331,10 @@ void direct_backward_weights_phases(const plait_conv2d_desc *d, const plait_conv
 #pragma omp for schedule(static)
                 for (int row = 0; row < l.images * d->in_h; row++) copy_x_row(d, &l, x, n0, row, planes, avx512);
             }
-            for (int p = 0; p < l.images * out_pixels; p++) /* to [pixel][image] */
-                direct_pack_dy_pixel(dy + ((size_t)n0 * out_pixels + p) * K, k_begin, k_end, TW,
-                                     (size_t)base.block_pixels, p % out_pixels * l.images + p / out_pixels, dy_panels,
-                                     avx512);
+            for (int b = 0; b < l.images; b++) /* image b's pixel q to panel row q * images + b */
+                for (int q = 0; q < out_pixels; q++)
+                    direct_pack_dy_pixel(dy + ((size_t)(n0 + b) * out_pixels + q) * K, k_begin, k_end, TW,
+                                         (size_t)base.block_pixels, q * l.images + b, dy_panels, avx512);
             /* one thread pulls the next block in; two with planes of their own gained nothing by it on the 8x8
              * layers (blocks of 8 images 0.98-0.99x; 16 pass half the L2), and over shared planes each thread's
              * part of x's span would miss the rows the other copies */
