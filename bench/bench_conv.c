@@ -543,8 +543,10 @@ int main(int argc, char **argv) {
         }
     }
     double peak = measure_peak(threads);
-    printf("# %s, %d thread(s), isa %s, measured FMA peak %.1f GFLOP/s; preliminary: shared machine, short runs\n",
-           plait_cpu_features()->model, threads, plait_isa_name(plait_direct_isa()), peak);
+    const plait_cpu *cpu = plait_cpu_features();
+    printf("# %s (L2 %zu KiB, L3 %zu KiB), %d thread(s), isa %s, measured FMA peak %.1f GFLOP/s; preliminary: "
+           "shared machine, short runs\n",
+           cpu->model, cpu->l2_bytes >> 10, cpu->l3_bytes >> 10, threads, plait_isa_name(plait_direct_isa()), peak);
 #ifndef PLAIT_HAVE_DNNL
     printf("# oneDNN not found at build time: its column is 0\n");
 #endif

@@ -32,6 +32,32 @@ void plait_set_threads(int threads) {
 
 int plait_threads(void) { return thread_count; }
 
+/* The size of cpu0's unified cache of a level as the kernel reports it (0 when it does not). Read before
+ * sysconf: glibc derives the L3 from CPUID, which on a Zen 4 guest under KVM gave 320 MiB for a 32 MiB L3. */
+static size_t sysfs_cache_bytes(int level) {
+    for (int index = 0; index < 8; index++) {
+        char path[96], text[32];
+        int found = 0;
+        unsigned long size = 0;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/level", index);
+        FILE *f = fopen(path, "r");
+        if (!f) break;
+        if (fscanf(f, "%d", &found) != 1) found = 0;
+        fclose(f);
+        if (found != level) continue;
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
+        f = fopen(path, "r");
+        if (!f) return 0;
+        char unit = 0;
+        int fields = fscanf(f, "%lu%31s", &size, text);
+        fclose(f);
+        if (fields < 1) return 0;
+        unit = fields == 2 ? text[0] : 0;
+        return (size_t)size * (unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1);
+    }
+    return 0;
+}
+
 const plait_cpu *plait_cpu_features(void) {
     static plait_cpu cpu;
     static int probed;
@@ -51,10 +77,10 @@ const plait_cpu *plait_cpu_features(void) {
     }
     /* Trim trailing spaces the brand string carries. */
     for (int i = (int)strlen(cpu.model) - 1; i >= 0 && cpu.model[i] == ' '; i--) cpu.model[i] = 0;
-    long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    cpu.l2_bytes = l2 > 0 ? (size_t)l2 : (size_t)512 * 1024;
-    long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-    cpu.l3_bytes = l3 > 0 ? (size_t)l3 : 0;
+    size_t l2 = sysfs_cache_bytes(2), l3 = sysfs_cache_bytes(3);
+    long l2_conf = sysconf(_SC_LEVEL2_CACHE_SIZE), l3_conf = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    cpu.l2_bytes = l2 ? l2 : l2_conf > 0 ? (size_t)l2_conf : (size_t)512 * 1024;
+    cpu.l3_bytes = l3 ? l3 : l3_conf > 0 ? (size_t)l3_conf : 0;
     probed = 1;
     return &cpu;
 }
