@@ -75,6 +75,9 @@ typedef struct plait_cpu {
     size_t l3_bytes; /* the last-level cache the cores share (0 when the system does not say) */
 } plait_cpu;
 const plait_cpu *plait_cpu_features(void);
+/* Replaces the cache sizes the kernels' heuristics read (tests: to reach the paths of another machine's caches
+ * with small tensors). */
+void plait_cpu_set_caches(size_t l2_bytes, size_t l3_bytes);
 
 /* Write a file atomically: to `path`.tmp, fsync, rename over `path`, fsync the directory. */
 int plait_write_file_atomic(const char *path, const void *data, size_t bytes);

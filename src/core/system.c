@@ -85,6 +85,12 @@ const plait_cpu *plait_cpu_features(void) {
     return &cpu;
 }
 
+void plait_cpu_set_caches(size_t l2_bytes, size_t l3_bytes) {
+    plait_cpu *cpu = (plait_cpu *)plait_cpu_features();
+    cpu->l2_bytes = l2_bytes;
+    cpu->l3_bytes = l3_bytes;
+}
+
 int plait_write_file_atomic(const char *path, const void *data, size_t bytes) {
     char temp[4096];
     if (snprintf(temp, sizeof temp, "%s.tmp", path) >= (int)sizeof temp) return plait_fail("path too long: %s", path);

@@ -52,6 +52,16 @@ static bool use_stream(const float *out, int channels, size_t out_floats) {
     return channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && large_output(out_floats);
 }
 
+/* Streamed on AVX-512 only where input and output together pass half the last-level cache, so that the output
+ * would be gone by the time its reader comes anyway. On the Xeon (480 MB L3) plain stores ran 112x112x32
+ * 1.13-1.2x and 56x56x144 level (forward; backward-data 1.08-1.09x), batch 8, one thread; on Zen 4 (32 MB L3)
+ * streaming ran forward 1.06-1.17x and backward-data 1.55-3.8x (112x112x32, 112x112x96 s2, 56x56x144 s1 and
+ * s2; in-process A/B, one thread). */
+static bool stream_past_cache(const float *out, int channels, size_t in_floats, size_t out_floats) {
+    const size_t l3 = plait_cpu_features()->l3_bytes;
+    return use_stream(out, channels, out_floats) && (l3 == 0 || (in_floats + out_floats) * sizeof(float) > l3 / 2);
+}
+
 /* Channels per block of a row: a block's three input rows stay in L1 while its pixel tiles sweep them. */
 #define DW_CHANNEL_BLOCK 128
 
@@ -81,12 +91,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
     const dw_row_fn fn = row_kernel(isa, S, d->stride_w);
     const int lanes = lanes_of(isa), tile = s.tile_w;
     const size_t out_floats = (size_t)d->batch * OH * OW * C;
-    /* Streamed only where input and output together pass half the last-level cache, so that the output would be
-     * gone by the time its reader comes anyway: on the Xeon (480 MB L3) plain stores ran 112x112x32 1.13-1.2x and
-     * 56x56x144 level (batch 8, one thread); the Zen 4 machine that chose streaming had 32 MB. */
-    const size_t l3 = plait_cpu_features()->l3_bytes, in_floats = (size_t)d->batch * H * W * C;
-    const bool stream = isa == PLAIT_ISA_AVX512 && use_stream(y, C, out_floats) &&
-                        (l3 == 0 || (in_floats + out_floats) * sizeof(float) > l3 / 2);
+    const bool stream = isa == PLAIT_ISA_AVX512 && stream_past_cache(y, C, (size_t)d->batch * H * W * C, out_floats);
     /* pairs of output rows (schedule vthreads 2): one job when every tap row of both is inside the image, else
      * one job per row */
     const int pairs = direct_ceil_div(OH, 2);
@@ -177,9 +182,9 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv
     /* pairs of dx rows (schedule vthreads 2, stride 1): their shared R - 1 dy rows read once for both */
     const int per = s.vthreads == 2 ? 2 : 1, groups = direct_ceil_div(H, per);
     const bool phases = !both || C % lanes != 0; /* the phases' taps are needed (for the channels left over) */
-    const size_t out_floats = (size_t)d->batch * H * W * C;
-    /* streamed on AVX2 only: on the Xeon plain stores ran 1.08-1.09x on 112x112x32 and 56x56x144 (2026-12-05) */
-    const bool stream = isa == PLAIT_ISA_AVX2 && use_stream(dx, C, out_floats);
+    const size_t out_floats = (size_t)d->batch * H * W * C, in_floats = (size_t)d->batch * OH * OW * C;
+    const bool stream = isa == PLAIT_ISA_AVX2 ? use_stream(dx, C, out_floats)
+                                              : isa == PLAIT_ISA_AVX512 && stream_past_cache(dx, C, in_floats, out_floats);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
