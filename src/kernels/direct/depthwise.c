@@ -97,9 +97,13 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
     const int pairs = direct_ceil_div(OH, 2);
     const bool paired = s.vthreads == 2;
     /* software prefetch of the input rows the next output row adds, for inputs far larger than the caches.
-     * Measured on the AVX2 machine (Zen 3), one thread: 112x112x32 9-10 -> 40-42 GFLOP/s, 56x56x144 8-11 -> 19;
-     * on the AVX-512 machine (Zen 4) prefetching forward rows cost more than it saved, so it stays off there. */
-    const bool prefetch = isa == PLAIT_ISA_AVX2 && (size_t)d->batch * H * W * C * sizeof(float) >= ((size_t)8 << 20);
+     * Measured on the AVX2 machine (Zen 3), one thread: 112x112x32 9-10 -> 40-42 GFLOP/s, 56x56x144 8-11 -> 19.
+     * On Zen 4 (AVX-512, 32 MB L3 shared with other guests, so these inputs come from memory more often than not;
+     * in-process A/B, batch 8): one thread 112x112x32 1.51x, 112x112x96 s2 1.38x, 56x56x144 2.15x, 56x56x144 s2
+     * 1.65x; two threads 0.96x, 1.44x, 1.47x, 1.64x. An earlier Zen 4 measurement had found it costing more
+     * than it saved, before these layers' outputs were streamed. */
+    const bool prefetch =
+        isa != PLAIT_ISA_PORTABLE && (size_t)d->batch * H * W * C * sizeof(float) >= ((size_t)8 << 20);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
