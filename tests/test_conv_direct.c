@@ -225,8 +225,9 @@ static void depthwise_shapes_body(void) {
 
 /* Outputs of 8 MiB and more take non-temporal stores (and backward-data prefetches dy), stride 1 and 2, on
  * the vector paths (the portable one has no such stores), where input and output pass half the L3: taken as
- * 8 MiB here, whatever this machine's. Backward-weights has no output of that size. The 160-channel layer's
- * backward-data runs both column phases in one pass, the 272-channel one apart. */
+ * 8 MiB here, whatever this machine's. Backward-weights has no output of that size; on inputs of 8 MiB it pulls
+ * each next band into L2. The 160-channel layer's backward-data runs both column phases in one pass, the
+ * 272-channel one apart. */
 static void depthwise_streaming(size_t first) {
     const plait_cpu saved = *plait_cpu_features();
     plait_cpu_set_caches(saved.l2_bytes, (size_t)8 << 20);
@@ -236,7 +237,7 @@ static void depthwise_streaming(size_t first) {
         {1, 128, 127, 160, 160, 3, 3, 2, 2, 1, 1, 160},
     };
     for (size_t i = first; i < sizeof large / sizeof large[0]; i++)
-        for (int dir = 0; dir < 2; dir++) check_direction(&large[i], (plait_conv_direction)dir, NULL, 4900 + i);
+        for (int dir = 0; dir < 3; dir++) check_direction(&large[i], (plait_conv_direction)dir, NULL, 4900 + i);
     plait_cpu_set_caches(saved.l2_bytes, saved.l3_bytes);
 }
 

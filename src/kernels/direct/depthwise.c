@@ -287,6 +287,10 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
     const dw_band_fn fn = band_kernel(isa, R, S, d->stride_w);
     const int lanes = lanes_of(isa), full = fn ? C / lanes * lanes : 0;
     const int band = direct_min(s.block_h, OH), bands = direct_ceil_div(OH, band);
+    /* Inputs of 8 MB and more whose channels span more than one vector group: each group's first pass over a
+     * band would meet its lines (a few of every pixel's) one demand miss at a time, a pattern the hardware
+     * prefetchers do not follow; the thread's next band is pulled into L2 in order instead (band_prefetch). */
+    const bool ahead = full > 2 * lanes && (size_t)d->batch * H * W * C * sizeof(float) >= ((size_t)8 << 20);
 #pragma omp parallel num_threads(threads)
     {
         float *mine = partial + size * (size_t)omp_get_thread_num();
@@ -300,6 +304,17 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
                 .R = R, .S = S, .SH = d->stride_h, .SW = d->stride_w, .pad_h = d->pad_h, .pad_w = d->pad_w,
                 .oh0 = oh0, .oh1 = direct_min(OH, oh0 + band), .acc = mine, .cpad = cpad,
             };
+            if (ahead && item + 1 < (long)d->batch * bands) {
+                /* the next band of this thread (static schedule: consecutive items) */
+                int n2 = (int)((item + 1) / bands), oh2 = (int)((item + 1) % bands) * band;
+                int oh2_end = direct_min(OH, oh2 + band);
+                int ih_lo = oh2 == 0 ? 0 : direct_max(0, (oh2 - 1) * d->stride_h - d->pad_h + R);
+                int ih_hi = direct_min(H, (oh2_end - 1) * d->stride_h - d->pad_h + R);
+                j.next[0] = x + (((size_t)n2 * H + ih_lo) * W) * C;
+                j.next_floats[0] = ih_hi > ih_lo ? (size_t)(ih_hi - ih_lo) * W * C : 0;
+                j.next[1] = dy + (((size_t)n2 * OH + oh2) * OW) * C;
+                j.next_floats[1] = (size_t)(oh2_end - oh2) * OW * C;
+            }
             if (full > 0) fn(&j, 0, full);
             if (full < C) dw_band_generic(&j, full, C);
         }

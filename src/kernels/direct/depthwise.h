@@ -58,6 +58,10 @@ typedef struct dw_bandjob {
     int oh0, oh1;
     float *acc;
     int cpad;
+    /* Memory the thread's next band reads first (its new rows of x, its rows of dy), pulled into L2 a share at
+     * a time by each tile row of each channel vector group; next_floats 0 = none. */
+    const float *next[2];
+    size_t next_floats[2];
 } dw_bandjob;
 typedef void (*dw_band_fn)(const dw_bandjob *j, int c_begin, int c_end);
 

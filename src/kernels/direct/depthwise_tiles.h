@@ -351,16 +351,35 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
     for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
 }
 
-/* The whole band for V channel vectors from c, M output rows at a time while the strides match. */
-DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi, const int R, const int S,
-                                     const int SW, const int T, const int SETS, const int V, const int M) {
+/* Share `part` of `parts` of the next band's memory into L2. */
+DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, long part, long parts) {
+    for (int k = 0; k < 2; k++) {
+        size_t lines = j->next_floats[k] / 16, first = lines * part / parts, last = lines * (part + 1) / parts;
+        for (size_t line = first; line < last; line++) __builtin_prefetch(j->next[k] + line * 16, 0, 2);
+    }
+}
+
+/* The whole band for V channel vectors from c (group `group` of `groups`), M output rows at a time while the
+ * strides match. */
+DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int group, int groups, int lo, int hi, const int R,
+                                     const int S, const int SW, const int T, const int SETS, const int V,
+                                     const int M) {
     DW_VEC acc[2 * 25];
 #pragma GCC unroll 50
     for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
+    const bool ahead = j->next_floats[0] + j->next_floats[1] > 0;
+    const int rows = j->oh1 - j->oh0;
     int oh = j->oh0;
     if (M > 1 && j->SH == SW)
-        for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
-    for (; oh < j->oh1; oh++) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
+        for (; oh + M <= j->oh1; oh += M) {
+            if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, (long)groups * rows);
+            DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
+            if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh + 1 - j->oh0, (long)groups * rows);
+        }
+    for (; oh < j->oh1; oh++) {
+        if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, (long)groups * rows);
+        DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
+    }
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 25
@@ -376,10 +395,13 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi,
  * band, and the band's rows of x and dy stay in L2 for the next vectors. */
 DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
                                   const int T, const int SETS, const int V, const int M) {
-    int lo, hi, c = c_begin;
+    int lo, hi, c = c_begin, group = 0;
+    const int groups = (c_end - c_begin) / (V * DW_LANES) + (c_end - c_begin) % (V * DW_LANES) / DW_LANES;
     DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V, M);
-    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1, M);
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES, group++)
+        DW_NAME(band_vectors)(j, c, group, groups, lo, hi, R, S, SW, T, SETS, V, M);
+    for (; c < c_end; c += DW_LANES, group++)
+        DW_NAME(band_vectors)(j, c, group, groups, lo, hi, R, S, SW, T, SETS, 1, M);
 }
 
 #define DW_BAND(R, SW, T, SETS, V, M)                                                                  \
