@@ -21,5 +21,6 @@
 #define DW_S2_TILE 4
 #define DW_S2_VECTORS 2
 #define DW_WTILE_5 2
+#define DW_NARROW 0
 
 #include "kernels/direct/depthwise_tiles.h"

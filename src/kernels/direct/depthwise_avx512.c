@@ -21,5 +21,6 @@
 #define DW_S2_TILE 8
 #define DW_S2_VECTORS 4
 #define DW_WTILE_5 4
+#define DW_NARROW 7
 
 #include "kernels/direct/depthwise_tiles.h"
