@@ -48,11 +48,10 @@ static size_t sysfs_cache_bytes(int level) {
         snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", index);
         f = fopen(path, "r");
         if (!f) return 0;
-        char unit = 0;
         int fields = fscanf(f, "%lu%31s", &size, text);
         fclose(f);
         if (fields < 1) return 0;
-        unit = fields == 2 ? text[0] : 0;
+        char unit = fields == 2 ? text[0] : 0;
         return (size_t)size * (unit == 'K' ? 1024 : unit == 'M' ? 1024 * 1024 : 1);
     }
     return 0;

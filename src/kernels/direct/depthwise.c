@@ -39,8 +39,9 @@ static void run_row(const dw_rowjob *j, dw_row_fn fn, int lanes, int channels) {
     if (full < channels) dw_row_generic(j, full, channels);
 }
 
-/* Outputs of 8 MiB and more are taken not to be in cache any more when their reader comes. */
-static bool large_output(size_t out_floats) { return out_floats * sizeof(float) >= ((size_t)8 << 20); }
+/* Tensors of 8 MiB and more are taken not to be in cache any more when they are next read: outputs when their
+ * reader comes, inputs when a row or band comes to them. */
+static bool large_tensor(size_t floats) { return floats * sizeof(float) >= ((size_t)8 << 20); }
 
 /* Non-temporal stores (no read-for-ownership of the output: a third less memory traffic) for large outputs
  * where every stored vector starts on a cache line (channels a multiple of 16, aligned output). Measured
@@ -49,7 +50,7 @@ static bool large_output(size_t out_floats) { return out_floats * sizeof(float) 
  * forward's call site); backward-data streaming was bimodal (4-6 or 17-20 GFLOP/s run to run on one layer)
  * and came out even with plain stores over one and two threads, so it keeps streaming on AVX2 (docs/kernels.md). */
 static bool use_stream(const float *out, int channels, size_t out_floats) {
-    return channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && large_output(out_floats);
+    return channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && large_tensor(out_floats);
 }
 
 /* Streamed on AVX-512 only where input and output together pass half the last-level cache, so that the output
@@ -91,7 +92,8 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
     const dw_row_fn fn = row_kernel(isa, S, d->stride_w);
     const int lanes = lanes_of(isa), tile = s.tile_w;
     const size_t out_floats = (size_t)d->batch * OH * OW * C;
-    const bool stream = isa == PLAIT_ISA_AVX512 && stream_past_cache(y, C, (size_t)d->batch * H * W * C, out_floats);
+    const size_t in_floats = (size_t)d->batch * H * W * C;
+    const bool stream = isa == PLAIT_ISA_AVX512 && stream_past_cache(y, C, in_floats, out_floats);
     /* pairs of output rows (schedule vthreads 2): one job when every tap row of both is inside the image, else
      * one job per row */
     const int pairs = direct_ceil_div(OH, 2);
@@ -102,8 +104,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
      * in-process A/B, batch 8): one thread 112x112x32 1.51x, 112x112x96 s2 1.38x, 56x56x144 2.15x, 56x56x144 s2
      * 1.65x; two threads 0.96x, 1.44x, 1.47x, 1.64x. An earlier Zen 4 measurement had found it costing more
      * than it saved, before these layers' outputs were streamed. */
-    const bool prefetch =
-        isa != PLAIT_ISA_PORTABLE && (size_t)d->batch * H * W * C * sizeof(float) >= ((size_t)8 << 20);
+    const bool prefetch = isa != PLAIT_ISA_PORTABLE && large_tensor(in_floats);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
@@ -292,7 +293,7 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
     /* Inputs of 8 MB and more whose channels span more than one vector group: each group's first pass over a
      * band would meet its lines (a few of every pixel's) one demand miss at a time, a pattern the hardware
      * prefetchers do not follow; the thread's next band is pulled into L2 in order instead (band_prefetch). */
-    const bool ahead = full > 2 * lanes && (size_t)d->batch * H * W * C * sizeof(float) >= ((size_t)8 << 20);
+    const bool ahead = full > 2 * lanes && large_tensor((size_t)d->batch * H * W * C);
 #pragma omp parallel num_threads(threads)
     {
         float *mine = partial + size * (size_t)omp_get_thread_num();
@@ -356,7 +357,7 @@ plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_
                         (direction == PLAIT_CONV_FORWARD ? (size_t)OH * OW : (size_t)d->in_h * d->in_w);
     s.tile_w = default_tile(direct_isa_resolved(), OW);
     s.block_c = DW_CHANNEL_BLOCK;
-    if (d->stride_h == 1 && d->stride_w == 1 && !large_output(out_floats)) s.vthreads = 2;
+    if (d->stride_h == 1 && d->stride_w == 1 && !large_tensor(out_floats)) s.vthreads = 2;
     return s;
 }
 

@@ -174,7 +174,6 @@ DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int t, int c_begin,
     for (; c < c_end; c += DW_LANES) DW_NAME(row_tile1)(j, o, t, c, S, SW, T, 1, checked);
 }
 
-
 /* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Within a
  * block of channels, pixel tiles outside channel vectors, so input rows are read front to back. */
 DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T,
@@ -365,10 +364,10 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
     for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
 }
 
-/* Share `part` of `parts` of the next band's memory into L2. */
-DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, long part, long parts) {
+/* Shares [part, part + count) of `parts` of the next band's memory into L2. */
+DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, long part, long count, long parts) {
     for (int k = 0; k < 2; k++) {
-        size_t lines = j->next_floats[k] / 16, first = lines * part / parts, last = lines * (part + 1) / parts;
+        size_t lines = j->next_floats[k] / 16, first = lines * part / parts, last = lines * (part + count) / parts;
         for (size_t line = first; line < last; line++) __builtin_prefetch(j->next[k] + line * 16, 0, 2);
     }
 }
@@ -386,12 +385,11 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int group, int 
     int oh = j->oh0;
     if (M > 1 && j->SH == SW)
         for (; oh + M <= j->oh1; oh += M) {
-            if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, (long)groups * rows);
+            if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, M, (long)groups * rows);
             DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
-            if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh + 1 - j->oh0, (long)groups * rows);
         }
     for (; oh < j->oh1; oh++) {
-        if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, (long)groups * rows);
+        if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, 1, (long)groups * rows);
         DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
     }
 #pragma GCC unroll 2
@@ -410,7 +408,6 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int group, int 
 DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
                                   const int T, const int SETS, const int V, const int M) {
     int lo, hi, c = c_begin, group = 0;
-    const int groups = (c_end - c_begin) / (V * DW_LANES) + (c_end - c_begin) % (V * DW_LANES) / DW_LANES;
     DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
     /* rows of at most DW_NARROW pixels (3x3, stride 1): each row one checked tile of one vector, borders included
      * (Zen 4, batch 8, in-process A/B: 7x7x960 1.28x on one thread, 1.22x on two; two such tiles on 14-pixel rows
@@ -420,6 +417,7 @@ DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, c
             DW_NAME(band_vectors)(j, c, group, (c_end - c_begin) / DW_LANES, lo, hi, R, S, SW, DW_NARROW, 1, 1, M);
         return;
     }
+    const int groups = (c_end - c_begin) / (V * DW_LANES) + (c_end - c_begin) % (V * DW_LANES) / DW_LANES;
     for (; c + V * DW_LANES <= c_end; c += V * DW_LANES, group++)
         DW_NAME(band_vectors)(j, c, group, groups, lo, hi, R, S, SW, T, SETS, V, M);
     for (; c < c_end; c += DW_LANES, group++)
