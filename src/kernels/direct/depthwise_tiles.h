@@ -17,6 +17,9 @@
 /* Pins a loaded vector in a register: otherwise GCC folds the load into every multiply-add that uses it,
  * reading each input vector S times instead of once. */
 #define DW_KEEP(v) __asm__("" : "+v"(v))
+/* The same for a pointer stepped a pixel at a time: otherwise GCC keeps every pixel's offset k * pixel in its own
+ * register, runs out of them and reloads the offsets from the stack, taking load slots from the vectors. */
+#define DW_KEEP_POINTER(p) __asm__("" : "+r"(p))
 
 /* The output range whose taps all fall inside [0, in_w) along W. */
 DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, int *lo, int *hi) {
@@ -54,7 +57,7 @@ DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, cons
             bool inside = !checked || (i >= 0 && i < j->in_w);
 #pragma GCC unroll 4
             for (int v = 0; v < V; v++) {
-                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+                DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
                 DW_KEEP(xv);
 #pragma GCC unroll 5
                 for (int s = 0; s < S; s++) {
@@ -62,6 +65,8 @@ DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, cons
                     if (d >= 0 && d % SW == 0 && d / SW < T) acc[v][d / SW] = DW_FMA(xv, w[v][s], acc[v][d / SW]);
                 }
             }
+            in += j->in_pixel;
+            DW_KEEP_POINTER(in);
         }
     }
     float *out = j->out + (ptrdiff_t)o0 * j->out_pixel + c;
@@ -101,7 +106,7 @@ DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int 
         bool inside = !checked || (i >= 0 && i < j->in_w);
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++) {
-            DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+            DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
             DW_KEEP(xv);
 #pragma GCC unroll 2
             for (int m = FIRST; m < end; m++)
@@ -112,6 +117,8 @@ DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int 
                         acc[v][m][d / SW] = DW_FMA(xv, w[v][m][s], acc[v][m][d / SW]);
                 }
         }
+        in += j->in_pixel;
+        DW_KEEP_POINTER(in);
     }
 }
 
@@ -249,7 +256,7 @@ DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, 
             bool inside = !checked || t0 + k < j->in_w;
 #pragma GCC unroll 4
             for (int v = 0; v < V; v++) {
-                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->in_pixel + v * DW_LANES) : DW_ZERO();
+                DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
                 DW_KEEP(xv);
                 if (k < T) {
                     acc[v][2 * k] = DW_FMA(xv, w[v][1], acc[v][2 * k]);
@@ -257,6 +264,8 @@ DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, 
                 }
                 if (k > 0) acc[v][2 * k - 1] = DW_FMA(xv, w[v][0], acc[v][2 * k - 1]);
             }
+            in += j->in_pixel;
+            DW_KEEP_POINTER(in);
         }
     }
     float *out = j->out + (ptrdiff_t)2 * t0 * j->out_pixel + c;
@@ -328,7 +337,7 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
             bool inside = !checked || (i >= 0 && i < j->W);
 #pragma GCC unroll 2
             for (int v = 0; v < V; v++) {
-                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
+                DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
                 DW_KEEP(xv);
 #pragma GCC unroll 3
                 for (int m = 0; m < M; m++) {
@@ -344,6 +353,8 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
                     }
                 }
             }
+            in += j->x_pixel;
+            DW_KEEP_POINTER(in);
         }
     }
 }
