@@ -46,21 +46,25 @@ static bool large_tensor(size_t floats) { return floats * sizeof(float) >= ((siz
 /* Non-temporal stores (no read-for-ownership of the output: a third less memory traffic) for large outputs
  * where every stored vector starts on a cache line (channels a multiple of 16, aligned output). Measured
  * on AVX2 (Zen 3, mbv2 layers at batch 8, alternating builds): forward rows ran faster with plain stores on
- * one thread and two, so forward streams on AVX-512 only, and there only past half the last-level cache (the
+ * one thread and two, so forward streams on AVX-512 only, and there only past most of the last-level cache (the
  * forward's call site); backward-data streaming was bimodal (4-6 or 17-20 GFLOP/s run to run on one layer)
  * and came out even with plain stores over one and two threads, so it keeps streaming on AVX2 (docs/kernels.md). */
 static bool use_stream(const float *out, int channels, size_t out_floats) {
     return channels % 16 == 0 && ((uintptr_t)out & 63) == 0 && large_tensor(out_floats);
 }
 
-/* Streamed on AVX-512 only where input and output together pass half the last-level cache, so that the output
- * would be gone by the time its reader comes anyway. On the Xeon (480 MB L3) plain stores ran 112x112x32
- * 1.13-1.2x and 56x56x144 level (forward; backward-data 1.08-1.09x), batch 8, one thread; on Zen 4 (32 MB L3)
- * streaming ran forward 1.06-1.17x and backward-data 1.55-3.8x (112x112x32, 112x112x96 s2, 56x56x144 s1 and
- * s2; in-process A/B, one thread). */
+/* Streamed on AVX-512 only where input and output together pass three quarters of the last-level cache, so that
+ * the output would be gone by the time its reader comes anyway. On the Xeon (480 MB L3) plain stores ran
+ * 112x112x32 1.13-1.2x and 56x56x144 level (forward; backward-data 1.08-1.09x), batch 8, one thread; on Zen 4
+ * (32 MB L3; in-process A/B, batch 8, one / two threads) streaming ran forward 112x112x96 s2 1.2x / 1.3x, 56x56x144
+ * 1.8x / 1.2x, 112x112x32 1.46x / 0.92x, and backward-data 112x112x96 s2 2.4x / 1.2x, 56x56x144 2.1x / 1.5x,
+ * 112x112x32 level. Past half the L3, as first chosen, 56x56x144 s2 backward-data (18 MB) streamed too: plain
+ * stores run it 1.4-2.6x on two threads, 0.5-1.0x on one (streams hold both threads to the memory's write rate).
+ * Earlier Zen 4 figures had zero weights, so zero outputs, which this machine writes far faster. */
 static bool stream_past_cache(const float *out, int channels, size_t in_floats, size_t out_floats) {
     const size_t l3 = plait_cpu_features()->l3_bytes;
-    return use_stream(out, channels, out_floats) && (l3 == 0 || (in_floats + out_floats) * sizeof(float) > l3 / 2);
+    return use_stream(out, channels, out_floats) &&
+           (l3 == 0 || (in_floats + out_floats) * sizeof(float) > l3 / 4 * 3);
 }
 
 /* Channels per block of a row: a block's three input rows stay in L1 while its pixel tiles sweep them. */
