@@ -61,10 +61,13 @@ static bool use_stream(const float *out, int channels, size_t out_floats) {
  * 112x112x32 level. Past half the L3, as first chosen, 56x56x144 s2 backward-data (18 MB) streamed too: plain
  * stores run it 1.4-2.6x on two threads, 0.5-1.0x on one (streams hold both threads to the memory's write rate).
  * Earlier Zen 4 figures had zero weights, so zero outputs, which this machine writes far faster. */
-static bool stream_past_cache(const float *out, int channels, size_t in_floats, size_t out_floats) {
+static bool past_cache(size_t floats) {
     const size_t l3 = plait_cpu_features()->l3_bytes;
-    return use_stream(out, channels, out_floats) &&
-           (l3 == 0 || (in_floats + out_floats) * sizeof(float) > l3 / 4 * 3);
+    return l3 == 0 || floats * sizeof(float) > l3 / 4 * 3;
+}
+
+static bool stream_past_cache(const float *out, int channels, size_t in_floats, size_t out_floats) {
+    return use_stream(out, channels, out_floats) && past_cache(in_floats + out_floats);
 }
 
 /* Channels per block of a row: a block's three input rows stay in L1 while its pixel tiles sweep them. */
@@ -107,8 +110,13 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
      * On Zen 4 (AVX-512, 32 MB L3 shared with other guests, so these inputs come from memory more often than not;
      * in-process A/B, batch 8): one thread 112x112x32 1.51x, 112x112x96 s2 1.38x, 56x56x144 2.15x, 56x56x144 s2
      * 1.65x; two threads 0.96x, 1.44x, 1.47x, 1.64x. An earlier Zen 4 measurement had found it costing more
-     * than it saved, before these layers' outputs were streamed. */
-    const bool prefetch = isa != PLAIT_ISA_PORTABLE && large_tensor(in_floats);
+     * than it saved, before these layers' outputs were streamed. Remeasured with nonzero weights (the figures
+     * above had zero outputs) AVX-512 keeps it for inputs past 3/4 of the L3, which come from memory: 112x112x96
+     * s2 2.0x / 1.74x; on inputs the L3 holds it cost 56x56x144 s2 0.91x / 0.84x, 112x112x32 0.92x / 0.98x, and
+     * gained 56x56x144 1.03-1.04x. */
+    const bool prefetch = isa == PLAIT_ISA_AVX2     ? large_tensor(in_floats)
+                          : isa == PLAIT_ISA_AVX512 ? large_tensor(in_floats) && past_cache(in_floats)
+                                                    : false;
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
