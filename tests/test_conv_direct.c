@@ -241,8 +241,24 @@ static void depthwise_streaming(size_t first) {
     plait_cpu_set_caches(saved.l2_bytes, saved.l3_bytes);
 }
 
+/* Backward-weights with threads splitting channels (each thread 4 vectors or more, small images): uneven splits
+ * and channels past the last vector, which the last thread takes. */
+static void depthwise_channel_split(void) {
+    const plait_conv2d_desc cases[] = {
+        {3, 9, 11, 213, 213, 3, 3, 1, 1, 1, 1, 213},
+        {2, 13, 13, 141, 141, 3, 3, 2, 2, 1, 1, 141},
+    };
+    for (int threads = 1; threads <= 3; threads++) {
+        plait_set_threads(threads);
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+            check_direction(&cases[i], PLAIT_CONV_BACKWARD_WEIGHTS, NULL, 4950 + i);
+    }
+    plait_set_threads(1);
+}
+
 static void depthwise_shapes(void) {
     for_each_isa(depthwise_shapes_body);
+    for_each_isa(depthwise_channel_split);
     const plait_isa vector_isas[] = {PLAIT_ISA_AVX512, PLAIT_ISA_AVX2};
     for (int i = 0; i < 2; i++)
         if (plait_direct_set_isa(vector_isas[i]) == PLAIT_OK) depthwise_streaming(0);
