@@ -475,9 +475,10 @@ ALWAYS_INLINE void finish_block(const float *M, int C, int K, int kpad, int kv, 
     for (int i = 0; i < cn; i++) {
         float t[3][6][L], r[3][3][L];
         const float *row = M + (size_t)(c0 + i) * kpad + (size_t)kv * L;
-        /* the next block (16 channels on) reads the same column 16 rows down, in each of the 36 planes: more
-         * streams than the hardware prefetchers follow, and M (36 x C x K) is far larger than the caches */
-        for (int q = 0; q < 36; q++) __builtin_prefetch(row + q * ps + (size_t)L * kpad);
+        /* the next block (the next 16 output channels) reads the next line of this row in each of the 36
+         * planes: more streams than the hardware prefetchers follow, and M (36 x C x K) is far larger than the
+         * caches */
+        for (int q = 0; q < 36; q++) __builtin_prefetch(row + q * ps + (size_t)L);
         for (int b = 0; b < 6; b++) weight_grad_1d(row + b * ps, 6 * (ptrdiff_t)ps, t[0][b], 6 * L);
         for (int a = 0; a < 3; a++) weight_grad_1d(t[a][0], L, r[a][0], L);
         for (int tap = 0; tap < 9; tap++)
@@ -585,7 +586,10 @@ void direct_winograd_backward_weights(const plait_conv2d_desc *d, const plait_co
     }
     void (*finish)(const float *, int, int, int, int, int, float *) = PICK_ISA(finish_blocks, isa);
     int c_blocks = direct_ceil_div(C, L);
+    /* k-vectors innermost: consecutive blocks read the next line of the same rows of M's 36 planes (c blocks
+     * innermost stepped 16 rows down each time). Zen 4, 4x4x512 at batch 64 (M 37 MiB), alternating processes:
+     * the whole backward-weights 1.08-1.09x on one thread, 1.06-1.12x on two. */
 #pragma omp parallel for schedule(static) num_threads(plait_threads())
     for (long item = 0; item < (long)kvecs * c_blocks; item++)
-        finish(M, C, K, kpad, (int)(item / c_blocks), (int)(item % c_blocks) * L, dw);
+        finish(M, C, K, kpad, (int)(item % kvecs), (int)(item / kvecs) * L, dw);
 }
