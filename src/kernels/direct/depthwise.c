@@ -345,14 +345,16 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
         float *mine = partial + size * (size_t)me;
         memset(mine, 0, size * sizeof(float));
         if (by_channels) {
-            const int vectors = full / lanes, rest = me == team - 1 ? C : 0;
-            const int c_begin = vectors * me / team * lanes, c_end = vectors * (me + 1) / team * lanes;
+            /* this thread's share of the vectors; the channels past the last vector are the last thread's */
+            const int vectors = full / lanes, c_begin = vectors * me / team * lanes;
+            const int c_end = vectors * (me + 1) / team * lanes;
+            const bool rest = me == team - 1 && full < C;
             for (long item = 0; item < items; item++) {
                 dw_bandjob j = band_job(d, x, dy, item, band, mine, false);
                 if (c_end > c_begin) fn(&j, c_begin, c_end);
-                if (rest > full) dw_band_generic(&j, full, C);
+                if (rest) dw_band_generic(&j, full, C);
             }
-            const int c_last = rest > full ? C : c_end;
+            const int c_last = rest ? C : c_end;
             for (int c = c_begin; c < c_last; c++)
                 for (int t = 0; t < taps; t++) dw[(size_t)c * taps + t] += mine[(size_t)t * cpad + c];
         } else {
