@@ -337,7 +337,7 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
             bool inside = !checked || (i >= 0 && i < j->W);
 #pragma GCC unroll 2
             for (int v = 0; v < V; v++) {
-                DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
+                DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
                 DW_KEEP(xv);
 #pragma GCC unroll 3
                 for (int m = 0; m < M; m++) {
@@ -353,8 +353,6 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
                     }
                 }
             }
-            in += j->x_pixel;
-            DW_KEEP_POINTER(in);
         }
     }
 }
