@@ -107,16 +107,12 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
     const bool paired = s.vthreads == 2;
     /* software prefetch of the input rows the next output row adds, for inputs far larger than the caches.
      * Measured on the AVX2 machine (Zen 3), one thread: 112x112x32 9-10 -> 40-42 GFLOP/s, 56x56x144 8-11 -> 19.
-     * On Zen 4 (AVX-512, 32 MB L3 shared with other guests, so these inputs come from memory more often than not;
-     * in-process A/B, batch 8): one thread 112x112x32 1.51x, 112x112x96 s2 1.38x, 56x56x144 2.15x, 56x56x144 s2
-     * 1.65x; two threads 0.96x, 1.44x, 1.47x, 1.64x. An earlier Zen 4 measurement had found it costing more
-     * than it saved, before these layers' outputs were streamed. Remeasured with nonzero weights (the figures
-     * above had zero outputs) AVX-512 keeps it for inputs past 3/4 of the L3, which come from memory: 112x112x96
-     * s2 2.0x / 1.74x; on inputs the L3 holds it cost 56x56x144 s2 0.91x / 0.84x, 112x112x32 0.92x / 0.98x, and
-     * gained 56x56x144 1.03-1.04x. */
-    const bool prefetch = isa == PLAIT_ISA_AVX2     ? large_tensor(in_floats)
-                          : isa == PLAIT_ISA_AVX512 ? large_tensor(in_floats) && past_cache(in_floats)
-                                                    : false;
+     * On Zen 4 (AVX-512, 32 MB L3 shared with other guests; in-process A/B, batch 8, nonzero weights, stop 36):
+     * one thread 112x112x32 1.19x, 56x56x144 2.9x, 56x56x144 s2 1.32x; two threads level, 1.8x, 1.16x. Stop 35
+     * had kept it on AVX-512 only past 3/4 of the L3 from one measurement (56x56x144 s2 0.91x, 112x112x32 0.92x
+     * with it); the L3 holds these inputs only while other guests leave it alone, and without the prefetch the
+     * strided NHWC misses run one at a time (56x56x144: 13-30 GFLOP/s from one run to the next, 48-63 with it). */
+    const bool prefetch = (isa == PLAIT_ISA_AVX2 || isa == PLAIT_ISA_AVX512) && large_tensor(in_floats);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
@@ -200,10 +196,14 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv
     const int per = s.vthreads == 2 ? 2 : 1, groups = direct_ceil_div(H, per);
     const bool phases = !both || C % lanes != 0; /* the phases' taps are needed (for the channels left over) */
     const size_t out_floats = (size_t)d->batch * H * W * C, in_floats = (size_t)d->batch * OH * OW * C;
-    /* AVX2 streams every large dx as measured on Zen 3 (use_stream); AVX-512 by the forward's rule */
-    const bool stream = isa == PLAIT_ISA_AVX2     ? use_stream(dx, C, out_floats)
-                        : isa == PLAIT_ISA_AVX512 ? stream_past_cache(dx, C, in_floats, out_floats)
-                                                  : false;
+    /* AVX2 streams every large dx as measured on Zen 3 (use_stream); AVX-512 by the forward's rule on two threads
+     * and more, every large dx on one: on Zen 4 (batch 8) 56x56x144 s2 (18 MB in all) ran 3.2x streamed on one
+     * thread and 0.6x on two (stop 36). */
+    const bool stream = isa == PLAIT_ISA_AVX2 ? use_stream(dx, C, out_floats)
+                        : isa == PLAIT_ISA_AVX512
+                            ? (plait_threads() == 1 ? use_stream(dx, C, out_floats)
+                                                    : stream_past_cache(dx, C, in_floats, out_floats))
+                            : false;
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
