@@ -31,12 +31,21 @@ DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, in
     *hi = last;
 }
 
+/* How a tile meets the ends of its row: DW_UNCHECKED tiles lie inside; DW_CHECKED ones test each column at run
+ * time and load zeros outside; DW_EXACT is a whole row of T pixels at stride 1 with padding (S-1)/2 (in_w == T),
+ * whose outside columns are known at compile time and skipped, loads and multiply-adds alike (a 7-pixel row of
+ * 3 taps spends 2 of its 21 per tap row there). */
+enum { DW_UNCHECKED = 0, DW_CHECKED = 1, DW_EXACT = 2 };
+DW_INLINE bool DW_NAME(column_skipped)(int k, int S, int T, int checked) {
+    return checked == DW_EXACT && (k < (S - 1) / 2 || k >= T + (S - 1) / 2);
+}
+
 /* ---- forward-type rows ---- */
 
 /* T pixels from o0 (the first t of them when checked) of one output row x V channel vectors from c: V > 1
  * gives small tiles enough independent sums to hide the multiply-add latency. */
 DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
-                                 const int V, const bool checked) {
+                                 const int V, const int checked) {
     DW_VEC acc[4][16];
 #pragma GCC unroll 4
     for (int v = 0; v < V; v++)
@@ -54,7 +63,11 @@ DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, cons
 #pragma GCC unroll 40
         for (int k = 0; k < K; k++) {
             int i = i0 + k;
-            bool inside = !checked || (i >= 0 && i < j->in_w);
+            bool inside = checked != DW_CHECKED || (i >= 0 && i < j->in_w);
+            if (DW_NAME(column_skipped)(k, S, T, checked)) {
+                in += j->in_pixel;
+                continue;
+            }
 #pragma GCC unroll 4
             for (int v = 0; v < V; v++) {
                 DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
@@ -87,7 +100,7 @@ DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, cons
  * which meet it through tap row r = q - m*SW. */
 DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int q, int i0, int c, const int S,
                                   const int SW, const int T, const int V, const int M, const int FIRST,
-                                  const int LAST, const bool checked) {
+                                  const int LAST, const int checked) {
     const float *in = j->in + q * j->in_row + c + (ptrdiff_t)i0 * j->in_pixel;
     const int end = LAST < M ? LAST + 1 : M;
     DW_VEC w[4][2][5];
@@ -103,7 +116,11 @@ DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int 
 #pragma GCC unroll 40
     for (int k = 0; k < K; k++) {
         int i = i0 + k;
-        bool inside = !checked || (i >= 0 && i < j->in_w);
+        bool inside = checked != DW_CHECKED || (i >= 0 && i < j->in_w);
+        if (DW_NAME(column_skipped)(k, S, T, checked)) {
+            in += j->in_pixel;
+            continue;
+        }
 #pragma GCC unroll 4
         for (int v = 0; v < V; v++) {
             DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
@@ -125,7 +142,7 @@ DW_INLINE void DW_NAME(row_input)(const dw_rowjob *j, DW_VEC acc[4][2][16], int 
 /* The same on two output rows (SW input rows apart, all j->rows tap rows inside for both): the input rows
  * they share are read once. */
 DW_INLINE void DW_NAME(row_tile2)(const dw_rowjob *j, int o0, int t, int c, const int S, const int SW, const int T,
-                                  const int V, const bool checked) {
+                                  const int V, const int checked) {
     const int M = 2;
     DW_VEC acc[4][2][16];
 #pragma GCC unroll 4
@@ -168,7 +185,7 @@ DW_INLINE void DW_NAME(prefetch_pixels)(const dw_rowjob *j, int p0, int p1, int 
 
 /* Tiles of T pixels from o (the first t of them stored when checked) over channels [c_begin, c_end). */
 DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int t, int c_begin, int c_end, const int S,
-                                  const int SW, const int T, const int M, const bool checked) {
+                                  const int SW, const int T, const int M, const int checked) {
     const int V = M == 2 ? (T <= 2 && DW_LANES == 16 ? 2 : 1) : T <= 2 ? 4 : T <= 4 ? 2 : 1;
     if (j->prefetch) DW_NAME(prefetch_pixels)(j, o * SW - j->pad, (o + T) * SW - j->pad, c_begin, c_end);
     int c = c_begin;
@@ -194,7 +211,10 @@ DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, con
             /* a row of at most DW_NARROW pixels as one checked tile, borders included (MobileNet's 7x7 layers:
              * Zen 4, batch 8, in-process A/B, 7x7x960 forward 1.28x, backward-data 1.25x on one thread, 1.14x on
              * two); on 14-pixel rows two such tiles ran level, on stride 2 and backward-data phase rows 0.89-0.95x */
-            DW_NAME(row_tiles)(j, 0, j->out_w, cb, ce, S, SW, DW_NARROW, M, true);
+            if (j->out_w == DW_NARROW && j->in_w == DW_NARROW && 2 * j->pad + 1 == S)
+                DW_NAME(row_tiles)(j, 0, DW_NARROW, cb, ce, S, SW, DW_NARROW, M, DW_EXACT);
+            else
+                DW_NAME(row_tiles)(j, 0, j->out_w, cb, ce, S, SW, DW_NARROW, M, DW_CHECKED);
             continue;
         }
         for (; o < lo; o++) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, true);
@@ -315,7 +335,7 @@ dw_row_fn DW_NAME(dw_row_s2)(void) { return DW_NAME(row_s2); }
 
 DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
                                   const int S, const int SW, const int T, const int SETS, const int V, const int M,
-                                  const bool checked) {
+                                  const int checked) {
     DW_VEC g[2][3][8];
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
@@ -334,7 +354,8 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
 #pragma GCC unroll 40
         for (int k = 0; k < K; k++) {
             int i = i0 + k;
-            bool inside = !checked || (i >= 0 && i < j->W);
+            bool inside = checked != DW_CHECKED || (i >= 0 && i < j->W);
+            if (DW_NAME(column_skipped)(k, S, T, checked)) continue;
 #pragma GCC unroll 2
             for (int v = 0; v < V; v++) {
                 DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
@@ -361,7 +382,10 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
 DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int hi, DW_VEC *acc, const int R,
                                  const int S, const int SW, const int T, const int SETS, const int V, const int M) {
     if (T == DW_NARROW) { /* the whole row as one checked tile (band_body) */
-        DW_NAME(band_tile)(j, oh, 0, j->OW, c, acc, R, S, SW, T, SETS, V, M, true);
+        if (j->OW == T && j->W == T && 2 * j->pad_w + 1 == S && SW == 1)
+            DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_EXACT);
+        else
+            DW_NAME(band_tile)(j, oh, 0, j->OW, c, acc, R, S, SW, T, SETS, V, M, DW_CHECKED);
         return;
     }
     int o = 0;
