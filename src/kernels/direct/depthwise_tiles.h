@@ -32,12 +32,28 @@ DW_INLINE void DW_NAME(interior)(int pad, int S, int SW, int in_w, int out_w, in
 }
 
 /* How a tile meets the ends of its row: DW_UNCHECKED tiles lie inside; DW_CHECKED ones test each column at run
- * time and load zeros outside; DW_EXACT is a whole row of T pixels at stride 1 with padding (S-1)/2 (in_w == T),
- * whose outside columns are known at compile time and skipped, loads and multiply-adds alike (a 7-pixel row of
- * 3 taps spends 2 of its 21 per tap row there). */
-enum { DW_UNCHECKED = 0, DW_CHECKED = 1, DW_EXACT = 2 };
+ * time and load zeros outside. At stride 1 with padding (S-1)/2 the outside columns are known at compile time and
+ * skipped, loads and multiply-adds alike: DW_LEFT tiles start the row, DW_RIGHT ones end it (in_w == out_w),
+ * DW_EXACT ones are the whole row (a 7-pixel row of 3 taps spends 2 of its 21 per tap row outside). */
+enum { DW_UNCHECKED = 0, DW_CHECKED = 1, DW_LEFT = 2, DW_RIGHT = 4, DW_EXACT = DW_LEFT | DW_RIGHT };
 DW_INLINE bool DW_NAME(column_skipped)(int k, int S, int T, int checked) {
-    return checked == DW_EXACT && (k < (S - 1) / 2 || k >= T + (S - 1) / 2);
+    return ((checked & DW_LEFT) && k < (S - 1) / 2) || ((checked & DW_RIGHT) && k >= T + (S - 1) / 2);
+}
+
+/* Stride-1 rows of 3 taps with padding 1 and as many outputs as inputs, wider than one tile: they start with a
+ * DW_LEFT tile of T pixels and end with a DW_RIGHT one, the only tiles that meet the row's ends. */
+DW_INLINE bool DW_NAME(edge_row)(int S, int SW, int pad, int in_w, int out_w, int T) {
+    return S == 3 && SW == 1 && pad == 1 && in_w == out_w && out_w > T;
+}
+
+/* An output vector, streamed past the caches where the job says so (every stored vector is a whole aligned line
+ * then: border tiles too, which had kept plain stores, 1.16-1.26x on one thread for the streamed 56x56x144 and
+ * 112x112x32 rows, stop 36). */
+DW_INLINE void DW_NAME(put)(float *p, DW_VEC v, bool stream) {
+    if (stream)
+        DW_STREAM(p, v);
+    else
+        DW_STORE(p, v);
 }
 
 /* ---- forward-type rows ---- */
@@ -84,16 +100,11 @@ DW_INLINE void DW_NAME(row_tile1)(const dw_rowjob *j, int o0, int t, int c, cons
     }
     float *out = j->out + (ptrdiff_t)o0 * j->out_pixel + c;
 #pragma GCC unroll 4
-    for (int v = 0; v < V; v++) {
-        if (j->stream && !checked) {
+    for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
-            for (int m = 0; m < T; m++) DW_STREAM(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
-        } else {
-#pragma GCC unroll 16
-            for (int m = 0; m < T; m++)
-                if (!checked || m < t) DW_STORE(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
-        }
-    }
+        for (int m = 0; m < T; m++)
+            if (checked != DW_CHECKED || m < t)
+                DW_NAME(put)(out + m * j->out_pixel + v * DW_LANES, acc[v][m], j->stream);
 }
 
 /* Input row q of a tile (relative to j->in) into the sums of its output rows m < M with FIRST <= m <= LAST,
@@ -160,16 +171,11 @@ DW_INLINE void DW_NAME(row_tile2)(const dw_rowjob *j, int o0, int t, int c, cons
     for (int m = 0; m < M; m++) {
         float *out = j->out + m * j->out_row + (ptrdiff_t)o0 * j->out_pixel + c;
 #pragma GCC unroll 4
-        for (int v = 0; v < V; v++) {
-            if (j->stream && !checked) {
+        for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
-                for (int p = 0; p < T; p++) DW_STREAM(out + p * j->out_pixel + v * DW_LANES, acc[v][m][p]);
-            } else {
-#pragma GCC unroll 16
-                for (int p = 0; p < T; p++)
-                    if (!checked || p < t) DW_STORE(out + p * j->out_pixel + v * DW_LANES, acc[v][m][p]);
-            }
-        }
+            for (int p = 0; p < T; p++)
+                if (checked != DW_CHECKED || p < t)
+                    DW_NAME(put)(out + p * j->out_pixel + v * DW_LANES, acc[v][m][p], j->stream);
     }
 }
 
@@ -215,6 +221,26 @@ DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, con
                 DW_NAME(row_tiles)(j, 0, DW_NARROW, cb, ce, S, SW, DW_NARROW, M, DW_EXACT);
             else
                 DW_NAME(row_tiles)(j, 0, j->out_w, cb, ce, S, SW, DW_NARROW, M, DW_CHECKED);
+            continue;
+        }
+        if (DW_NAME(edge_row)(S, SW, j->pad, j->in_w, j->out_w, T)) {
+            DW_NAME(row_tiles)(j, 0, T, cb, ce, S, SW, T, M, DW_LEFT);
+            for (o = T; o + T < j->out_w; o += T) DW_NAME(row_tiles)(j, o, T, cb, ce, S, SW, T, M, DW_UNCHECKED);
+#define DW_ROW_TAIL(size)                                                                                          \
+    if ((size) <= T && o + (size) <= j->out_w) {                                                                   \
+        if (o + (size) == j->out_w)                                                                                \
+            DW_NAME(row_tiles)(j, o, size, cb, ce, S, SW, size, M, DW_RIGHT);                                      \
+        else                                                                                                       \
+            DW_NAME(row_tiles)(j, o, size, cb, ce, S, SW, size, M, DW_UNCHECKED);                                  \
+        o += (size);                                                                                               \
+    }
+            /* what is left, 1 to T pixels: T itself, or 8, 4, 2, 1 pixels, the last tile ending the row */
+            if (o + T == j->out_w) {
+                DW_NAME(row_tiles)(j, o, T, cb, ce, S, SW, T, M, DW_RIGHT);
+                continue;
+            }
+            DW_ROW_TAIL(8) DW_ROW_TAIL(4) DW_ROW_TAIL(2) DW_ROW_TAIL(1)
+#undef DW_ROW_TAIL
             continue;
         }
         for (; o < lo; o++) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, true);
@@ -294,10 +320,7 @@ DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, 
 #pragma GCC unroll 16
         for (int m = 0; m < 2 * T; m++) {
             if (checked && 2 * t0 + m >= j->out_w) break;
-            if (j->stream && !checked)
-                DW_STREAM(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
-            else
-                DW_STORE(out + m * j->out_pixel + v * DW_LANES, acc[v][m]);
+            DW_NAME(put)(out + m * j->out_pixel + v * DW_LANES, acc[v][m], j->stream);
         }
 }
 
@@ -341,7 +364,8 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 3
         for (int m = 0; m < M; m++) {
-            const float *grad = j->dy + (ptrdiff_t)(oh + m) * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c + v * DW_LANES;
+            const float *grad =
+                j->dy + (ptrdiff_t)(oh + m) * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c + v * DW_LANES;
 #pragma GCC unroll 8
             for (int p = 0; p < T; p++) g[v][m][p] = !checked || p < t ? DW_LOAD(grad + p * j->dy_pixel) : DW_ZERO();
         }
@@ -389,6 +413,26 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
         return;
     }
     int o = 0;
+    if (DW_NAME(edge_row)(S, SW, j->pad_w, j->W, j->OW, T)) {
+        DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT);
+        for (o = T; o + T < j->OW; o += T)
+            DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_UNCHECKED);
+#define DW_BAND_TAIL(size)                                                                                         \
+    if ((size) <= T && o + (size) <= j->OW) {                                                                      \
+        if (o + (size) == j->OW)                                                                                   \
+            DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_RIGHT);                      \
+        else                                                                                                       \
+            DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_UNCHECKED);                   \
+        o += (size);                                                                                               \
+    }
+        if (o + T == j->OW)
+            DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_RIGHT);
+        else {
+            DW_BAND_TAIL(4) DW_BAND_TAIL(2) DW_BAND_TAIL(1)
+        }
+#undef DW_BAND_TAIL
+        return;
+    }
     for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
     for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, false);
     if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, M, false), o += 4;
