@@ -212,8 +212,9 @@ DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int t, int c_begin,
     for (; c < c_end; c += DW_LANES) DW_NAME(row_tile1)(j, o, t, c, S, SW, T, 1, checked);
 }
 
-/* Border pixels one at a time (checked), the interior in tiles of T and then 8, 4, 2, 1 (unchecked). Within a
- * block of channels, pixel tiles outside channel vectors, so input rows are read front to back. */
+/* Edge tiles where the row allows (edge_row, left_row), else border pixels one at a time (checked); the interior
+ * in tiles of T and then 8, 4, 2, 1 (unchecked). Within a block of channels, pixel tiles outside channel vectors,
+ * so input rows are read front to back. */
 DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, const int S, const int SW, const int T,
                                  const int M) {
     int lo, hi;
@@ -414,7 +415,8 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
     }
 }
 
-/* One band row (M rows from oh) of tiles: borders one pixel at a time, the interior in tiles of T, 4, 2, 1. */
+/* One band row (M rows from oh) of tiles: edge tiles where the row allows (edge_row, left_row), else borders one
+ * pixel at a time; the interior in tiles of T, 4, 2, 1. */
 DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int hi, DW_VEC *acc, const int R,
                                  const int S, const int SW, const int T, const int SETS, const int V, const int M) {
     if (T == DW_NARROW) { /* the whole row as one checked tile (band_body) */
