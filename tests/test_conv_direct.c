@@ -225,7 +225,8 @@ static void depthwise_shapes_body(void) {
 
 /* Outputs of 8 MiB and more take non-temporal stores (and backward-data prefetches dy), stride 1 and 2, on
  * the vector paths (the portable one has no such stores), where input and output pass 3/4 of the L3: taken as
- * 8 MiB here, whatever this machine's. Backward-weights has no output of that size; on inputs of 8 MiB it pulls
+ * 8 MiB here, whatever this machine's (backward-data on one thread streams them whatever the L3). Inputs of
+ * 8 MiB take the forward's row prefetch. Backward-weights has no output of that size; on inputs of 8 MiB it pulls
  * each next band into L2. The 160-channel layer's backward-data runs both column phases in one pass, the
  * 272-channel one apart. */
 static void depthwise_streaming(size_t first) {

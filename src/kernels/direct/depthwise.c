@@ -61,13 +61,9 @@ static bool use_stream(const float *out, int channels, size_t out_floats) {
  * 112x112x32 level. Past half the L3, as first chosen, 56x56x144 s2 backward-data (18 MB) streamed too: plain
  * stores run it 1.4-2.6x on two threads, 0.5-1.0x on one (streams hold both threads to the memory's write rate).
  * Earlier Zen 4 figures had zero weights, so zero outputs, which this machine writes far faster. */
-static bool past_cache(size_t floats) {
-    const size_t l3 = plait_cpu_features()->l3_bytes;
-    return l3 == 0 || floats * sizeof(float) > l3 / 4 * 3;
-}
-
 static bool stream_past_cache(const float *out, int channels, size_t in_floats, size_t out_floats) {
-    return use_stream(out, channels, out_floats) && past_cache(in_floats + out_floats);
+    const size_t l3 = plait_cpu_features()->l3_bytes;
+    return use_stream(out, channels, out_floats) && (l3 == 0 || (in_floats + out_floats) * sizeof(float) > l3 / 4 * 3);
 }
 
 /* Channels per block of a row: a block's three input rows stay in L1 while its pixel tiles sweep them. */
@@ -112,7 +108,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
      * had kept it on AVX-512 only past 3/4 of the L3 from one measurement (56x56x144 s2 0.91x, 112x112x32 0.92x
      * with it); the L3 holds these inputs only while other guests leave it alone, and without the prefetch the
      * strided NHWC misses run one at a time (56x56x144: 13-30 GFLOP/s from one run to the next, 48-63 with it). */
-    const bool prefetch = (isa == PLAIT_ISA_AVX2 || isa == PLAIT_ISA_AVX512) && large_tensor(in_floats);
+    const bool prefetch = isa != PLAIT_ISA_PORTABLE && large_tensor(in_floats);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)

@@ -244,11 +244,7 @@ DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, con
         o += (size);                                                                                               \
     }
             /* what is left, 1 to T pixels: T itself, or 8, 4, 2, 1 pixels, the last tile ending the row */
-            if (o + T == j->out_w) {
-                DW_NAME(row_tiles)(j, o, T, cb, ce, S, SW, T, M, DW_RIGHT);
-                continue;
-            }
-            DW_ROW_TAIL(8) DW_ROW_TAIL(4) DW_ROW_TAIL(2) DW_ROW_TAIL(1)
+            DW_ROW_TAIL(T) DW_ROW_TAIL(8) DW_ROW_TAIL(4) DW_ROW_TAIL(2) DW_ROW_TAIL(1)
 #undef DW_ROW_TAIL
             continue;
         }
@@ -439,11 +435,8 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
             DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_UNCHECKED);                   \
         o += (size);                                                                                               \
     }
-        if (o + T == j->OW)
-            DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_RIGHT);
-        else {
-            DW_BAND_TAIL(4) DW_BAND_TAIL(2) DW_BAND_TAIL(1)
-        }
+        /* what is left, 1 to T pixels: T itself, or 4, 2, 1 pixels, the last tile ending the row */
+        DW_BAND_TAIL(T) DW_BAND_TAIL(4) DW_BAND_TAIL(2) DW_BAND_TAIL(1)
 #undef DW_BAND_TAIL
         return;
     }
