@@ -215,10 +215,11 @@ static void depthwise_shapes_body(void) {
         {1, 6, 40, 64, 64, 5, 5, 1, 1, 2, 2, 64},  {1, 7, 41, 64, 64, 5, 5, 2, 2, 2, 2, 64},
         {2, 7, 7, 160, 160, 3, 3, 1, 1, 1, 1, 160}, {1, 9, 9, 160, 160, 3, 3, 2, 2, 1, 1, 160},
         /* strides that differ along H and W (no row pairs, one-row backward-weights tiles), 24 channels (a
-         * whole AVX2 vector past the last AVX-512 one), an even 5x5 layer, 96 channels on paired rows */
+         * whole AVX2 vector past the last AVX-512 one), an even 5x5 layer, 96 channels on paired rows, 14-pixel
+         * stride-2 rows (7 outputs: one tile the row) */
         {1, 9, 11, 33, 33, 3, 3, 1, 2, 1, 1, 33},  {2, 11, 9, 48, 48, 3, 3, 2, 1, 1, 1, 48},
         {2, 8, 8, 24, 24, 3, 3, 1, 1, 0, 0, 24},   {1, 10, 12, 48, 48, 5, 5, 1, 1, 2, 2, 48},
-        {2, 12, 12, 96, 96, 3, 3, 1, 1, 1, 1, 96},
+        {2, 12, 12, 96, 96, 3, 3, 1, 1, 1, 1, 96},  {2, 13, 14, 48, 48, 3, 3, 2, 2, 1, 1, 48},
     };
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_all_directions(&wide[i], seed++);
 }
