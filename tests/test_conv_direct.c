@@ -316,8 +316,9 @@ static void sampled_schedules_body(void) {
 
 static void sampled_schedules(void) { for_each_isa(sampled_schedules_body); }
 
-/* Every schedule of the depthwise space (single-row tiles, channel blocks, row pairs; rows per band), on layers
- * with several and partial channel blocks, stride 1 and 2, 3x3 and 5x5; and the fields it rejects. */
+/* Every schedule of the depthwise space (single-row tiles, channel blocks, row pairs at stride 1 and forward at
+ * stride 2; rows per band), on layers with several and partial channel blocks, stride 1 and 2, 3x3 and 5x5; and
+ * the fields it rejects. */
 static void depthwise_schedules_body(void) {
     const plait_conv2d_desc cases[] = {
         {2, 9, 40, 160, 160, 3, 3, 1, 1, 1, 1, 160},
@@ -340,9 +341,14 @@ static void depthwise_schedules_body(void) {
     plait_conv_schedule bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_FORWARD);
     bad.block_c = 8;
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_FORWARD, &bad));
-    bad = plait_conv_direct_schedule(&cases[1], PLAIT_CONV_FORWARD);
-    bad.vthreads = 2; /* row pairs need stride 1 */
-    CHECK(!plait_conv_schedule_valid(&cases[1], PLAIT_CONV_FORWARD, &bad));
+    bad = plait_conv_direct_schedule(&cases[1], PLAIT_CONV_BACKWARD_DATA);
+    bad.vthreads = 2; /* pairs of dx rows need stride 1; forward pairs the same stride along H and W */
+    CHECK(!plait_conv_schedule_valid(&cases[1], PLAIT_CONV_BACKWARD_DATA, &bad));
+    plait_conv2d_desc uneven = cases[1];
+    uneven.stride_w = 1;
+    bad = plait_conv_direct_schedule(&uneven, PLAIT_CONV_FORWARD);
+    bad.vthreads = 2;
+    CHECK(!plait_conv_schedule_valid(&uneven, PLAIT_CONV_FORWARD, &bad));
     bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_BACKWARD_DATA);
     bad.tile_k = 2;
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_DATA, &bad));

@@ -33,7 +33,7 @@ static int add(plait_conv_schedule *out, int count, int capacity, const plait_co
 }
 
 /* Depthwise: forward and backward-data over the ISA's single-row tiles, channel blocks and row pairs (stride
- * 1); backward-weights over rows per band. The default is always in. */
+ * 1, and forward at stride 2); backward-weights over rows per band. The default is always in. */
 static int depthwise_space(const plait_conv2d_desc *d, plait_conv_direction direction, plait_conv_schedule *out,
                            int capacity) {
     plait_conv_schedule base = plait_conv_direct_schedule(d, direction);
@@ -54,7 +54,7 @@ static int depthwise_space(const plait_conv2d_desc *d, plait_conv_direction dire
     for (int t = 0; t < tile_count; t++)
         for (int b = 0; b < 4; b++) {
             if (blocks[b] >= d->in_channels) continue; /* one block: the same as 0 */
-            for (int vt = 1; vt <= (d->stride_h == 1 && d->stride_w == 1 ? 2 : 1); vt++) {
+            for (int vt = 1; vt <= 2; vt++) { /* pairs where valid */
                 plait_conv_schedule s = base;
                 s.tile_w = tiles[t];
                 s.block_c = blocks[b];
@@ -241,7 +241,7 @@ static double depthwise_cost(const plait_conv2d_desc *d, plait_conv_direction di
     double tiles = out_rows / s->vthreads * ceil(out_w / s->tile_w) * vectors;
     double block = s->block_c > 0 ? s->block_c : d->in_channels;
     double blocks = out_rows / s->vthreads * ceil(d->in_channels / block);
-    double rows_read = s->vthreads == 2 ? (d->kernel_h + 1) / 2.0 : d->kernel_h;
+    double rows_read = s->vthreads == 2 ? (d->kernel_h + d->stride_h) / 2.0 : d->kernel_h;
     double l1_miss =
         rows_read * in_bytes / (double)d->stride_h / 64 * (block * 4 * d->kernel_h * d->in_w > L1_BYTES ? 2 : 1);
     double stream = (in_bytes + 2 * out_bytes) / L3_BYTES_PER_CYCLE;

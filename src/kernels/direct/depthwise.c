@@ -379,10 +379,18 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
     if (own) plait_free(partial);
 }
 
+/* Forward row pairs at stride 2 pay only where each row is one narrow tile (AVX-512, 7 outputs): 14x14x576 s2
+ * 1.08x on one thread, 1.06x on two; 28x28x192 s2 level, 56x56x144 s2 0.9-1.16x, 112x112x96 s2 0.6x (Zen 4,
+ * batch 8, in-process A/B); on AVX2 14x14x576 s2 0.92x. */
+static bool narrow_pairs(const plait_conv2d_desc *d, plait_conv_direction direction, int OW) {
+    return direction == PLAIT_CONV_FORWARD && d->stride_h == 2 && d->stride_w == 2 && OW <= 7 &&
+           direct_isa_resolved() == PLAIT_ISA_AVX512;
+}
+
 /* The default schedule. Forward and backward-data: the tile from default_tile, blocks of DW_CHANNEL_BLOCK
  * channels, and row pairs at stride 1 below 8 MiB of output. Pairs pay at stride 1 (4 input rows for 2 output
  * rows, not 6; backward-data on the Xeon, batch 8: 28x28x192 1.03-1.08x, 14x14x384 1.02x, 7x7x960 1.0-1.04x);
- * at stride 2 (5 for 6) the extra input streams cost more; and on outputs of 8 MiB and more, streamed (two
+ * at stride 2 (5 for 6) the extra input streams cost more but on narrow rows; and on outputs of 8 MiB and more, streamed (two
  * rows of partial-line streams at once run far slower) or not (AVX2, 56x56x144: 0.29-0.39x oneDNN paired
  * against 0.41-0.48x unpaired). Backward-weights: default_band's rows per band. */
 plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
@@ -398,6 +406,7 @@ plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_
     s.tile_w = default_tile(direct_isa_resolved(), OW);
     s.block_c = DW_CHANNEL_BLOCK;
     if (d->stride_h == 1 && d->stride_w == 1 && !large_tensor(out_floats)) s.vthreads = 2;
+    if (narrow_pairs(d, direction, OW)) s.vthreads = 2;
     return s;
 }
 
@@ -410,7 +419,8 @@ bool direct_depthwise_schedule_valid(const plait_conv2d_desc *d, plait_conv_dire
         return s->block_h >= 1 && s->tile_w == 1 && s->block_c == 0 && s->vthreads == 1;
     if (s->block_h != 0 || s->tile_w < 1 || s->tile_w > DIRECT_MAX_TILE_W || s->block_c < 0 || s->block_c % 16 != 0)
         return false;
-    return s->vthreads == 1 || (s->vthreads == 2 && d->stride_h == 1 && d->stride_w == 1);
+    return s->vthreads == 1 || (s->vthreads == 2 && d->stride_h == d->stride_w &&
+                                (d->stride_h == 1 || direction == PLAIT_CONV_FORWARD));
 }
 
 int direct_depthwise_row_tiles(plait_isa isa, int tiles[2]) {
