@@ -228,8 +228,8 @@ static void depthwise_shapes_body(void) {
  * the vector paths (the portable one has no such stores), where input and output pass 3/4 of the L3: taken as
  * 8 MiB here, whatever this machine's (backward-data on one thread streams them whatever the L3). Inputs of
  * 8 MiB take the forward's row prefetch. Backward-weights has no output of that size; on inputs of 8 MiB it pulls
- * each next band into L2. The 160-channel layer's backward-data runs both column phases in one pass, the
- * 272-channel one apart. */
+ * each next band into L2. Backward-data runs both column phases of these layers in one pass (272 channels: three
+ * blocks, the last partial). */
 static void depthwise_streaming(size_t first) {
     const plait_cpu saved = *plait_cpu_features();
     plait_cpu_set_caches(saved.l2_bytes, (size_t)8 << 20);

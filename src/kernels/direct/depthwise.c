@@ -7,7 +7,7 @@
  * Weights are repacked per call to [R][S][Cpad] (Cpad = C rounded up to 16, zero-padded), so one tap's
  * weights for a channel vector are one aligned load. Backward-data computes each row of dx as a sum of
  * gathers along W, one per column phase of the stride (phase_along), with that phase's taps flipped:
- * [phase][R][taps of the phase][Cpad]; 3-tap stride-2 rows with padding 1 and up to 192 channels run both phases
+ * [phase][R][taps of the phase][Cpad]; 3-tap stride-2 rows with padding 1 run both phases
  * in one pass instead (dw_row_s2). */
 #include <omp.h>
 #include <string.h>
@@ -180,11 +180,11 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv
     const plait_isa isa = direct_isa_resolved();
     const int lanes = lanes_of(isa);
     /* 3 taps, stride 2, padding 1 along W: both phases in one pass (depthwise_tiles.h says why), its taps in
-     * the layer's order [R][3][Cpad] after the phases'. Up to 192 channels only: measured on the Xeon (one
-     * thread, batch 8, paired in one process), the phases apart took 1.07-1.25x as long at 32-192 channels
-     * (112x112 to 28x28 inputs) and 0.74-0.97x as long at 256-640 channels, where dx's pixels span two or more
-     * channel blocks and the one pass stores them block by block. */
-    const dw_row_fn both = sw == 2 && S == 3 && d->pad_w == 1 && C >= lanes && C <= 192 && lanes > 0
+     * the layer's order [R][3][Cpad] after the phases'. On the Xeon (one thread, batch 8) the one pass won only up
+     * to 192 channels (phases apart 1.07-1.25x as long at 32-192, 0.74-0.97x at 256-640); on Zen 4 (in-process
+     * A/B, batch 8) it runs 14x14x576 s2 1.17x on one thread and two, 14x14x384 and 28x28x256 s2 1.13x, AVX2
+     * forced 1.22-1.24x, so every channel count takes it. */
+    const dw_row_fn both = sw == 2 && S == 3 && d->pad_w == 1 && C >= lanes && lanes > 0
                                ? (isa == PLAIT_ISA_AVX512 ? dw_row_s2_avx512() : dw_row_s2_avx2())
                                : NULL;
     float *taps = packed + used;
