@@ -298,8 +298,9 @@ dw_row_fn DW_NAME(dw_row)(int S, int SW) {
  * A tile is T dy pixels from t0 x V channel vectors, giving the 2T dx pixels from 2*t0: each dy vector is
  * loaded once per tap row and feeds three sums, and the stores run over contiguous pixels. Where the two
  * phases run apart (the general path), each dx row is stored in two sweeps over every other pixel and dy is
- * read twice. Checked tiles (the last dy pixel) load zero past in_w and store below out_w only. */
-DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, const int V, const bool checked) {
+ * read twice. A tile that ends the row (`end`) has no right neighbour: that column is skipped at compile time, and
+ * its last dx pixel is stored only inside out_w (odd widths). */
+DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, const int V, const bool end) {
     DW_VEC acc[4][16];
 #pragma GCC unroll 4
     for (int v = 0; v < V; v++)
@@ -314,11 +315,10 @@ DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, 
 #pragma GCC unroll 3
             for (int s = 0; s < 3; s++) w[v][s] = DW_LOAD(wt + (ptrdiff_t)s * j->cpad + v * DW_LANES);
 #pragma GCC unroll 17
-        for (int k = 0; k <= T; k++) {
-            bool inside = !checked || t0 + k < j->in_w;
+        for (int k = 0; k <= T - end; k++) {
 #pragma GCC unroll 4
             for (int v = 0; v < V; v++) {
-                DW_VEC xv = inside ? DW_LOAD(in + v * DW_LANES) : DW_ZERO();
+                DW_VEC xv = DW_LOAD(in + v * DW_LANES);
                 DW_KEEP(xv);
                 if (k < T) {
                     acc[v][2 * k] = DW_FMA(xv, w[v][1], acc[v][2 * k]);
@@ -335,30 +335,41 @@ DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, 
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 16
         for (int m = 0; m < 2 * T; m++) {
-            if (checked && 2 * t0 + m >= j->out_w) break;
+            if (end && m == 2 * T - 1 && 2 * t0 + m >= j->out_w) break;
             DW_NAME(put)(out + m * j->out_pixel + v * DW_LANES, acc[v][m], j->stream);
         }
 }
 
 DW_INLINE void DW_NAME(s2_tiles)(const dw_rowjob *j, int t0, int c_begin, int c_end, const int T, const int V,
-                                 const bool checked) {
+                                 const bool end) {
     if (j->prefetch) DW_NAME(prefetch_pixels)(j, t0, t0 + T, c_begin, c_end);
     int c = c_begin;
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, V, checked);
-    for (; c < c_end; c += DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, 1, checked);
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, V, end);
+    for (; c < c_end; c += DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, 1, end);
 }
 
-/* Tiles of T dy pixels while their right neighbour is inside, then 4, 2 and single pixels (several channel
- * vectors each), the last one checked; within a block of channels, pixel tiles outside channel vectors. */
+/* Tiles of T dy pixels while their right neighbour is inside, then what is left (1 to T pixels) as T itself or 4,
+ * 2, 1 pixels (several channel vectors each), the last tile ending the row; a row of DW_NARROW dy pixels is one
+ * tile. Within a block of channels, pixel tiles outside channel vectors. */
 static void DW_NAME(row_s2)(const dw_rowjob *j, int c_begin, int c_end) {
-    const int block = j->cblock > 0 ? j->cblock : c_end - c_begin, last = j->in_w - 1;
+    const int block = j->cblock > 0 ? j->cblock : c_end - c_begin, T = DW_S2_TILE;
     for (int cb = c_begin; cb < c_end; cb += block) {
         int ce = c_end - cb < block ? c_end : cb + block, t = 0;
-        for (; t + DW_S2_TILE <= last; t += DW_S2_TILE) DW_NAME(s2_tiles)(j, t, cb, ce, DW_S2_TILE, 1, false);
-        if (DW_S2_TILE > 4 && t + 4 <= last) DW_NAME(s2_tiles)(j, t, cb, ce, 4, 2, false), t += 4;
-        if (DW_S2_TILE > 2 && t + 2 <= last) DW_NAME(s2_tiles)(j, t, cb, ce, 2, 2, false), t += 2;
-        for (; t < last; t++) DW_NAME(s2_tiles)(j, t, cb, ce, 1, DW_S2_VECTORS, false);
-        if (last >= 0) DW_NAME(s2_tiles)(j, last, cb, ce, 1, DW_S2_VECTORS, true);
+        if (DW_NARROW > 0 && j->in_w == DW_NARROW) {
+            DW_NAME(s2_tiles)(j, 0, cb, ce, DW_NARROW, 1, true);
+            continue;
+        }
+        for (; t + T < j->in_w; t += T) DW_NAME(s2_tiles)(j, t, cb, ce, T, 1, false);
+#define DW_S2_TAIL(size, V)                                                                                        \
+    if ((size) <= T && t + (size) <= j->in_w) {                                                                    \
+        if (t + (size) == j->in_w)                                                                                 \
+            DW_NAME(s2_tiles)(j, t, cb, ce, size, V, true);                                                        \
+        else                                                                                                       \
+            DW_NAME(s2_tiles)(j, t, cb, ce, size, V, false);                                                       \
+        t += (size);                                                                                               \
+    }
+        DW_S2_TAIL(T, 1) DW_S2_TAIL(4, 2) DW_S2_TAIL(2, 2) DW_S2_TAIL(1, DW_S2_VECTORS)
+#undef DW_S2_TAIL
     }
 }
 
