@@ -7,8 +7,8 @@
  * Weights are repacked per call to [R][S][Cpad] (Cpad = C rounded up to 16, zero-padded), so one tap's
  * weights for a channel vector are one aligned load. Backward-data computes each row of dx as a sum of
  * gathers along W, one per column phase of the stride (phase_along), with that phase's taps flipped:
- * [phase][R][taps of the phase][Cpad]; 3-tap stride-2 rows with padding 1 run both phases
- * in one pass instead (dw_row_s2). */
+ * [phase][R][taps of the phase][Cpad]; 3-tap stride-2 rows with padding 1 run both phases in one pass instead
+ * (dw_row_s2). */
 #include <omp.h>
 #include <string.h>
 
@@ -379,20 +379,20 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
     if (own) plait_free(partial);
 }
 
-/* Forward row pairs at stride 2 pay only where each row is one narrow tile (AVX-512, 7 outputs): 14x14x576 s2
+/* Forward row pairs at stride 2 pay only on rows of 7 outputs, one narrow tile each on AVX-512: 14x14x576 s2
  * 1.08x on one thread, 1.06x on two; 28x28x192 s2 level, 56x56x144 s2 0.9-1.16x, 112x112x96 s2 0.6x (Zen 4,
  * batch 8, in-process A/B); on AVX2 14x14x576 s2 0.92x. */
 static bool narrow_pairs(const plait_conv2d_desc *d, plait_conv_direction direction, int OW) {
-    return direction == PLAIT_CONV_FORWARD && d->stride_h == 2 && d->stride_w == 2 && OW <= 7 &&
+    return direction == PLAIT_CONV_FORWARD && d->stride_h == 2 && d->stride_w == 2 && OW == 7 &&
            direct_isa_resolved() == PLAIT_ISA_AVX512;
 }
 
 /* The default schedule. Forward and backward-data: the tile from default_tile, blocks of DW_CHANNEL_BLOCK
  * channels, and row pairs at stride 1 below 8 MiB of output. Pairs pay at stride 1 (4 input rows for 2 output
  * rows, not 6; backward-data on the Xeon, batch 8: 28x28x192 1.03-1.08x, 14x14x384 1.02x, 7x7x960 1.0-1.04x);
- * at stride 2 (5 for 6) the extra input streams cost more but on narrow rows; and on outputs of 8 MiB and more, streamed (two
- * rows of partial-line streams at once run far slower) or not (AVX2, 56x56x144: 0.29-0.39x oneDNN paired
- * against 0.41-0.48x unpaired). Backward-weights: default_band's rows per band. */
+ * at stride 2 (5 for 6) the extra input streams cost more except on narrow rows (narrow_pairs); and on outputs of
+ * 8 MiB and more, streamed (two rows of partial-line streams at once run far slower) or not (AVX2, 56x56x144:
+ * 0.29-0.39x oneDNN paired against 0.41-0.48x unpaired). Backward-weights: default_band's rows per band. */
 plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_conv_direction direction) {
     const int OH = direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h);
     const int OW = direct_out_size(d->in_w, d->kernel_w, d->stride_w, d->pad_w);
