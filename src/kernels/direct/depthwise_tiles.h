@@ -55,6 +55,16 @@ DW_INLINE bool DW_NAME(left_row)(int S, int SW, int pad, int in_w, int out_w, in
     return S == 3 && SW == 2 && pad == 1 && in_w % 2 == 0 && out_w == in_w / 2 && out_w >= T;
 }
 
+/* Rows that are one DW_NARROW tile with their outside columns known at compile time: stride 1 over as many
+ * inputs as outputs with padding (S-1)/2 (a DW_EXACT tile), and stride 2 over twice as many inputs (left_row: a
+ * DW_LEFT tile). */
+DW_INLINE bool DW_NAME(narrow_exact_row)(int S, int SW, int pad, int in_w, int out_w) {
+    return DW_NARROW > 0 && SW == 1 && in_w == DW_NARROW && out_w == DW_NARROW && 2 * pad + 1 == S;
+}
+DW_INLINE bool DW_NAME(narrow_left_row)(int S, int SW, int pad, int in_w, int out_w) {
+    return DW_NARROW > 0 && out_w == DW_NARROW && DW_NAME(left_row)(S, SW, pad, in_w, out_w, DW_NARROW);
+}
+
 /* An output vector, streamed past the caches where the job says so (every stored vector is a whole aligned line
  * then: border tiles too, which had kept plain stores, 1.16-1.26x on one thread for the streamed 56x56x144 and
  * 112x112x32 rows, stop 36). */
@@ -227,7 +237,7 @@ DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, con
             /* a row of at most DW_NARROW pixels as one checked tile, borders included (MobileNet's 7x7 layers:
              * Zen 4, batch 8, in-process A/B, 7x7x960 forward 1.28x, backward-data 1.25x on one thread, 1.14x on
              * two); on 14-pixel rows two such tiles ran level, on stride 2 and backward-data phase rows 0.89-0.95x */
-            if (j->out_w == DW_NARROW && j->in_w == DW_NARROW && 2 * j->pad + 1 == S)
+            if (DW_NAME(narrow_exact_row)(S, SW, j->pad, j->in_w, j->out_w))
                 DW_NAME(row_tiles)(j, 0, DW_NARROW, cb, ce, S, SW, DW_NARROW, M, DW_EXACT);
             else
                 DW_NAME(row_tiles)(j, 0, j->out_w, cb, ce, S, SW, DW_NARROW, M, DW_CHECKED);
@@ -235,8 +245,7 @@ DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, con
         }
         /* a stride-2 row of DW_NARROW outputs from twice as many inputs (MobileNet's 14x14 s2 layer) as one left
          * tile, against tiles of 1, 4 and 2 pixels: 14x14x576 s2 1.14x on one thread, 1.09x on two (Zen 4) */
-        if (DW_NARROW > 0 && SW == 2 && j->out_w == DW_NARROW &&
-            DW_NAME(left_row)(S, SW, j->pad, j->in_w, j->out_w, DW_NARROW)) {
+        if (DW_NAME(narrow_left_row)(S, SW, j->pad, j->in_w, j->out_w)) {
             DW_NAME(row_tiles)(j, 0, DW_NARROW, cb, ce, S, SW, DW_NARROW, M, DW_LEFT);
             continue;
         }
@@ -437,9 +446,9 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
 DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int hi, DW_VEC *acc, const int R,
                                  const int S, const int SW, const int T, const int SETS, const int V, const int M) {
     if (T == DW_NARROW) { /* the whole row as one tile (band_body) */
-        if (j->OW == T && j->W == T && 2 * j->pad_w + 1 == S && SW == 1)
+        if (DW_NAME(narrow_exact_row)(S, SW, j->pad_w, j->W, j->OW))
             DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_EXACT);
-        else if (SW == 2 && j->OW == T && DW_NAME(left_row)(S, SW, j->pad_w, j->W, j->OW, T))
+        else if (DW_NAME(narrow_left_row)(S, SW, j->pad_w, j->W, j->OW))
             DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT);
         else
             DW_NAME(band_tile)(j, oh, 0, j->OW, c, acc, R, S, SW, T, SETS, V, M, DW_CHECKED);
@@ -524,9 +533,8 @@ DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, c
      * (Zen 4, batch 8, in-process A/B: 7x7x960 1.28x on one thread, 1.22x on two; two such tiles on 14-pixel rows
      * ran 0.85-0.90x, so those keep the 2 x 2 x 2 tiles); so are stride-2 rows of DW_NARROW outputs from twice
      * as many inputs (14x14x576 s2 1.12x on one thread, 1.09x on two) */
-    if (DW_NARROW > 0 && R == 3 && (SW == 1 ? j->OW <= DW_NARROW
-                                            : SW == 2 && j->OW == DW_NARROW &&
-                                                  DW_NAME(left_row)(S, SW, j->pad_w, j->W, j->OW, DW_NARROW))) {
+    if (DW_NARROW > 0 && R == 3 &&
+        (SW == 1 ? j->OW <= DW_NARROW : DW_NAME(narrow_left_row)(S, SW, j->pad_w, j->W, j->OW))) {
         for (; c < c_end; c += DW_LANES, group++)
             DW_NAME(band_vectors)(j, c, group, (c_end - c_begin) / DW_LANES, lo, hi, R, S, SW, DW_NARROW, 1, 1, M);
         return;
