@@ -269,13 +269,13 @@ DW_INLINE void DW_NAME(row_body)(const dw_rowjob *j, int c_begin, int c_end, con
             DW_NAME(row_tiles)(j, 0, T, cb, ce, S, SW, T, M, DW_LEFT);
             o = T;
         }
-        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, true);
-        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, T, cb, ce, S, SW, T, M, false);
-        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, 8, cb, ce, S, SW, 8, M, false), o += 8;
-        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, 4, cb, ce, S, SW, 4, M, false), o += 4;
-        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, 2, cb, ce, S, SW, 2, M, false), o += 2;
-        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, false), o += 1;
-        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, true);
+        for (; o < lo; o++) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, DW_CHECKED);
+        for (; o + T <= hi; o += T) DW_NAME(row_tiles)(j, o, T, cb, ce, S, SW, T, M, DW_UNCHECKED);
+        if (T > 8 && o + 8 <= hi) DW_NAME(row_tiles)(j, o, 8, cb, ce, S, SW, 8, M, DW_UNCHECKED), o += 8;
+        if (T > 4 && o + 4 <= hi) DW_NAME(row_tiles)(j, o, 4, cb, ce, S, SW, 4, M, DW_UNCHECKED), o += 4;
+        if (T > 2 && o + 2 <= hi) DW_NAME(row_tiles)(j, o, 2, cb, ce, S, SW, 2, M, DW_UNCHECKED), o += 2;
+        if (T > 1 && o + 1 <= hi) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, DW_UNCHECKED), o += 1;
+        for (; o < j->out_w; o++) DW_NAME(row_tiles)(j, o, 1, cb, ce, S, SW, 1, M, DW_CHECKED);
     }
 }
 
@@ -406,7 +406,8 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
             const float *grad =
                 j->dy + (ptrdiff_t)(oh + m) * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel + c + v * DW_LANES;
 #pragma GCC unroll 8
-            for (int p = 0; p < T; p++) g[v][m][p] = !checked || p < t ? DW_LOAD(grad + p * j->dy_pixel) : DW_ZERO();
+            for (int p = 0; p < T; p++)
+                g[v][m][p] = checked != DW_CHECKED || p < t ? DW_LOAD(grad + p * j->dy_pixel) : DW_ZERO();
         }
     const int K = (T - 1) * SW + S, i0 = o0 * SW - j->pad_w, SH = M > 1 ? SW : j->SH, ih0 = oh * SH - j->pad_h;
 #pragma GCC unroll 9
@@ -476,12 +477,12 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
         DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT);
         o = T;
     }
-    for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
-    for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, false);
-    if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, M, false), o += 4;
-    if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, M, false), o += 2;
-    if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, false), o += 1;
-    for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, true);
+    for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_CHECKED);
+    for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_UNCHECKED);
+    if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, M, DW_UNCHECKED), o += 4;
+    if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, M, DW_UNCHECKED), o += 2;
+    if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_UNCHECKED), o += 1;
+    for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_CHECKED);
 }
 
 /* Shares [part, part + count) of `parts` of the next band's memory into L2. */
