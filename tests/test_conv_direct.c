@@ -216,10 +216,11 @@ static void depthwise_shapes_body(void) {
         {2, 7, 7, 160, 160, 3, 3, 1, 1, 1, 1, 160}, {1, 9, 9, 160, 160, 3, 3, 2, 2, 1, 1, 160},
         /* strides that differ along H and W (no row pairs, one-row backward-weights tiles), 24 channels (a
          * whole AVX2 vector past the last AVX-512 one), an even 5x5 layer, 96 channels on paired rows, 14-pixel
-         * stride-2 rows (7 outputs: one tile the row) */
+         * stride-2 rows (7 outputs: one tile the row), 14-pixel stride-1 rows (one AVX-512 tile the row) */
         {1, 9, 11, 33, 33, 3, 3, 1, 2, 1, 1, 33},  {2, 11, 9, 48, 48, 3, 3, 2, 1, 1, 1, 48},
         {2, 8, 8, 24, 24, 3, 3, 1, 1, 0, 0, 24},   {1, 10, 12, 48, 48, 5, 5, 1, 1, 2, 2, 48},
         {2, 12, 12, 96, 96, 3, 3, 1, 1, 1, 1, 96},  {2, 13, 14, 48, 48, 3, 3, 2, 2, 1, 1, 48},
+        {1, 5, 14, 48, 48, 3, 3, 1, 1, 1, 1, 48},
     };
     for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) check_all_directions(&wide[i], seed++);
 }
@@ -324,6 +325,9 @@ static void depthwise_schedules_body(void) {
         {2, 9, 40, 160, 160, 3, 3, 1, 1, 1, 1, 160},
         {1, 11, 13, 96, 96, 3, 3, 2, 2, 1, 1, 96},
         {3, 7, 9, 33, 33, 5, 5, 1, 1, 2, 2, 33},
+        /* rows exactly one tile wide (8: AVX-512 narrow tiles and pairs, AVX2 wide tiles; 14: AVX-512 wide) */
+        {2, 6, 8, 40, 40, 3, 3, 1, 1, 1, 1, 40},
+        {1, 5, 14, 48, 48, 5, 5, 1, 1, 2, 2, 48},
     };
     enum { CAPACITY = 64 };
     plait_conv_schedule space[CAPACITY];
