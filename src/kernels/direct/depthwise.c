@@ -272,12 +272,18 @@ static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW) {
     return NULL;
 }
 
-/* Output rows per band: the band's rows of x and dy stay in cache while every channel vector sweeps them. An
- * even count, so the two-row tiles leave no single row, of at most 192 KB: on the Xeon (batch 8, paired in one
- * process) 14x14 layers with 384-576 channels ran 1.2-1.3x on one thread and 1.04-1.2x on two against bands
- * of 256 KB; the others within 3%, except 7x7x960 on two threads (0.95x: four bands an image, the last of
- * one row). */
+/* Output rows per band. Inputs below 8 MiB (no band pulled ahead into L2): the whole image, as long as every
+ * thread still gets an image. Each channel vector group then runs down the image with the rows its tile rows
+ * share still in L1, and no band re-reads the x rows of its neighbours' edges. Zen 4 (batch 8, in-process A/B,
+ * one / two threads) against the 192 KB bands below: 14x14x576 1.10x / 1.15x, 7x7x960 1.20x / 1.04x, 28x28x192
+ * s2 1.11x / 1.14x, 14x14x576 s2 1.09x / 1.07x, 14x14x384 and 28x28x192 1.04-1.06x; AVX2 forced 1.04-1.17x; the
+ * larger layers level or slower (56x56x144 0.74x on two threads). Larger inputs: an even count, so the two-row
+ * tiles leave no single row, of at most 192 KB, small enough for the next band beside it in L2 (on the Xeon
+ * 14x14 layers with 384-576 channels ran 1.2-1.3x on one thread and 1.04-1.2x on two against bands of 256
+ * KB). */
 static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
+    if (!large_tensor((size_t)d->batch * d->in_h * d->in_w * d->in_channels) && d->batch >= plait_threads())
+        return OH;
     size_t row_bytes = ((size_t)d->in_w * d->stride_h + (size_t)OW) * d->in_channels * sizeof(float);
     int band = (int)(((size_t)192 << 10) / (row_bytes ? row_bytes : 1)) & ~1;
     return direct_max(1, direct_min(direct_max(band, 2), OH));
