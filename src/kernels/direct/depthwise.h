@@ -58,8 +58,8 @@ typedef struct dw_bandjob {
     int oh0, oh1;
     float *acc;
     int cpad;
-    /* Memory the thread's next band reads first (its new rows of x, its rows of dy), pulled into L2 a share at
-     * a time by each tile row of each channel vector group; next_floats 0 = none. */
+    /* Memory the thread's next band reads first (next[0]: its new rows of x; next[1]: its rows of dy), pulled
+     * into L2 tile by tile, each tile the lines of the same tile of that band; next_floats 0 = none. */
     const float *next[2];
     size_t next_floats[2];
 } dw_bandjob;

@@ -402,9 +402,35 @@ dw_row_fn DW_NAME(dw_row_s2)(void) { return DW_NAME(row_s2); }
  * pixel). The sums are independent chains, kept twice (alternating pixels) when there are few of them, so
  * the multiply-adds never wait on each other. M > 1 needs the same stride along H and W (SW). */
 
+/* Pulls into L2 the lines that the same tile of the thread's next band will load (the tile at output row oh of
+ * this band, pixels [o0, o0 + T), V vectors from c): its x columns and its M*SH new x rows (at the band's last tile
+ * row, every row left), its M rows of dy. Spread over the tiles in the order the next band reads them, where one
+ * burst per tile row had stalled on the misses it raised. */
+DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, int oh, int o0, int c, const int SW, const int T,
+                                      const int V, const int M) {
+    const int i_lo = o0 * SW - j->pad_w < 0 ? 0 : o0 * SW - j->pad_w;
+    const int i_hi = o0 + T >= j->OW || (o0 + T) * SW - j->pad_w > j->W ? j->W : (o0 + T) * SW - j->pad_w;
+    const bool end = oh + M >= j->oh1;
+    const size_t x_rows = j->next_floats[0] / ((size_t)j->W * j->x_pixel), x_first = (size_t)(oh - j->oh0) * j->SH;
+    const size_t x_last = end ? x_rows : x_first + (size_t)M * j->SH;
+    const size_t dy_rows = j->next_floats[1] / ((size_t)j->OW * j->dy_pixel), dy_first = (size_t)(oh - j->oh0);
+    const size_t dy_last = end ? dy_rows : dy_first + (size_t)M;
+#pragma GCC unroll 2
+    for (int v = 0; v < V; v++) {
+        if ((c + v * DW_LANES) % 16 != 0) continue; /* one prefetch a 64-byte line */
+        const float *x = j->next[0] + c + v * DW_LANES, *dy = j->next[1] + c + v * DW_LANES;
+        for (size_t r = x_first; r < x_last && r < x_rows; r++)
+            for (int i = i_lo; i < i_hi; i++) __builtin_prefetch(x + r * j->x_row + (ptrdiff_t)i * j->x_pixel, 0, 2);
+        for (size_t r = dy_first; r < dy_last && r < dy_rows; r++)
+            for (int p = o0; p < o0 + T && p < j->OW; p++)
+                __builtin_prefetch(dy + r * j->dy_row + (ptrdiff_t)p * j->dy_pixel, 0, 2);
+    }
+}
+
 DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
                                   const int S, const int SW, const int T, const int SETS, const int V, const int M,
                                   const int checked) {
+    if (j->next_floats[0] + j->next_floats[1] > 0) DW_NAME(band_prefetch)(j, oh, o0, c, SW, T, V, M);
     DW_VEC g[2][3][8];
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
@@ -492,34 +518,16 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
     for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_CHECKED);
 }
 
-/* Shares [part, part + count) of `parts` of the next band's memory into L2. */
-DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, long part, long count, long parts) {
-    for (int k = 0; k < 2; k++) {
-        size_t lines = j->next_floats[k] / 16, first = lines * part / parts, last = lines * (part + count) / parts;
-        for (size_t line = first; line < last; line++) __builtin_prefetch(j->next[k] + line * 16, 0, 2);
-    }
-}
-
-/* The whole band for V channel vectors from c (group `group` of `groups`), M output rows at a time while the
- * strides match. */
-DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int group, int groups, int lo, int hi, const int R,
-                                     const int S, const int SW, const int T, const int SETS, const int V,
-                                     const int M) {
+/* The whole band for V channel vectors from c, M output rows at a time while the strides match. */
+DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi, const int R, const int S,
+                                     const int SW, const int T, const int SETS, const int V, const int M) {
     DW_VEC acc[2 * 25];
 #pragma GCC unroll 50
     for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
-    const bool ahead = j->next_floats[0] + j->next_floats[1] > 0;
-    const int rows = j->oh1 - j->oh0;
     int oh = j->oh0;
     if (M > 1 && j->SH == SW)
-        for (; oh + M <= j->oh1; oh += M) {
-            if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, M, (long)groups * rows);
-            DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
-        }
-    for (; oh < j->oh1; oh++) {
-        if (ahead) DW_NAME(band_prefetch)(j, (long)group * rows + oh - j->oh0, 1, (long)groups * rows);
-        DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
-    }
+        for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
+    for (; oh < j->oh1; oh++) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 25
@@ -535,7 +543,7 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int group, int 
  * band, and the band's rows of x and dy stay in L2 for the next vectors. */
 DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
                                   const int T, const int SETS, const int V, const int M) {
-    int lo, hi, c = c_begin, group = 0;
+    int lo, hi, c = c_begin;
     DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
     /* rows of at most DW_NARROW pixels (3x3, stride 1): each row one tile of one vector, borders included
      * (Zen 4, batch 8, in-process A/B: 7x7x960 1.28x on one thread, 1.22x on two; two such tiles on 14-pixel rows
@@ -543,15 +551,11 @@ DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, c
      * as many inputs (14x14x576 s2 1.12x on one thread, 1.09x on two) */
     if (DW_NARROW > 0 && R == 3 &&
         (SW == 1 ? j->OW <= DW_NARROW : DW_NAME(narrow_left_row)(S, SW, j->pad_w, j->W, j->OW))) {
-        for (; c < c_end; c += DW_LANES, group++)
-            DW_NAME(band_vectors)(j, c, group, (c_end - c_begin) / DW_LANES, lo, hi, R, S, SW, DW_NARROW, 1, 1, M);
+        for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, DW_NARROW, 1, 1, M);
         return;
     }
-    const int groups = (c_end - c_begin) / (V * DW_LANES) + (c_end - c_begin) % (V * DW_LANES) / DW_LANES;
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES, group++)
-        DW_NAME(band_vectors)(j, c, group, groups, lo, hi, R, S, SW, T, SETS, V, M);
-    for (; c < c_end; c += DW_LANES, group++)
-        DW_NAME(band_vectors)(j, c, group, groups, lo, hi, R, S, SW, T, SETS, 1, M);
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V, M);
+    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1, M);
 }
 
 #define DW_BAND(R, SW, T, SETS, V, M)                                                                  \
