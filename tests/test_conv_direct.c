@@ -325,7 +325,8 @@ static void depthwise_schedules_body(void) {
         {2, 9, 40, 160, 160, 3, 3, 1, 1, 1, 1, 160},
         {1, 11, 13, 96, 96, 3, 3, 2, 2, 1, 1, 96},
         {3, 7, 9, 33, 33, 5, 5, 1, 1, 2, 2, 33},
-        /* rows exactly one tile wide (8: AVX-512 narrow tiles and pairs, AVX2 wide tiles; 14: AVX-512 wide) */
+        /* rows exactly one tile wide (8: AVX-512 8-pixel single and paired tiles, AVX2 wide tiles; 14: AVX-512
+         * wide tiles) */
         {2, 6, 8, 40, 40, 3, 3, 1, 1, 1, 1, 40},
         {1, 5, 14, 48, 48, 5, 5, 1, 1, 2, 2, 48},
     };

@@ -427,8 +427,8 @@ plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_
     s.block_c = DW_CHANNEL_BLOCK;
     /* stride-2 forward rows over inputs of 8 MiB and more (those the rows prefetch) in blocks of 64 channels, as
      * the search had picked on Zen 4 in every run since stop 37: in-process A/B, batch 8, one / two threads,
-     * 112x112x96 s2 1.70x / 1.31x (AVX2 forced 1.51x), 56x56x144 s2 1.21x / 0.95-1.01x (AVX2 1.10x); why the
-     * narrower block pays here (the rows come from memory) is not established */
+     * 112x112x96 s2 1.70x / 1.31x (AVX2 forced 1.51x), 56x56x144 s2 1.21x / 0.95-1.01x (AVX2 1.10x); 32 and 96
+     * or more ran slower, 48 level. Why is not established (Zen 4's prefetcht1 fills L2 only) */
     if (direction == PLAIT_CONV_FORWARD && d->stride_w == 2 &&
         large_tensor((size_t)d->batch * d->in_h * d->in_w * d->in_channels))
         s.block_c = 64;
