@@ -308,9 +308,9 @@ static dw_bandjob band_job(const plait_conv2d_desc *d, const float *x, const flo
         int ih_lo = oh2 == 0 ? 0 : direct_max(0, (oh2 - 1) * d->stride_h - d->pad_h + R);
         int ih_hi = direct_min(H, (oh2_end - 1) * d->stride_h - d->pad_h + R);
         j.next[0] = x + (((size_t)n2 * H + ih_lo) * W) * C;
-        j.next_floats[0] = ih_hi > ih_lo ? (size_t)(ih_hi - ih_lo) * W * C : 0;
+        j.next_rows[0] = direct_max(0, ih_hi - ih_lo);
         j.next[1] = dy + (((size_t)n2 * OH + oh2) * OW) * C;
-        j.next_floats[1] = (size_t)(oh2_end - oh2) * OW * C;
+        j.next_rows[1] = oh2_end - oh2;
     }
     return j;
 }

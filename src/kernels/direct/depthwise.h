@@ -58,10 +58,11 @@ typedef struct dw_bandjob {
     int oh0, oh1;
     float *acc;
     int cpad;
-    /* Memory the thread's next band reads first (next[0]: its new rows of x; next[1]: its rows of dy), pulled
-     * into L2 tile by tile, each tile the lines of the same tile of that band; next_floats 0 = none. */
+    /* Memory the thread's next band reads first (next[0]: its next_rows[0] new rows of x; next[1]: its
+     * next_rows[1] rows of dy), pulled into L2 tile by tile, each tile the lines of the same tile of that band;
+     * next_rows 0 = none. */
     const float *next[2];
-    size_t next_floats[2];
+    int next_rows[2];
 } dw_bandjob;
 typedef void (*dw_band_fn)(const dw_bandjob *j, int c_begin, int c_end);
 

@@ -411,17 +411,15 @@ DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, int oh, int o0, int c
     const int i_lo = o0 * SW - j->pad_w < 0 ? 0 : o0 * SW - j->pad_w;
     const int i_hi = o0 + T >= j->OW || (o0 + T) * SW - j->pad_w > j->W ? j->W : (o0 + T) * SW - j->pad_w;
     const bool end = oh + M >= j->oh1;
-    const size_t x_rows = j->next_floats[0] / ((size_t)j->W * j->x_pixel), x_first = (size_t)(oh - j->oh0) * j->SH;
-    const size_t x_last = end ? x_rows : x_first + (size_t)M * j->SH;
-    const size_t dy_rows = j->next_floats[1] / ((size_t)j->OW * j->dy_pixel), dy_first = (size_t)(oh - j->oh0);
-    const size_t dy_last = end ? dy_rows : dy_first + (size_t)M;
+    const int x_first = (oh - j->oh0) * j->SH, x_last = end ? j->next_rows[0] : x_first + M * j->SH;
+    const int dy_first = oh - j->oh0, dy_last = end ? j->next_rows[1] : dy_first + M;
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++) {
         if ((c + v * DW_LANES) % 16 != 0) continue; /* one prefetch a 64-byte line */
         const float *x = j->next[0] + c + v * DW_LANES, *dy = j->next[1] + c + v * DW_LANES;
-        for (size_t r = x_first; r < x_last && r < x_rows; r++)
+        for (int r = x_first; r < x_last && r < j->next_rows[0]; r++)
             for (int i = i_lo; i < i_hi; i++) __builtin_prefetch(x + r * j->x_row + (ptrdiff_t)i * j->x_pixel, 0, 2);
-        for (size_t r = dy_first; r < dy_last && r < dy_rows; r++)
+        for (int r = dy_first; r < dy_last && r < j->next_rows[1]; r++)
             for (int p = o0; p < o0 + T && p < j->OW; p++)
                 __builtin_prefetch(dy + r * j->dy_row + (ptrdiff_t)p * j->dy_pixel, 0, 2);
     }
@@ -430,7 +428,7 @@ DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, int oh, int o0, int c
 DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
                                   const int S, const int SW, const int T, const int SETS, const int V, const int M,
                                   const int checked) {
-    if (j->next_floats[0] + j->next_floats[1] > 0) DW_NAME(band_prefetch)(j, oh, o0, c, SW, T, V, M);
+    if (j->next_rows[0] + j->next_rows[1] > 0) DW_NAME(band_prefetch)(j, oh, o0, c, SW, T, V, M);
     DW_VEC g[2][3][8];
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
@@ -506,7 +504,7 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
 #undef DW_BAND_TAIL
         return;
     }
-    if (j->next_floats[0] + j->next_floats[1] == 0 && DW_NAME(left_row)(S, SW, j->pad_w, j->W, j->OW, T)) {
+    if (j->next_rows[0] + j->next_rows[1] == 0 && DW_NAME(left_row)(S, SW, j->pad_w, j->W, j->OW, T)) {
         DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT);
         o = T;
     }
