@@ -43,6 +43,11 @@ static void run_row(const dw_rowjob *j, dw_row_fn fn, int lanes, int channels) {
  * reader comes, inputs when a row or band comes to them. */
 static bool large_tensor(size_t floats) { return floats * sizeof(float) >= ((size_t)8 << 20); }
 
+/* The layer's input (x) by that measure: it decides the row prefetch's and the bands' rules. */
+static bool large_input(const plait_conv2d_desc *d) {
+    return large_tensor((size_t)d->batch * d->in_h * d->in_w * d->in_channels);
+}
+
 /* Non-temporal stores (no read-for-ownership of the output: a third less memory traffic) for large outputs
  * where every stored vector starts on a cache line (channels a multiple of 16, aligned output). Measured
  * on AVX2 (Zen 3, mbv2 layers at batch 8, alternating builds): forward rows ran faster with plain stores on
@@ -108,7 +113,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
      * had kept it on AVX-512 only past 3/4 of the L3 from one measurement (56x56x144 s2 0.91x, 112x112x32 0.92x
      * with it); the L3 holds these inputs only while other guests leave it alone, and without the prefetch the
      * strided NHWC misses run one at a time (56x56x144: 13-30 GFLOP/s from one run to the next, 48-63 with it). */
-    const bool prefetch = isa != PLAIT_ISA_PORTABLE && large_tensor(in_floats);
+    const bool prefetch = isa != PLAIT_ISA_PORTABLE && large_input(d);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
@@ -282,7 +287,7 @@ static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW) {
  * 14x14 layers with 384-576 channels ran 1.2-1.3x on one thread and 1.04-1.2x on two against bands of 256
  * KB). */
 static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
-    if (!large_tensor((size_t)d->batch * d->in_h * d->in_w * d->in_channels) && d->batch >= plait_threads())
+    if (!large_input(d) && d->batch >= plait_threads())
         return OH;
     size_t row_bytes = ((size_t)d->in_w * d->stride_h + (size_t)OW) * d->in_channels * sizeof(float);
     int band = (int)(((size_t)192 << 10) / (row_bytes ? row_bytes : 1)) & ~1;
@@ -318,7 +323,7 @@ static dw_bandjob band_job(const plait_conv2d_desc *d, const float *x, const flo
 void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
                                        const float *dy, float *dw, void *workspace) {
     const plait_conv_schedule s = direct_resolve_schedule(d, PLAIT_CONV_BACKWARD_WEIGHTS, schedule);
-    const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
+    const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h);
     const int threads = plait_threads(), taps = R * S;
     const size_t size = (size_t)taps * cpad;
@@ -337,7 +342,7 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
      * 56x56x144 2.39x / 1.80x, 112x112x96 s2 2.26x / 2.0x, 56x56x144 s2 1.05-1.34x / 0.95-0.97x (AVX2 0.89x);
      * batch 32, one thread, 28x28x192 2.04x, its s2 layer 1.50x, 56x56x144 s2 2.19x; and with one channel vector
      * group, which had no prefetch, 112x112x32 1.04x / 1.16x, at batch 32 1.48x. */
-    const bool ahead = full > 0 && large_tensor((size_t)d->batch * H * W * C);
+    const bool ahead = full > 0 && large_input(d);
     const long items = (long)d->batch * bands;
     /* Threads split the channels instead of the bands where each gets 4 vectors or more and no band is pulled
      * ahead (those are whole rows): then every thread's sums are its own to turn into dw, with no other
@@ -429,9 +434,7 @@ plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_
      * the search had picked on Zen 4 in every run since stop 37: in-process A/B, batch 8, one / two threads,
      * 112x112x96 s2 1.70x / 1.31x (AVX2 forced 1.51x), 56x56x144 s2 1.21x / 0.95-1.01x (AVX2 1.10x); 32 and 96
      * or more ran slower, 48 level. Why is not established (Zen 4's prefetcht1 fills L2 only) */
-    if (direction == PLAIT_CONV_FORWARD && d->stride_w == 2 &&
-        large_tensor((size_t)d->batch * d->in_h * d->in_w * d->in_channels))
-        s.block_c = 64;
+    if (direction == PLAIT_CONV_FORWARD && d->stride_w == 2 && large_input(d)) s.block_c = 64;
     if (d->stride_h == 1 && d->stride_w == 1 && !large_tensor(out_floats) && !one_tile_rows(d, s.tile_w, OW))
         s.vthreads = 2;
     if (narrow_pairs(d, direction, OW)) s.vthreads = 2;
