@@ -82,12 +82,19 @@ static int default_tile(plait_isa isa, int out_w) {
     return out_w >= 14 ? 14 : 8;
 }
 
-/* dst[t][c] = w[c][t] for the 16 channels from c0 (zero past C): the layer's taps, one aligned vector per tap
- * and channel vector. Run by every thread on its share of channels: on two threads (Xeon) a layer without any
- * repacking ran up to 1.13x (7x7x960), and split between the threads 1.0-1.08x against one thread doing it. */
-static void pack_taps(const float *w, int C, int cpad, int taps, int c0, float *dst) {
-    for (int t = 0; t < taps; t++)
-        for (int c = c0; c < c0 + 16; c++) dst[(size_t)t * cpad + c] = c < C ? w[(size_t)c * taps + t] : 0.0f;
+/* dst[row][c] = w[c][src[row]] for the 16 channels from c0 (zero past C): the layer's taps, one aligned vector per
+ * kernel tap row and channel vector (src NULL: row t is tap t). Run by every thread on its share of channels: on
+ * two threads (Xeon) a layer without any repacking ran up to 1.13x (7x7x960), and split between the threads
+ * 1.0-1.08x against one thread doing it. */
+static void pack_taps(plait_isa isa, const float *w, int C, int cpad, int taps, const int *src, int rows, int c0,
+                      float *dst) {
+    if (isa == PLAIT_ISA_AVX512 && taps <= 16 && c0 + 16 <= C) {
+        dw_pack16_avx512(w, taps, src, rows, cpad, c0, dst);
+        return;
+    }
+    for (int row = 0; row < rows; row++)
+        for (int c = c0; c < c0 + 16; c++)
+            dst[(size_t)row * cpad + c] = c < C ? w[(size_t)c * taps + (src ? src[row] : row)] : 0.0f;
 }
 
 void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_schedule *schedule, const float *x,
@@ -117,7 +124,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
-        for (int c0 = 0; c0 < cpad; c0 += 16) pack_taps(w, C, cpad, R * S, c0, taps);
+        for (int c0 = 0; c0 < cpad; c0 += 16) pack_taps(isa, w, C, cpad, R * S, NULL, R * S, c0, taps);
 #pragma omp for schedule(static)
         for (long item = 0; item < (long)d->batch * pairs; item++) {
             int n = (int)(item / pairs), oh = (int)(item % pairs) * 2;
@@ -177,10 +184,15 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv
     size_t offset[MAX_PHASES];
     float *packed = workspace;
     size_t used = 0;
+    /* phase pw's tap rows: row r * count + b holds tap (r, first + sw * (count - 1 - b)), W flipped */
+    int phase_src[MAX_PHASES][R * S];
     for (int pw = 0; pw < sw && pw < MAX_PHASES; pw++) {
         tw[pw] = phase_along(pw, sw, d->pad_w, S, W);
         offset[pw] = used;
         used += (size_t)R * tw[pw].count * cpad;
+        for (int r = 0; r < R; r++)
+            for (int b = 0; b < tw[pw].count; b++)
+                phase_src[pw][r * tw[pw].count + b] = r * S + tw[pw].first + sw * (tw[pw].count - 1 - b);
     }
     const plait_isa isa = direct_isa_resolved();
     const int lanes = lanes_of(isa);
@@ -209,14 +221,9 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv
     {
 #pragma omp for schedule(static)
         for (int c0 = 0; c0 < cpad; c0 += 16) {
-            if (both) pack_taps(w, C, cpad, R * S, c0, taps);
+            if (both) pack_taps(isa, w, C, cpad, R * S, NULL, R * S, c0, taps);
             for (int pw = 0; phases && pw < sw; pw++)
-                for (int r = 0; r < R; r++)
-                    for (int b = 0; b < tw[pw].count; b++) {
-                        int tap = tw[pw].first + sw * (tw[pw].count - 1 - b);
-                        float *dst = packed + offset[pw] + ((size_t)r * tw[pw].count + b) * cpad;
-                        for (int c = c0; c < c0 + 16; c++) dst[c] = c < C ? w[((size_t)c * R + r) * S + tap] : 0.0f;
-                    }
+                pack_taps(isa, w, C, cpad, R * S, phase_src[pw], R * tw[pw].count, c0, packed + offset[pw]);
         }
 #pragma omp for schedule(static)
         for (long item = 0; item < (long)d->batch * groups; item++) {

@@ -79,4 +79,9 @@ dw_band_fn dw_band_avx2(int R, int S, int SW);
 void dw_row_generic(const dw_rowjob *j, int c_begin, int c_end);
 void dw_band_generic(const dw_bandjob *j, int c_begin, int c_end);
 
+/* AVX-512, taps <= 16, channels c0..c0+15 all in the layer: the weights into the kernels' tap rows,
+ *   dst[row*cpad + c0 + k] = w[(c0 + k)*taps + src[row]] for row < rows, k < 16
+ * (src NULL: row itself). */
+void dw_pack16_avx512(const float *w, int taps, const int *src, int rows, int cpad, int c0, float *dst);
+
 #endif
