@@ -318,7 +318,7 @@ static void sampled_schedules_body(void) {
 static void sampled_schedules(void) { for_each_isa(sampled_schedules_body); }
 
 /* Every schedule of the depthwise space (single-row tiles, channel blocks, row pairs at stride 1 and forward at
- * stride 2; rows per band), on layers with several and partial channel blocks, stride 1 and 2, 3x3 and 5x5; and
+ * stride 2, forward bands; rows per band), on layers with several and partial channel blocks, stride 1 and 2, 3x3 and 5x5; and
  * the fields it rejects. */
 static void depthwise_schedules_body(void) {
     const plait_conv2d_desc cases[] = {
@@ -357,6 +357,12 @@ static void depthwise_schedules_body(void) {
     bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_BACKWARD_DATA);
     bad.tile_k = 2;
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_DATA, &bad));
+    bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_BACKWARD_DATA);
+    bad.block_h = 4; /* bands are forward's, of single rows */
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_DATA, &bad));
+    bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_FORWARD);
+    bad.block_h = 4, bad.vthreads = 2;
+    CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_FORWARD, &bad));
     bad = plait_conv_direct_schedule(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS);
     bad.block_h = 0;
     CHECK(!plait_conv_schedule_valid(&cases[0], PLAIT_CONV_BACKWARD_WEIGHTS, &bad));

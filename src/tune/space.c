@@ -33,7 +33,8 @@ static int add(plait_conv_schedule *out, int count, int capacity, const plait_co
 }
 
 /* Depthwise: forward and backward-data over the ISA's single-row tiles, channel blocks and row pairs (stride
- * 1, and forward at stride 2); backward-weights over rows per band. The default is always in. */
+ * 1, and forward at stride 2), forward also over bands of the whole image; backward-weights over rows per band.
+ * The default is always in. */
 static int depthwise_space(const plait_conv2d_desc *d, plait_conv_direction direction, plait_conv_schedule *out,
                            int capacity) {
     plait_conv_schedule base = plait_conv_direct_schedule(d, direction);
@@ -54,12 +55,14 @@ static int depthwise_space(const plait_conv2d_desc *d, plait_conv_direction dire
     for (int t = 0; t < tile_count; t++)
         for (int b = 0; b < 4; b++) {
             if (blocks[b] >= d->in_channels) continue; /* one block: the same as 0 */
-            for (int vt = 1; vt <= 2; vt++) { /* pairs where valid */
+            for (int vt = 1; vt <= 3; vt++) { /* pairs where valid; 3: forward bands of the whole image */
                 plait_conv_schedule s = base;
                 s.tile_w = tiles[t];
                 s.block_c = blocks[b];
-                s.vthreads = vt;
-                bool same = s.tile_w == base.tile_w && s.block_c == base.block_c && s.vthreads == base.vthreads;
+                s.vthreads = vt == 2 ? 2 : 1;
+                s.block_h = vt == 3 ? direct_out_size(d->in_h, d->kernel_h, d->stride_h, d->pad_h) : 0;
+                bool same = s.tile_w == base.tile_w && s.block_c == base.block_c && s.vthreads == base.vthreads &&
+                            s.block_h == base.block_h;
                 if (!same) count = add(out, count, capacity, d, direction, s);
             }
         }
@@ -241,9 +244,13 @@ static double depthwise_cost(const plait_conv2d_desc *d, plait_conv_direction di
     double tiles = out_rows / s->vthreads * ceil(out_w / s->tile_w) * vectors;
     double block = s->block_c > 0 ? s->block_c : d->in_channels;
     double blocks = out_rows / s->vthreads * ceil(d->in_channels / block);
-    double rows_read = s->vthreads == 2 ? (d->kernel_h + d->stride_h) / 2.0 : d->kernel_h;
-    double l1_miss =
-        rows_read * in_bytes / (double)d->stride_h / 64 * (block * 4 * d->kernel_h * d->in_w > L1_BYTES ? 2 : 1);
+    /* input rows per output row from beyond L1: pairs share theirs; a band's block keeps the rows its next output
+     * row shares, if they fit */
+    bool fits = block * 4 * d->kernel_h * d->in_w <= L1_BYTES;
+    double rows_read = s->block_h > 0 && fits ? d->stride_h
+                       : s->vthreads == 2     ? (d->kernel_h + d->stride_h) / 2.0
+                                              : d->kernel_h;
+    double l1_miss = rows_read * in_bytes / (double)d->stride_h / 64 * (fits ? 1 : 2);
     double stream = (in_bytes + 2 * out_bytes) / L3_BYTES_PER_CYCLE;
     return (fma / FMA_PER_CYCLE + tiles * (3 + taps) + blocks * 50 + l1_miss + stream) / threads /
            CYCLES_PER_SECOND;
