@@ -106,8 +106,8 @@ static void pack_taps(plait_isa isa, const float *w, int C, int cpad, int taps, 
 }
 
 /* The forward job of output row oh of image n (with row oh + 1 as its second when `both`). */
-static dw_rowjob forward_job(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x, const float *taps,
-                             float *y, int n, int oh, bool both, bool stream) {
+static dw_rowjob forward_job(const plait_conv2d_desc *d, const plait_conv_schedule *s, const float *x,
+                             const float *taps, float *y, int n, int oh, bool both, bool stream) {
     const int C = d->in_channels, cpad = cpad_of(C), R = d->kernel_h, S = d->kernel_w, H = d->in_h, W = d->in_w;
     const int OH = direct_out_size(H, R, d->stride_h, d->pad_h), OW = direct_out_size(W, S, d->stride_w, d->pad_w);
     int ih0 = oh * d->stride_h - d->pad_h;

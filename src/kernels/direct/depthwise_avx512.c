@@ -60,7 +60,8 @@ static inline void transpose16(__m512 r[16]) {
     }
 }
 
-/* Rows are read whole (16 floats, the next channels' taps beyond this one's), but for the last rows of w. */
+/* Each channel's row is read as 16 floats (the next channels' taps past its own), but for the block's last rows,
+ * where those would pass the block's end: masked there. */
 void dw_pack16_avx512(const float *w, int taps, const int *src, int rows, int cpad, int c0, float *dst) {
     const __mmask16 mask = (__mmask16)((1u << taps) - 1);
     __m512 r[16];
