@@ -318,8 +318,8 @@ static void sampled_schedules_body(void) {
 static void sampled_schedules(void) { for_each_isa(sampled_schedules_body); }
 
 /* Every schedule of the depthwise space (single-row tiles, channel blocks, row pairs at stride 1 and forward at
- * stride 2, forward bands; rows per band), on layers with several and partial channel blocks, stride 1 and 2, 3x3 and 5x5; and
- * the fields it rejects. */
+ * stride 2, forward bands; rows per band), on layers with several and partial channel blocks, stride 1 and 2,
+ * 3x3 and 5x5; and the fields it rejects. */
 static void depthwise_schedules_body(void) {
     const plait_conv2d_desc cases[] = {
         {2, 9, 40, 160, 160, 3, 3, 1, 1, 1, 1, 160},

@@ -33,18 +33,16 @@ static dw_row_fn row_kernel(plait_isa isa, int S, int SW) {
     return NULL;
 }
 
-static void run_row(const dw_rowjob *j, dw_row_fn fn, int lanes, int channels) {
-    int full = fn ? channels / lanes * lanes : 0;
-    if (full > 0) fn(j, 0, full);
-    if (full < channels) dw_row_generic(j, full, channels);
-}
-
 /* Channels [c_begin, c_end) of a row job (c_begin a multiple of the lanes): whole vectors through fn, the channels
  * past the last whole vector of the layer's `channels` through the plain C path. */
 static void run_rows(const dw_rowjob *j, dw_row_fn fn, int lanes, int c_begin, int c_end, int channels) {
     int full = fn ? channels / lanes * lanes : 0, split = direct_max(c_begin, direct_min(c_end, full));
     if (split > c_begin) fn(j, c_begin, split);
     if (split < c_end) dw_row_generic(j, split, c_end);
+}
+
+static void run_row(const dw_rowjob *j, dw_row_fn fn, int lanes, int channels) {
+    run_rows(j, fn, lanes, 0, channels, channels);
 }
 
 /* Tensors of 8 MiB and more are taken not to be in cache any more when they are next read: outputs when their
@@ -54,6 +52,12 @@ static bool large_tensor(size_t floats) { return floats * sizeof(float) >= ((siz
 /* The layer's input (x) by that measure: it decides the row prefetch's and the bands' rules. */
 static bool large_input(const plait_conv2d_desc *d) {
     return large_tensor((size_t)d->batch * d->in_h * d->in_w * d->in_channels);
+}
+
+/* Bands of a whole image (forward rows, backward-weights): for inputs below 8 MiB, while every thread still
+ * gets an image of its own. */
+static bool whole_image_bands(const plait_conv2d_desc *d) {
+    return !large_input(d) && d->batch >= plait_threads();
 }
 
 /* Non-temporal stores (no read-for-ownership of the output: a third less memory traffic) for large outputs
@@ -326,8 +330,7 @@ static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW) {
  * 14x14 layers with 384-576 channels ran 1.2-1.3x on one thread and 1.04-1.2x on two against bands of 256
  * KB). */
 static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
-    if (!large_input(d) && d->batch >= plait_threads())
-        return OH;
+    if (whole_image_bands(d)) return OH;
     size_t row_bytes = ((size_t)d->in_w * d->stride_h + (size_t)OW) * d->in_channels * sizeof(float);
     int band = (int)(((size_t)192 << 10) / (row_bytes ? row_bytes : 1)) & ~1;
     return direct_max(1, direct_min(direct_max(band, 2), OH));
@@ -483,7 +486,7 @@ plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_
      * 28x28x192 (blocks of 64) 1.0-1.03x, 7x7x960 and the stride-2 layers level to 1.04x, 56x56x144 0.97-1.0x;
      * AVX2 forced (8-pixel tiles) 14x14x576 1.07x, 14x14x384 level */
     if (direction == PLAIT_CONV_FORWARD && direct_isa_resolved() == PLAIT_ISA_AVX512 &&
-        one_tile_rows(d, s.tile_w, OW) && !large_input(d) && d->batch >= plait_threads())
+        one_tile_rows(d, s.tile_w, OW) && whole_image_bands(d))
         s.block_h = OH;
     return s;
 }
