@@ -392,6 +392,9 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
      * / 1.03x, s2 1.02x / 1.05x, 14x14x384 1.0x / 1.03x, 28x28x192 level; 112x112x32 with one vector a thread
      * ran 0.54x on two. */
     const bool by_channels = full > 0 && !ahead && full / lanes >= 4 * threads;
+    /* the sums into dw's layout through a register transpose (dw_turn16_avx512), in place of a scalar move per
+     * tap and channel */
+    const bool turn16 = isa == PLAIT_ISA_AVX512 && taps == 9;
 #pragma omp parallel num_threads(threads)
     {
         const int me = omp_get_thread_num(), team = omp_get_num_threads();
@@ -408,7 +411,10 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
                 if (rest) dw_band_generic(&j, full, C);
             }
             const int c_last = rest ? C : c_end;
-            for (int c = c_begin; c < c_last; c++)
+            int c = c_begin;
+            if (turn16)
+                for (; c + 16 <= c_last && c + 16 <= C; c += 16) dw_turn16_avx512(mine, 0, 1, cpad, c, dw);
+            for (; c < c_last; c++)
                 for (int t = 0; t < taps; t++) dw[(size_t)c * taps + t] += mine[(size_t)t * cpad + c];
         } else {
 #pragma omp for schedule(static)
@@ -422,6 +428,10 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
 #pragma omp for schedule(static)
             for (int c0 = 0; c0 < C; c0 += 16) {
                 int count = direct_min(16, C - c0);
+                if (turn16 && count == 16) {
+                    dw_turn16_avx512(partial, size, team, cpad, c0, dw);
+                    continue;
+                }
                 for (int t = 0; t < taps; t++) {
                     float sum[16] = {0};
                     for (int i = 0; i < team; i++) {

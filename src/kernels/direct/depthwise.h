@@ -84,4 +84,9 @@ void dw_band_generic(const dw_bandjob *j, int c_begin, int c_end);
  * (src NULL: row itself). */
 void dw_pack16_avx512(const float *w, int taps, const int *src, int rows, int cpad, int c0, float *dst);
 
+/* AVX-512, 3x3 taps, channels c0..c0+15 all in the layer: the tap sums of `parts` threads (each `part` floats
+ * after the last) added into the layer's weight gradient,
+ *   dw[(c0 + k)*9 + t] += sum over i < parts of sums[i*part + t*cpad + c0 + k]. */
+void dw_turn16_avx512(const float *sums, size_t part, int parts, int cpad, int c0, float *dw);
+
 #endif

@@ -27,8 +27,7 @@
 
 /* ---- the layer's weights [C][taps] into the kernels' tap rows [taps][cpad], 16 channels at a time: one 16 x 16
  * transpose in registers in place of 16 * taps scalar moves, which took 5% of a 7x7x960 forward call at batch 8
- * and a quarter at batch 1 (Zen 4). The other way, backward-weights' tap sums into dw, the same transpose ran
- * level with the scalar loop (its rows are 9 floats apart; masked or overlapping stores cost what it saved). ---- */
+ * and a quarter at batch 1 (Zen 4). The other way, backward-weights' tap sums into dw: see dw_turn16_avx512. ---- */
 
 /* r[k] lane i -> r[i] lane k: pairs of rows, then quads, then 128-bit lanes twice. */
 static inline void transpose16(__m512 r[16]) {
@@ -71,4 +70,37 @@ void dw_pack16_avx512(const float *w, int taps, const int *src, int rows, int cp
     }
     transpose16(r);
     for (int row = 0; row < rows; row++) _mm512_storeu_ps(dst + (size_t)row * cpad + c0, r[src ? src[row] : row]);
+}
+
+/* The other way, for 3x3 layers: transposed back, each channel's 9 tap sums sit in lanes 0..8 of its own vector;
+ * output vector v (floats 16v..16v+15 of the block's 144) takes its lanes from the two or three channels those
+ * floats belong to, one masked permute each, so dw is read and written in whole vectors that do not overlap. */
+void dw_turn16_avx512(const float *sums, size_t part, int parts, int cpad, int c0, float *dw) {
+    enum { taps = 9 };
+    __m512 r[16];
+#pragma GCC unroll 16
+    for (int t = 0; t < 16; t++) {
+        r[t] = t < taps ? _mm512_loadu_ps(sums + (size_t)t * cpad + c0) : _mm512_setzero_ps();
+        for (int i = 1; t < taps && i < parts; i++)
+            r[t] = _mm512_add_ps(r[t], _mm512_loadu_ps(sums + (size_t)i * part + (size_t)t * cpad + c0));
+    }
+    transpose16(r);
+    float *out = dw + (size_t)c0 * taps;
+#define DW_TAP(l) (16 * v + (l)) % taps
+#pragma GCC unroll 9
+    for (int v = 0; v < taps; v++) {
+        /* lane l: tap (16v + l) % 9 of channel (16v + l) / 9; constants once unrolled */
+        const __m512i index = _mm512_setr_epi32(DW_TAP(0), DW_TAP(1), DW_TAP(2), DW_TAP(3), DW_TAP(4), DW_TAP(5),
+                                                DW_TAP(6), DW_TAP(7), DW_TAP(8), DW_TAP(9), DW_TAP(10), DW_TAP(11),
+                                                DW_TAP(12), DW_TAP(13), DW_TAP(14), DW_TAP(15));
+        __m512 turned = _mm512_setzero_ps();
+#pragma GCC unroll 3
+        for (int k = 16 * v / taps; k <= (16 * v + 15) / taps; k++) {
+            int lo = k * taps - 16 * v, hi = lo + taps;
+            lo = lo < 0 ? 0 : lo, hi = hi > 16 ? 16 : hi;
+            turned = _mm512_mask_permutexvar_ps(turned, (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1)), index, r[k]);
+        }
+        _mm512_storeu_ps(out + 16 * v, _mm512_add_ps(_mm512_loadu_ps(out + 16 * v), turned));
+    }
+#undef DW_TAP
 }
