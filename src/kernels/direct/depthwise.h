@@ -63,6 +63,10 @@ typedef struct dw_bandjob {
      * next_rows 0 = none. */
     const float *next[2];
     int next_rows[2];
+    /* The same band of `images` consecutive images (x_image, dy_image floats apart) summed in one pass, the sums
+     * held in registers from one image to the next (0 or 1: the one image). */
+    int images;
+    ptrdiff_t x_image, dy_image;
 } dw_bandjob;
 typedef void (*dw_band_fn)(const dw_bandjob *j, int c_begin, int c_end);
 

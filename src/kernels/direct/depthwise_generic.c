@@ -28,6 +28,13 @@ void dw_row_generic(const dw_rowjob *j, int c_begin, int c_end) {
 }
 
 void dw_band_generic(const dw_bandjob *j, int c_begin, int c_end) {
+    if (j->images > 1) {
+        dw_bandjob image = *j;
+        image.images = 1;
+        for (int n = 0; n < j->images; n++, image.x += j->x_image, image.dy += j->dy_image)
+            dw_band_generic(&image, c_begin, c_end);
+        return;
+    }
     for (int oh = j->oh0; oh < j->oh1; oh++)
         for (int r = 0; r < j->R; r++) {
             int ih = oh * j->SH - j->pad_h + r;

@@ -522,10 +522,13 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi,
     DW_VEC acc[2 * 25];
 #pragma GCC unroll 50
     for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
-    int oh = j->oh0;
-    if (M > 1 && j->SH == SW)
-        for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
-    for (; oh < j->oh1; oh++) DW_NAME(band_row)(j, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
+    dw_bandjob image = *j;
+    for (int n = 0; n < j->images || n == 0; n++, image.x += j->x_image, image.dy += j->dy_image) {
+        int oh = j->oh0;
+        if (M > 1 && j->SH == SW)
+            for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(&image, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
+        for (; oh < j->oh1; oh++) DW_NAME(band_row)(&image, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
+    }
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
 #pragma GCC unroll 25
