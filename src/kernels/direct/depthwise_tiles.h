@@ -413,6 +413,27 @@ DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, int oh, int o0, int c
     const bool end = oh + M >= j->oh1;
     const int x_first = (oh - j->oh0) * j->SH, x_last = end ? j->next_rows[0] : x_first + M * j->SH;
     const int dy_first = oh - j->oh0, dy_last = end ? j->next_rows[1] : dy_first + M;
+    /* a tile inside the row and the band: the same lines through loops of constant counts, unrolled (against the
+     * general loops below, Zen 4, batch 8, in-process A/B, one / two threads: 112x112x32 1.16x / 1.17x, AVX2
+     * forced 1.04x; 56x56x144 (s1 and s2), 112x112x96 s2 and the batch-32 layers level) */
+    if (!end && j->SH == SW && o0 + T <= j->OW && i_lo == o0 * SW - j->pad_w && i_hi == (o0 + T) * SW - j->pad_w &&
+        x_last <= j->next_rows[0] && dy_last <= j->next_rows[1]) {
+#pragma GCC unroll 2
+        for (int v = 0; v < V; v++) {
+            if ((c + v * DW_LANES) % 16 != 0) continue;
+            const float *x = j->next[0] + c + v * DW_LANES + x_first * j->x_row + (ptrdiff_t)i_lo * j->x_pixel;
+            const float *dy = j->next[1] + c + v * DW_LANES + dy_first * j->dy_row + (ptrdiff_t)o0 * j->dy_pixel;
+#pragma GCC unroll 4
+            for (int r = 0; r < M * SW; r++)
+#pragma GCC unroll 8
+                for (int i = 0; i < T * SW; i++) __builtin_prefetch(x + r * j->x_row + (ptrdiff_t)i * j->x_pixel, 0, 2);
+#pragma GCC unroll 2
+            for (int r = 0; r < M; r++)
+#pragma GCC unroll 4
+                for (int p = 0; p < T; p++) __builtin_prefetch(dy + r * j->dy_row + (ptrdiff_t)p * j->dy_pixel, 0, 2);
+        }
+        return;
+    }
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++) {
         if ((c + v * DW_LANES) % 16 != 0) continue; /* one prefetch a 64-byte line */
