@@ -153,6 +153,11 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
      * with it); the L3 holds these inputs only while other guests leave it alone, and without the prefetch the
      * strided NHWC misses run one at a time (56x56x144: 13-30 GFLOP/s from one run to the next, 48-63 with it). */
     const bool prefetch = isa != PLAIT_ISA_PORTABLE && large_input(d) && !band;
+    /* Zen 4, batch 8, in-process A/B, one / two threads, unrolled against the general loops: 112x112x32 1.10x /
+     * level, 56x56x144 level, 56x56x144 s2 1.09-1.14x / 1.15x, 112x112x96 s2 at batch 2 1.05x / 1.05-1.08x; but on
+     * stride-2 inputs of 19 MB and more 0.67-0.95x (112x112x96 s2 at batch 4 and 8, 56x56x144 s2 at 12 and 16) */
+    const size_t l3 = plait_cpu_features()->l3_bytes;
+    const bool near = l3 > 0 && in_floats * sizeof(float) <= l3 / 2;
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
@@ -181,6 +186,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
                         j.prefetch = x + (((size_t)n * H + next_first) * W) * C;
                         j.prefetch_rows = d->stride_h;
                         j.prefetch_row = (ptrdiff_t)W * C;
+                        j.prefetch_near = near;
                     }
                     run_row(&j, fn, lanes, C);
                 }
