@@ -33,8 +33,8 @@ typedef struct dw_rowjob {
     const float *prefetch;
     int prefetch_rows;
     ptrdiff_t prefetch_row;
-    /* The layer's input fits in half the last-level cache: a tile's lines are pulled through loops of constant
-     * counts, unrolled. Past that the general loops, whose own instructions space the prefetches out, ran the
+    /* The input the rows read (x forward, dy backward-data) fits in half the last-level cache: a tile's lines
+     * are pulled through loops of constant counts, unrolled. Past that the general loops, whose own instructions space the prefetches out, ran the
      * stride-2 layers faster (docs/kernels.md, stop 40). */
     bool prefetch_near;
 } dw_rowjob;
