@@ -34,8 +34,8 @@ typedef struct dw_rowjob {
     int prefetch_rows;
     ptrdiff_t prefetch_row;
     /* The input the rows read (x forward, dy backward-data) fits in half the last-level cache: a tile's lines
-     * are pulled through loops of constant counts, unrolled. Past that the general loops, whose own instructions space the prefetches out, ran the
-     * stride-2 layers faster (docs/kernels.md, stop 40). */
+     * are pulled through loops of constant counts, unrolled. Past that the general loops, whose own instructions
+     * space the prefetches out, ran the stride-2 layers faster (docs/kernels.md, stop 40). */
     bool prefetch_near;
 } dw_rowjob;
 /* Channels [c_begin, c_end); vector paths need both multiples of their lane count. */
