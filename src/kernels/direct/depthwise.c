@@ -153,9 +153,10 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
      * with it); the L3 holds these inputs only while other guests leave it alone, and without the prefetch the
      * strided NHWC misses run one at a time (56x56x144: 13-30 GFLOP/s from one run to the next, 48-63 with it). */
     const bool prefetch = isa != PLAIT_ISA_PORTABLE && large_input(d) && !band;
-    /* Zen 4, batch 8, in-process A/B, one / two threads, unrolled against the general loops: 112x112x32 1.10x /
-     * level, 56x56x144 level, 56x56x144 s2 1.09-1.14x / 1.15x, 112x112x96 s2 at batch 2 1.05x / 1.05-1.08x; but on
-     * stride-2 inputs of 19 MB and more 0.67-0.95x (112x112x96 s2 at batch 4 and 8, 56x56x144 s2 at 12 and 16) */
+    /* dw_rowjob.prefetch_near; Zen 4, batch 8, in-process A/B, one / two threads, unrolled against the general
+     * loops: 112x112x32 1.10x / level, 56x56x144 level, 56x56x144 s2 1.09-1.14x / 1.15x, 112x112x96 s2 at batch 2
+     * 1.05x / 1.05-1.08x; but on stride-2 inputs of 19 MB and more 0.67-0.95x (112x112x96 s2 at batch 4 and 8,
+     * 56x56x144 s2 at 12 and 16) */
     const size_t l3 = plait_cpu_features()->l3_bytes;
     const bool near = l3 > 0 && in_floats * sizeof(float) <= l3 / 2;
 #pragma omp parallel num_threads(plait_threads())
@@ -425,7 +426,7 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
             const int vectors = full / lanes, c_begin = vectors * me / team * lanes;
             const int c_end = vectors * (me + 1) / team * lanes;
             const bool rest = me == team - 1 && full < C;
-            /* whole-image bands: every image in one pass, each vector's sums kept in registers throughout */
+            /* per_pass images a pass (one on bands smaller than the image) */
             for (long item = 0; item < items; item += per_pass) {
                 dw_bandjob j = band_job(d, x, dy, item, band, mine, false);
                 j.images = (int)(items - item < per_pass ? items - item : per_pass);
