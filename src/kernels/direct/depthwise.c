@@ -54,6 +54,12 @@ static bool large_input(const plait_conv2d_desc *d) {
     return large_tensor((size_t)d->batch * d->in_h * d->in_w * d->in_channels);
 }
 
+/* A tensor of that many floats fits in half the last-level cache (unknown cache: no). */
+static bool within_half_cache(size_t floats) {
+    const size_t l3 = plait_cpu_features()->l3_bytes;
+    return l3 > 0 && floats * sizeof(float) <= l3 / 2;
+}
+
 /* Bands of a whole image (forward rows, backward-weights): for inputs below 8 MiB, while every thread still
  * gets an image of its own. */
 static bool whole_image_bands(const plait_conv2d_desc *d) {
@@ -157,8 +163,7 @@ void direct_depthwise_forward(const plait_conv2d_desc *d, const plait_conv_sched
      * loops: 112x112x32 1.10x / level, 56x56x144 level, 56x56x144 s2 1.09-1.14x / 1.15x, 112x112x96 s2 at batch 2
      * 1.05x / 1.05-1.08x; but on stride-2 inputs of 19 MB and more 0.67-0.95x (112x112x96 s2 at batch 4 and 8,
      * 56x56x144 s2 at 12 and 16) */
-    const size_t l3 = plait_cpu_features()->l3_bytes;
-    const bool near = l3 > 0 && in_floats * sizeof(float) <= l3 / 2;
+    const bool near = within_half_cache(in_floats);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
@@ -263,8 +268,7 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv
     /* the prefetch's unrolled loops as the forward's (dw_rowjob.prefetch_near): Zen 4, batch 8, in-process A/B,
      * one / two threads: 112x112x32 1.12x / 1.10x, 56x56x144 1.05x / 1.06x, the stride-2 layers and batches 4-32
      * level */
-    const size_t l3 = plait_cpu_features()->l3_bytes;
-    const bool near = l3 > 0 && in_floats * sizeof(float) <= l3 / 2;
+    const bool near = within_half_cache(in_floats);
 #pragma omp parallel num_threads(plait_threads())
     {
 #pragma omp for schedule(static)
