@@ -364,6 +364,7 @@ static dw_bandjob band_job(const plait_conv2d_desc *d, const float *x, const flo
         .dy = dy + (size_t)n * OH * OW * C, .dy_row = (ptrdiff_t)OW * C, .dy_pixel = C, .OW = OW,
         .R = R, .S = S, .SH = d->stride_h, .SW = d->stride_w, .pad_h = d->pad_h, .pad_w = d->pad_w,
         .oh0 = oh0, .oh1 = direct_min(OH, oh0 + band), .acc = acc, .cpad = cpad_of(C),
+        .images = 1, .x_image = (ptrdiff_t)H * W * C, .dy_image = (ptrdiff_t)OH * OW * C,
     };
     if (ahead) {
         int n2 = (int)((item + 1) / bands), oh2 = (int)((item + 1) % bands) * band;
@@ -434,14 +435,13 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
             for (long item = 0; item < items; item += per_pass) {
                 dw_bandjob j = band_job(d, x, dy, item, band, mine, false);
                 j.images = (int)(items - item < per_pass ? items - item : per_pass);
-                j.x_image = (ptrdiff_t)H * d->in_w * C, j.dy_image = (ptrdiff_t)OH * OW * C;
                 if (c_end > c_begin) fn(&j, c_begin, c_end);
                 if (rest) dw_band_generic(&j, full, C);
             }
             const int c_last = rest ? C : c_end;
             int c = c_begin;
             if (turn16)
-                for (; c + 16 <= c_last && c + 16 <= C; c += 16) dw_turn16_avx512(mine, 0, 1, cpad, c, dw);
+                for (; c + 16 <= c_last; c += 16) dw_turn16_avx512(mine, 0, 1, cpad, c, dw);
             for (; c < c_last; c++)
                 for (int t = 0; t < taps; t++) dw[(size_t)c * taps + t] += mine[(size_t)t * cpad + c];
         } else {

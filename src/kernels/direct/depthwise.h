@@ -67,8 +67,8 @@ typedef struct dw_bandjob {
      * next_rows 0 = none. */
     const float *next[2];
     int next_rows[2];
-    /* The same band of `images` consecutive images (x_image, dy_image floats apart) summed in one pass, the sums
-     * held in registers from one image to the next (0 or 1: the one image). */
+    /* The same band of `images` (at least 1) consecutive images, x_image and dy_image floats apart, summed in one
+     * pass, the sums held in registers from one image to the next. */
     int images;
     ptrdiff_t x_image, dy_image;
 } dw_bandjob;

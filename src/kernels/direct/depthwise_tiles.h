@@ -198,10 +198,11 @@ DW_INLINE void DW_NAME(row_tile2)(const dw_rowjob *j, int o0, int t, int c, cons
     }
 }
 
-/* Input pixels [p0, p1) (clipped to the row) of the next job's rows into L2, channels [c_begin, c_end). */
-DW_INLINE void DW_NAME(prefetch_pixels)(const dw_rowjob *j, int p0, int p1, int c_begin, int c_end, const int SW,
+/* Input pixels [p0, p0 + T*SW) (clipped to the row) of the next job's rows into L2, channels [c_begin, c_end). */
+DW_INLINE void DW_NAME(prefetch_pixels)(const dw_rowjob *j, int p0, int c_begin, int c_end, const int SW,
                                         const int T) {
-    if (j->prefetch_near && p0 >= 0 && p1 <= j->in_w && p1 - p0 == T * SW && j->prefetch_rows == SW) {
+    int p1 = p0 + T * SW;
+    if (j->prefetch_near && p0 >= 0 && p1 <= j->in_w && j->prefetch_rows == SW) {
         /* a tile inside the row: constant counts, unrolled (see dw_rowjob.prefetch_near) */
         const float *in = j->prefetch + (ptrdiff_t)p0 * j->in_pixel;
         for (int c = c_begin; c < c_end; c += 16)
@@ -224,7 +225,7 @@ DW_INLINE void DW_NAME(prefetch_pixels)(const dw_rowjob *j, int p0, int p1, int 
 DW_INLINE void DW_NAME(row_tiles)(const dw_rowjob *j, int o, int t, int c_begin, int c_end, const int S,
                                   const int SW, const int T, const int M, const int checked) {
     const int V = M == 2 ? (T <= 2 && DW_LANES == 16 ? 2 : 1) : T <= 2 ? 4 : T <= 4 ? 2 : 1;
-    if (j->prefetch) DW_NAME(prefetch_pixels)(j, o * SW - j->pad, (o + T) * SW - j->pad, c_begin, c_end, SW, T);
+    if (j->prefetch) DW_NAME(prefetch_pixels)(j, o * SW - j->pad, c_begin, c_end, SW, T);
     int c = c_begin;
     if (M == 2) {
         for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(row_tile2)(j, o, t, c, S, SW, T, V, checked);
@@ -371,7 +372,7 @@ DW_INLINE void DW_NAME(s2_tile)(const dw_rowjob *j, int t0, int c, const int T, 
 
 DW_INLINE void DW_NAME(s2_tiles)(const dw_rowjob *j, int t0, int c_begin, int c_end, const int T, const int V,
                                  const bool end) {
-    if (j->prefetch) DW_NAME(prefetch_pixels)(j, t0, t0 + T, c_begin, c_end, 1, T);
+    if (j->prefetch) DW_NAME(prefetch_pixels)(j, t0, c_begin, c_end, 1, T);
     int c = c_begin;
     for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, V, end);
     for (; c < c_end; c += DW_LANES) DW_NAME(s2_tile)(j, t0, c, T, 1, end);
@@ -556,7 +557,7 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi,
 #pragma GCC unroll 50
     for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
     dw_bandjob image = *j;
-    for (int n = 0; n < j->images || n == 0; n++, image.x += j->x_image, image.dy += j->dy_image) {
+    for (int n = 0; n < j->images; n++, image.x += j->x_image, image.dy += j->dy_image) {
         int oh = j->oh0;
         if (M > 1 && j->SH == SW)
             for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(&image, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
