@@ -18,6 +18,7 @@
 #define DW_WSETS_3 1
 #define DW_WROWS_3 2
 #define DW_WVEC_3 1
+#define DW_WFOLD 0
 #define DW_S2_TILE 4
 #define DW_S2_VECTORS 2
 #define DW_WTILE_5 2

@@ -6,7 +6,8 @@
  *   of this many outputs or dy pixels run as one tile; 0 = never), DW_WTILE_3, DW_WTILE_5 (pixels per
  *   backward-weights tile), DW_WSETS_3, DW_WVEC_3, DW_WROWS_3 (copies of the 3x3 tap sums, channel vectors and
  *   output rows per tile), DW_S2_TILE, DW_S2_VECTORS (dy pixels per stride-2 backward-data tile, channel vectors
- *   per single-pixel one).
+ *   per single-pixel one), DW_WFOLD (1: backward-weights tiles of at most 2 pixels leave GCC free to read x inside the
+ *   multiply-adds, each vector then loaded up to 4 times instead of once).
  * Every loop bound below is a compile-time constant after inlining, so the sums live in registers.
  * Vectors run over channels (contiguous in NHWC); a tile is `T` output pixels along W x one channel vector:
  * the input vectors of one tap row are loaded once and feed every pixel and tap that uses them
@@ -488,7 +489,8 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
 #pragma GCC unroll 2
             for (int v = 0; v < V; v++) {
                 DW_VEC xv = inside ? DW_LOAD(in + (ptrdiff_t)k * j->x_pixel + v * DW_LANES) : DW_ZERO();
-                DW_KEEP(xv);
+                /* see DW_WFOLD */
+                if (T > 2 || !DW_WFOLD) DW_KEEP(xv);
 #pragma GCC unroll 3
                 for (int m = 0; m < M; m++) {
                     int r = q - m * SW;
