@@ -18,9 +18,9 @@
 #define DW_WSETS_3 1
 #define DW_WROWS_3 2
 #define DW_WVEC_3 2
-/* With x in registers, GCC spilled the 2 x 2 x 2 tile's sums and copied registers around its multiply-adds; with
- * loads inside the multiply-adds 14x14 layers ran 1.14-1.19x, 28x28 1.08-1.09x (see
- * docs/kernels.md, stop 41) */
+/* With x pinned in registers GCC spilled the 2 x 2 x 2 tile's sums and copied registers around its multiply-adds;
+ * with x read inside them the 14x14 layers ran 1.14-1.19x, 28x28x192 1.08-1.09x, 112x112x96 s2 0.96x on one
+ * thread (docs/kernels.md, stop 41) */
 #define DW_WFOLD 1
 #define DW_S2_TILE 8
 #define DW_S2_VECTORS 4
