@@ -3,7 +3,7 @@
  * fraction of the FMA peak this run measures itself.
  *
  *   bench_conv [--threads T] [--set cifar18|cifar50|stem|mbv2|mbv2pw|all] [--measure M] [--time S]
- *              [--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]
+ *              [--rounds R] [--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]
  * (mbv2: MobileNetV2's depthwise layers at 224, batch 8, the issue's set; mbv2pw: its 1x1 layers, which do most
  * of a MobileNetV2 step's work)
  *
@@ -77,6 +77,9 @@ static const shape mbv2pw[] = {
 };
 
 static double seconds_budget = 0.1;
+/* --rounds R: alternating rounds per shape and direction; more keep each method's best call through the slow
+ * spells of a shared machine (docs/benchmarks.md) */
+static int rounds = 3;
 
 static int out_size(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
 
@@ -449,7 +452,7 @@ static void bench_shape(const shape *sh, const char *directions, int measure, pl
          * processes on this shared machine does not decide a comparison. */
         double t_default = 1e30, t_tuned = 1e30, t_im2col = 1e30, t_dnnl = 0, t_touch = 1e30;
         char best_impl[64] = "-";
-        for (int round = 0; round < 3; round++) {
+        for (int round = 0; round < rounds; round++) {
             r.im2col = false;
             r.schedule = &fallback;
             t_default = fmin(t_default, best_time(run_plait, &r));
@@ -523,13 +526,22 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--set") && i + 1 < argc) set = argv[++i];
         else if (!strcmp(argv[i], "--measure") && i + 1 < argc) measure = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--time") && i + 1 < argc) seconds_budget = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) {
+            char *end;
+            long r = strtol(argv[++i], &end, 10);
+            if (*end || r < 1 || r > 100) {
+                fprintf(stderr, "bench_conv: --rounds takes a count from 1 to 100, not '%s'\n", argv[i]);
+                return 2;
+            }
+            rounds = (int)r;
+        }
         else if (!strcmp(argv[i], "--directions") && i + 1 < argc) directions = argv[++i];
         else if (!strcmp(argv[i], "--tuning") && i + 1 < argc) tuning_path = argv[++i];
         else if (!strcmp(argv[i], "--ablation")) ablation = true;
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only_shape = argv[++i];
         else {
             fprintf(stderr, "usage: %s [--threads T] [--set cifar18|cifar50|stem|mbv2|mbv2pw|all] [--measure M] [--time S] "
-                            "[--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]\n", argv[0]);
+                            "[--rounds R] [--directions fdw] [--tuning FILE] [--ablation] [--only SHAPE]\n", argv[0]);
             return 2;
         }
     }
@@ -544,9 +556,10 @@ int main(int argc, char **argv) {
     }
     double peak = measure_peak(threads);
     const plait_cpu *cpu = plait_cpu_features();
-    printf("# %s (L2 %zu KiB, L3 %zu KiB), %d thread(s), isa %s, measured FMA peak %.1f GFLOP/s; preliminary: "
-           "shared machine, short runs\n",
-           cpu->model, cpu->l2_bytes >> 10, cpu->l3_bytes >> 10, threads, plait_isa_name(plait_direct_isa()), peak);
+    printf("# %s (L2 %zu KiB, L3 %zu KiB), %d thread(s), isa %s, measured FMA peak %.1f GFLOP/s; best call of %d "
+           "alternating rounds per method; preliminary: shared machine, short runs\n",
+           cpu->model, cpu->l2_bytes >> 10, cpu->l3_bytes >> 10, threads, plait_isa_name(plait_direct_isa()), peak,
+           rounds);
 #ifndef PLAIT_HAVE_DNNL
     printf("# oneDNN not found at build time: its column is 0\n");
 #endif
