@@ -330,9 +330,9 @@ void direct_depthwise_backward_data(const plait_conv2d_desc *d, const plait_conv
     }
 }
 
-static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW) {
-    if (isa == PLAIT_ISA_AVX512) return dw_band_avx512(R, S, SW);
-    if (isa == PLAIT_ISA_AVX2) return dw_band_avx2(R, S, SW);
+static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW, bool ahead) {
+    if (isa == PLAIT_ISA_AVX512) return dw_band_avx512(R, S, SW, ahead);
+    if (isa == PLAIT_ISA_AVX2) return dw_band_avx2(R, S, SW, ahead);
     return NULL;
 }
 
@@ -392,8 +392,8 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
     float *partial = own ? plait_alloc(size * (size_t)threads * sizeof(float)) : workspace;
     if (!partial) return;
     const plait_isa isa = direct_isa_resolved();
-    const dw_band_fn fn = band_kernel(isa, R, S, d->stride_w);
-    const int lanes = lanes_of(isa), full = fn ? C / lanes * lanes : 0;
+    const dw_band_fn plain = band_kernel(isa, R, S, d->stride_w, false);
+    const int lanes = lanes_of(isa), full = plain ? C / lanes * lanes : 0;
     const int band = direct_min(s.block_h, OH), bands = direct_ceil_div(OH, band);
     /* Inputs of 8 MB and more: a band's lines (a few of every pixel's per channel vector group) would come one
      * demand miss at a time, a pattern the hardware prefetchers do not follow; each tile pulls into L2 the lines
@@ -403,6 +403,13 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
      * batch 32, one thread, 28x28x192 2.04x, its s2 layer 1.50x, 56x56x144 s2 2.19x; and with one channel vector
      * group, which had no prefetch, 112x112x32 1.04x / 1.16x, at batch 32 1.48x. */
     const bool ahead = full > 0 && large_input(d);
+    /* Bands that pull nothing ahead run tiles built without the prefetch code: inlined into every tile, untaken,
+     * it had GCC keep the tile loop's row pointers and counters on the stack. Zen 4, batch 8, alternating
+     * processes, one / two threads: 14x14x384 1.13x / 1.13x, 14x14x576 1.19x / 1.19x, 28x28x192 1.11x / 1.09x,
+     * its s2 layer 1.06x / 1.03x; AVX2 forced 14x14x576 1.81x, 7x7x960 1.34x, 28x28x192 1.24x. The large layers
+     * keep the prefetching build, the same source compiled anew: 56x56x144 0.94x / 1.02x, 112x112x32 0.96x /
+     * 0.97x, 112x112x96 s2 1.06x / 0.98x (2026-12-07, stop 42). */
+    const dw_band_fn fn = ahead ? band_kernel(isa, R, S, d->stride_w, true) : plain;
     const long items = (long)d->batch * bands;
     /* Threads split the channels instead of the bands where each gets 4 vectors or more and no band is pulled
      * ahead (those are whole rows): then every thread's sums are its own to turn into dw, with no other

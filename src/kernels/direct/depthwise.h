@@ -82,8 +82,9 @@ void dw_row_tiles_avx2(int tiles[2]);
 /* NULL when the ISA has no specialization (S or SW out of range): the caller uses the generic path. */
 dw_row_fn dw_row_avx512(int S, int SW);
 dw_row_fn dw_row_avx2(int S, int SW);
-dw_band_fn dw_band_avx512(int R, int S, int SW);
-dw_band_fn dw_band_avx2(int R, int S, int SW);
+/* ahead: the jobs name a next band (next_rows) to pull into L2; without it the tiles carry no prefetch code */
+dw_band_fn dw_band_avx512(int R, int S, int SW, bool ahead);
+dw_band_fn dw_band_avx2(int R, int S, int SW, bool ahead);
 void dw_row_generic(const dw_rowjob *j, int c_begin, int c_end);
 void dw_band_generic(const dw_bandjob *j, int c_begin, int c_end);
 

@@ -462,8 +462,8 @@ DW_INLINE void DW_NAME(band_prefetch)(const dw_bandjob *j, int oh, int o0, int c
 
 DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, int c, DW_VEC *acc, const int R,
                                   const int S, const int SW, const int T, const int SETS, const int V, const int M,
-                                  const int checked) {
-    if (j->next_rows[0] + j->next_rows[1] > 0) DW_NAME(band_prefetch)(j, oh, o0, c, SW, T, V, M);
+                                  const int checked, const bool AHEAD) {
+    if (AHEAD && j->next_rows[0] + j->next_rows[1] > 0) DW_NAME(band_prefetch)(j, oh, o0, c, SW, T, V, M);
     DW_VEC g[2][3][8];
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
@@ -512,27 +512,28 @@ DW_INLINE void DW_NAME(band_tile)(const dw_bandjob *j, int oh, int o0, int t, in
 /* One band row (M rows from oh) of tiles: edge tiles where the row allows (edge_row, left_row), else borders one
  * pixel at a time; the interior in tiles of T, 4, 2, 1. */
 DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int hi, DW_VEC *acc, const int R,
-                                 const int S, const int SW, const int T, const int SETS, const int V, const int M) {
+                                 const int S, const int SW, const int T, const int SETS, const int V, const int M,
+                                 const bool AHEAD) {
     if (T == DW_NARROW) { /* the whole row as one tile (band_body) */
         if (DW_NAME(exact_row)(S, SW, j->pad_w, j->W, j->OW, DW_NARROW))
-            DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_EXACT);
+            DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_EXACT, AHEAD);
         else if (DW_NAME(narrow_left_row)(S, SW, j->pad_w, j->W, j->OW))
-            DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT);
+            DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT, AHEAD);
         else
-            DW_NAME(band_tile)(j, oh, 0, j->OW, c, acc, R, S, SW, T, SETS, V, M, DW_CHECKED);
+            DW_NAME(band_tile)(j, oh, 0, j->OW, c, acc, R, S, SW, T, SETS, V, M, DW_CHECKED, AHEAD);
         return;
     }
     int o = 0;
     if (DW_NAME(edge_row)(S, SW, j->pad_w, j->W, j->OW, T)) {
-        DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT);
+        DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT, AHEAD);
         for (o = T; o + T < j->OW; o += T)
-            DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_UNCHECKED);
+            DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_UNCHECKED, AHEAD);
 #define DW_BAND_TAIL(size)                                                                                         \
     if ((size) <= T && o + (size) <= j->OW) {                                                                      \
         if (o + (size) == j->OW)                                                                                   \
-            DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_RIGHT);                      \
+            DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_RIGHT, AHEAD);               \
         else                                                                                                       \
-            DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_UNCHECKED);                   \
+            DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_UNCHECKED, AHEAD);           \
         o += (size);                                                                                               \
     }
         /* what is left, 1 to T pixels: T itself, or 4, 2, 1 pixels, the last tile ending the row */
@@ -541,20 +542,23 @@ DW_INLINE void DW_NAME(band_row)(const dw_bandjob *j, int oh, int c, int lo, int
         return;
     }
     if (j->next_rows[0] + j->next_rows[1] == 0 && DW_NAME(left_row)(S, SW, j->pad_w, j->W, j->OW, T)) {
-        DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT);
+        DW_NAME(band_tile)(j, oh, 0, T, c, acc, R, S, SW, T, SETS, V, M, DW_LEFT, AHEAD);
         o = T;
     }
-    for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_CHECKED);
-    for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_UNCHECKED);
-    if (T > 4 && o + 4 <= hi) DW_NAME(band_tile)(j, oh, o, 4, c, acc, R, S, SW, 4, SETS, V, M, DW_UNCHECKED), o += 4;
-    if (T > 2 && o + 2 <= hi) DW_NAME(band_tile)(j, oh, o, 2, c, acc, R, S, SW, 2, SETS, V, M, DW_UNCHECKED), o += 2;
-    if (T > 1 && o + 1 <= hi) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_UNCHECKED), o += 1;
-    for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_CHECKED);
+    for (; o < lo; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_CHECKED, AHEAD);
+    for (; o + T <= hi; o += T) DW_NAME(band_tile)(j, oh, o, T, c, acc, R, S, SW, T, SETS, V, M, DW_UNCHECKED, AHEAD);
+#define DW_BAND_REST(size)                                                                                         \
+    if (T > (size) && o + (size) <= hi)                                                                            \
+        DW_NAME(band_tile)(j, oh, o, size, c, acc, R, S, SW, size, SETS, V, M, DW_UNCHECKED, AHEAD), o += (size);
+    DW_BAND_REST(4) DW_BAND_REST(2) DW_BAND_REST(1)
+#undef DW_BAND_REST
+    for (; o < j->OW; o++) DW_NAME(band_tile)(j, oh, o, 1, c, acc, R, S, SW, 1, SETS, V, M, DW_CHECKED, AHEAD);
 }
 
 /* The whole band for V channel vectors from c, M output rows at a time while the strides match. */
 DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi, const int R, const int S,
-                                     const int SW, const int T, const int SETS, const int V, const int M) {
+                                     const int SW, const int T, const int SETS, const int V, const int M,
+                                     const bool AHEAD) {
     DW_VEC acc[2 * 25];
 #pragma GCC unroll 50
     for (int a = 0; a < V * SETS * R * S; a++) acc[a] = DW_ZERO();
@@ -562,8 +566,9 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi,
     for (int n = 0; n < j->images; n++, image.x += j->x_image, image.dy += j->dy_image) {
         int oh = j->oh0;
         if (M > 1 && j->SH == SW)
-            for (; oh + M <= j->oh1; oh += M) DW_NAME(band_row)(&image, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M);
-        for (; oh < j->oh1; oh++) DW_NAME(band_row)(&image, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1);
+            for (; oh + M <= j->oh1; oh += M)
+                DW_NAME(band_row)(&image, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, M, AHEAD);
+        for (; oh < j->oh1; oh++) DW_NAME(band_row)(&image, oh, c, lo, hi, acc, R, S, SW, T, SETS, V, 1, AHEAD);
     }
 #pragma GCC unroll 2
     for (int v = 0; v < V; v++)
@@ -579,32 +584,39 @@ DW_INLINE void DW_NAME(band_vectors)(const dw_bandjob *j, int c, int lo, int hi,
 /* Channel vectors (V at a time) outside rows and pixels: their R*S sums stay in registers over the whole
  * band, and the band's rows of x and dy stay in L2 for the next vectors. */
 DW_INLINE void DW_NAME(band_body)(const dw_bandjob *j, int c_begin, int c_end, const int R, const int S, const int SW,
-                                  const int T, const int SETS, const int V, const int M) {
+                                  const int T, const int SETS, const int V, const int M, const bool AHEAD) {
     int lo, hi, c = c_begin;
     DW_NAME(interior)(j->pad_w, S, SW, j->W, j->OW, &lo, &hi);
     /* rows of at most DW_NARROW pixels (3x3, stride 1): each row one tile of one vector, borders included
      * (Zen 4, batch 8, in-process A/B: 7x7x960 1.28x on one thread, 1.22x on two; two such tiles on 14-pixel rows
      * ran 0.85-0.90x, so those keep the 2 x 2 x 2 tiles); so are stride-2 rows of DW_NARROW outputs from twice
-     * as many inputs (14x14x576 s2 1.12x on one thread, 1.09x on two) */
+     * as many inputs (14x14x576 s2 1.12x on one thread, 1.09x on two). These tiles keep the prefetch code
+     * whatever AHEAD says: built without it GCC ran them 0.94-0.95x (7x7x960, one thread and two). */
     if (DW_NARROW > 0 && R == 3 &&
         (SW == 1 ? j->OW <= DW_NARROW : DW_NAME(narrow_left_row)(S, SW, j->pad_w, j->W, j->OW))) {
-        for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, DW_NARROW, 1, 1, M);
+        for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, DW_NARROW, 1, 1, M, true);
         return;
     }
-    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V, M);
-    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1, M);
+    for (; c + V * DW_LANES <= c_end; c += V * DW_LANES)
+        DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, V, M, AHEAD);
+    for (; c < c_end; c += DW_LANES) DW_NAME(band_vectors)(j, c, lo, hi, R, S, SW, T, SETS, 1, M, AHEAD);
 }
 
 #define DW_BAND(R, SW, T, SETS, V, M)                                                                  \
     static void DW_NAME(band_##R##_##SW)(const dw_bandjob *j, int c_begin, int c_end) {                \
-        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V, M);                                \
+        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V, M, false);                         \
+    }                                                                                                  \
+    static void DW_NAME(band_ahead_##R##_##SW)(const dw_bandjob *j, int c_begin, int c_end) {          \
+        DW_NAME(band_body)(j, c_begin, c_end, R, R, SW, T, SETS, V, M, true);                          \
     }
 DW_BAND(3, 1, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3, DW_WROWS_3)
 DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3, DW_WROWS_3)
 DW_BAND(5, 1, DW_WTILE_5, 1, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1, 1)
 
-dw_band_fn DW_NAME(dw_band)(int R, int S, int SW) {
+dw_band_fn DW_NAME(dw_band)(int R, int S, int SW, bool ahead) {
+    if (R == 3 && S == 3 && ahead) return SW == 1 ? DW_NAME(band_ahead_3_1) : SW == 2 ? DW_NAME(band_ahead_3_2) : NULL;
     if (R == 3 && S == 3) return SW == 1 ? DW_NAME(band_3_1) : SW == 2 ? DW_NAME(band_3_2) : NULL;
+    if (R == 5 && S == 5 && ahead) return SW == 1 ? DW_NAME(band_ahead_5_1) : SW == 2 ? DW_NAME(band_ahead_5_2) : NULL;
     if (R == 5 && S == 5) return SW == 1 ? DW_NAME(band_5_1) : SW == 2 ? DW_NAME(band_5_2) : NULL;
     return NULL;
 }
