@@ -404,11 +404,12 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
      * group, which had no prefetch, 112x112x32 1.04x / 1.16x, at batch 32 1.48x. */
     const bool ahead = full > 0 && large_input(d);
     /* Bands that pull nothing ahead run tiles built without the prefetch code: inlined into every tile, untaken,
-     * it had GCC keep the tile loop's row pointers and counters on the stack. Zen 4, batch 8, alternating
-     * processes, one / two threads: 14x14x384 1.13x / 1.13x, 14x14x576 1.19x / 1.19x, 28x28x192 1.11x / 1.09x,
-     * its s2 layer 1.06x / 1.03x; AVX2 forced 14x14x576 1.81x, 7x7x960 1.34x, 28x28x192 1.24x. The large layers
-     * keep the prefetching build, the same source compiled anew: 56x56x144 0.94x / 1.02x, 112x112x32 0.96x /
-     * 0.97x, 112x112x96 s2 1.06x / 0.98x (2026-12-07, stop 42). */
+     * it had GCC keep the tile loop's row pointers and counters on the stack. Zen 4, batch 8, the benchmark's
+     * rows against the build before, alternating, median of 6 runs, one / two threads: 28x28x192 1.26x / 1.16x,
+     * 14x14x576 1.20x / 1.25x, 14x14x384 1.16x / 1.18x, 7x7x960 1.10x / 1.01x, 28x28x192 s2 1.05x / 1.05x; the
+     * layers with bands pulled ahead (the other build, recompiled) 56x56x144 1.08x / 1.06x, 112x112x32 1.08x /
+     * 1.04x, 56x56x144 s2 1.02x / 0.95x (alternating processes). AVX2 forced (alternating processes): 14x14x576
+     * 1.81x, 7x7x960 1.34x, 28x28x192 1.24x, the large layers level. */
     const dw_band_fn fn = ahead ? band_kernel(isa, R, S, d->stride_w, true) : plain;
     const long items = (long)d->batch * bands;
     /* Threads split the channels instead of the bands where each gets 4 vectors or more and no band is pulled
