@@ -617,9 +617,10 @@ DW_BAND(3, 2, DW_WTILE_3, DW_WSETS_3, DW_WVEC_3, DW_WROWS_3)
 DW_BAND(5, 1, DW_WTILE_5, 1, 1, 1) DW_BAND(5, 2, DW_WTILE_5, 1, 1, 1)
 
 dw_band_fn DW_NAME(dw_band)(int R, int S, int SW, bool ahead) {
-    if (R == 3 && S == 3 && ahead) return SW == 1 ? DW_NAME(band_ahead_3_1) : SW == 2 ? DW_NAME(band_ahead_3_2) : NULL;
-    if (R == 3 && S == 3) return SW == 1 ? DW_NAME(band_3_1) : SW == 2 ? DW_NAME(band_3_2) : NULL;
-    if (R == 5 && S == 5 && ahead) return SW == 1 ? DW_NAME(band_ahead_5_1) : SW == 2 ? DW_NAME(band_ahead_5_2) : NULL;
-    if (R == 5 && S == 5) return SW == 1 ? DW_NAME(band_5_1) : SW == 2 ? DW_NAME(band_5_2) : NULL;
-    return NULL;
+    static const dw_band_fn table[2][2][2] = { /* [5x5][SW - 1][ahead] */
+        {{DW_NAME(band_3_1), DW_NAME(band_ahead_3_1)}, {DW_NAME(band_3_2), DW_NAME(band_ahead_3_2)}},
+        {{DW_NAME(band_5_1), DW_NAME(band_ahead_5_1)}, {DW_NAME(band_5_2), DW_NAME(band_ahead_5_2)}},
+    };
+    bool square = (R == 3 || R == 5) && S == R;
+    return square && SW >= 1 && SW <= 2 ? table[R == 5][SW - 1][ahead] : NULL;
 }
