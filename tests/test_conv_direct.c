@@ -329,6 +329,9 @@ static void depthwise_schedules_body(void) {
          * wide tiles) */
         {2, 6, 8, 40, 40, 3, 3, 1, 1, 1, 1, 40},
         {1, 5, 14, 48, 48, 5, 5, 1, 1, 2, 2, 48},
+        /* forward bands of the whole image taller than the jobs the driver builds at once (32 rows) */
+        {1, 70, 5, 20, 20, 3, 3, 1, 1, 1, 1, 20},
+        {1, 71, 6, 17, 17, 3, 3, 2, 2, 1, 1, 17},
     };
     enum { CAPACITY = 64 };
     plait_conv_schedule space[CAPACITY];
