@@ -66,22 +66,33 @@ void plait_batchnorm_backward(size_t rows, int channels, const float *x, const f
                               const float *saved_mean, const float *saved_invstd, float *dx, float *dgamma,
                               float *dbeta);
 
-/* Fused with what follows a batch normalization in a ResNet, saving whole passes over memory:
- * y = bn(x), then y += residual when residual is not NULL, then y = max(y, 0) when relu. Identical
- * bits to the unfused composition (batchnorm, plait_add, plait_relu_forward). y may alias residual,
- * not x. */
+/* The activation a batch normalization's passes apply after it (ResNet's ReLU, MobileNet's ReLU6). */
+typedef enum plait_activation {
+    PLAIT_ACTIVATION_NONE = 0,
+    PLAIT_ACTIVATION_RELU = 1,  /* max(y, 0) */
+    PLAIT_ACTIVATION_RELU6 = 2, /* min(max(y, 0), 6) */
+} plait_activation;
+
+/* Fused with what follows a batch normalization in a ResNet or MobileNet, saving whole passes over
+ * memory: y = bn(x), then y += residual when residual is not NULL, then the activation. Identical bits
+ * to the unfused composition (batchnorm, plait_add, plait_relu_forward or plait_relu6_forward). y may
+ * alias residual, not x. */
 void plait_batchnorm_forward_train_fused(size_t rows, int channels, const float *x, const float *gamma,
-                                         const float *beta, float eps, const float *residual, bool relu, float *y,
-                                         float *saved_mean, float *saved_invstd);
+                                         const float *beta, float eps, const float *residual,
+                                         plait_activation activation, float *y, float *saved_mean,
+                                         float *saved_invstd);
 void plait_batchnorm_forward_eval_fused(size_t rows, int channels, const float *x, const float *gamma,
                                         const float *beta, const float *running_mean, const float *running_var,
-                                        float eps, const float *residual, bool relu, float *y);
-/* Backward of batch normalization whose output went through a ReLU: the gradient at the normalized
- * output is dy where relu_output > 0 and 0 elsewhere (relu_output NULL: dy itself), as
- * plait_relu_backward then plait_batchnorm_backward, with identical bits. dx may alias dy. */
+                                        float eps, const float *residual, plait_activation activation, float *y);
+/* Backward of batch normalization whose output went through an activation: the gradient at the
+ * normalized output is dy where the activation's output lets it through (ReLU: output > 0; ReLU6:
+ * 0 < output < 6) and 0 elsewhere (activation_output NULL or PLAIT_ACTIVATION_NONE: dy itself), as
+ * plait_relu_backward or plait_relu6_backward then plait_batchnorm_backward, with identical bits. dx
+ * may alias dy. */
 void plait_batchnorm_backward_fused(size_t rows, int channels, const float *x, const float *dy,
-                                    const float *relu_output, const float *gamma, const float *saved_mean,
-                                    const float *saved_invstd, float *dx, float *dgamma, float *dbeta);
+                                    const float *activation_output, plait_activation activation,
+                                    const float *gamma, const float *saved_mean, const float *saved_invstd,
+                                    float *dx, float *dgamma, float *dbeta);
 
 /* ---- element-wise -------------------------------------------------------------------------- */
 

@@ -10,16 +10,19 @@ typedef struct fused_rows {
     const char *isa;
     void (*bn_stats)(const float *x, const float *shift, size_t C, size_t begin, size_t end, double *sum,
                      double *sumsq);
+    /* clamp: the activation's upper end (ReLU: infinity, ReLU6: 6; 0: no activation) */
     void (*bn_normalize)(const float *x, const float *mean_high, const float *mean_low, const float *scale,
-                         const float *beta, const float *residual, bool relu, size_t C, size_t begin, size_t end,
+                         const float *beta, const float *residual, float clamp, size_t C, size_t begin, size_t end,
                          float *y);
-    void (*bn_affine)(const float *x, const float *scale, const float *shift, const float *residual, bool relu,
+    void (*bn_affine)(const float *x, const float *scale, const float *shift, const float *residual, float clamp,
                       size_t C, size_t begin, size_t end, float *y);
-    void (*bn_backward_sums)(const float *x, const float *dy, const float *mask, const float *mean, size_t C,
-                             size_t begin, size_t end, double *sum_dy, double *sum_dy_xc);
-    void (*bn_backward_apply)(const float *x, const float *dy, const float *mask, const float *mean,
-                              const float *coef, const float *mean_dy, const float *slope, size_t C, size_t begin,
-                              size_t end, float *dx);
+    /* dy passed where lo[c] <= mask <= hi[c] (mask NULL: everywhere; lo, hi then unused) */
+    void (*bn_backward_sums)(const float *x, const float *dy, const float *mask, const float *lo, const float *hi,
+                             const float *mean, size_t C, size_t begin, size_t end, double *sum_dy,
+                             double *sum_dy_xc);
+    void (*bn_backward_apply)(const float *x, const float *dy, const float *mask, const float *lo, const float *hi,
+                              const float *mean, const float *coef, const float *mean_dy, const float *slope,
+                              size_t C, size_t begin, size_t end, float *dx);
     void (*relu)(const float *x, size_t begin, size_t end, float *y);
     void (*relu_backward)(const float *y, const float *dy, size_t begin, size_t end, float *dx);
     void (*relu_backward_add)(const float *y, const float *dy, size_t begin, size_t end, float *dx);

@@ -46,12 +46,20 @@ static void ROWS_FN(bn_stats)(const float *restrict x, const float *restrict shi
     }
 }
 
-/* y = ((x - mean_high) - mean_low) * scale + beta, then + residual, then ReLU, per flag. y may alias
- * residual (each element is read before it is written). */
+/* The activation with upper end `clamp` (ReLU: infinity, which leaves every ReLU output as it is): the
+ * same operations as plait_relu_forward and plait_relu6_forward, so the same bits. */
+static inline float ROWS_FN(activate)(float v, float clamp) {
+    v = v > 0.0f ? v : 0.0f;
+    return v < clamp ? v : clamp;
+}
+
+/* y = ((x - mean_high) - mean_low) * scale + beta, then + residual, then the activation unless clamp is
+ * 0. y may alias residual (each element is read before it is written). */
 static void ROWS_FN(bn_normalize)(const float *restrict x, const float *restrict mean_high,
                                   const float *restrict mean_low, const float *restrict scale,
-                                  const float *restrict beta, const float *residual, bool relu, size_t C,
+                                  const float *restrict beta, const float *residual, float clamp, size_t C,
                                   size_t begin, size_t end, float *y) {
+    const bool relu = clamp > 0.0f;
     for (size_t i = begin; i < end; i++) {
         const float *restrict in = x + i * C;
         float *out = y + i * C;
@@ -62,7 +70,7 @@ static void ROWS_FN(bn_normalize)(const float *restrict x, const float *restrict
                 for (size_t c = 0; c < C; c++) {
                     float v = ((in[c] - mean_high[c]) - mean_low[c]) * scale[c] + beta[c];
                     v = v + add[c];
-                    out[c] = v > 0.0f ? v : 0.0f;
+                    out[c] = ROWS_FN(activate)(v, clamp);
                 }
             } else {
 #pragma GCC ivdep
@@ -75,7 +83,7 @@ static void ROWS_FN(bn_normalize)(const float *restrict x, const float *restrict
 #pragma GCC ivdep
             for (size_t c = 0; c < C; c++) {
                 float v = ((in[c] - mean_high[c]) - mean_low[c]) * scale[c] + beta[c];
-                out[c] = v > 0.0f ? v : 0.0f;
+                out[c] = ROWS_FN(activate)(v, clamp);
             }
         } else {
 #pragma GCC ivdep
@@ -84,9 +92,11 @@ static void ROWS_FN(bn_normalize)(const float *restrict x, const float *restrict
     }
 }
 
-/* Evaluation: y = x * scale + shift, then + residual, then ReLU, per flag; y may alias residual. */
+/* Evaluation: y = x * scale + shift, then + residual, then the activation unless clamp is 0; y may alias
+ * residual. */
 static void ROWS_FN(bn_affine)(const float *restrict x, const float *restrict scale, const float *restrict shift,
-                               const float *residual, bool relu, size_t C, size_t begin, size_t end, float *y) {
+                               const float *residual, float clamp, size_t C, size_t begin, size_t end, float *y) {
+    const bool relu = clamp > 0.0f;
     for (size_t i = begin; i < end; i++) {
         const float *restrict in = x + i * C;
         const float *add = residual ? residual + i * C : NULL;
@@ -95,26 +105,29 @@ static void ROWS_FN(bn_affine)(const float *restrict x, const float *restrict sc
         for (size_t c = 0; c < C; c++) {
             float v = in[c] * scale[c] + shift[c];
             if (add) v = v + add[c];
-            out[c] = relu ? (v > 0.0f ? v : 0.0f) : v;
+            out[c] = relu ? ROWS_FN(activate)(v, clamp) : v;
         }
     }
 }
 
-/* dy where keep > 0, else +0: the ReLU's gradient. A select written with integer masking, because
- * GCC 12 does not if-convert a float compare next to double arithmetic (same bits as the ternary). */
-static inline float ROWS_FN(masked)(float dy, float keep) {
+/* dy where lo <= keep <= hi, else +0: an activation's gradient (see bn_backward_sums). A select written
+ * with integer masking, because GCC 12 does not if-convert a float compare next to double arithmetic
+ * (same bits as the ternary). */
+static inline float ROWS_FN(masked)(float dy, float keep, float lo, float hi) {
     uint32_t bits;
     memcpy(&bits, &dy, sizeof bits);
-    bits &= keep > 0.0f ? 0xffffffffu : 0u;
+    bits &= (keep >= lo) & (keep <= hi) ? 0xffffffffu : 0u;
     float g;
     memcpy(&g, &bits, sizeof g);
     return g;
 }
 
-/* Per-channel sums of g and g * (x - mean) over rows [begin, end), g = dy or dy masked to where
- * mask > 0; four rows per trip as in bn_stats, the same bits as row after row. */
+/* Per-channel sums of g and g * (x - mean) over rows [begin, end), g = dy, or with a mask dy where
+ * lo[c] <= mask <= hi[c] and +0 elsewhere (the mask: the activation's output, or x itself with the layer's
+ * gate); four rows per trip as in bn_stats, the same bits as row after row. */
 static void ROWS_FN(bn_backward_sums)(const float *restrict x, const float *restrict dy, const float *restrict mask,
-                                      const float *restrict mean, size_t C, size_t begin, size_t end,
+                                      const float *restrict lo, const float *restrict hi, const float *restrict mean,
+                                      size_t C, size_t begin, size_t end,
                                       double *restrict sum_dy, double *restrict sum_dy_xc) {
     size_t i = begin;
     for (; i + 4 <= end; i += 4) {
@@ -125,8 +138,9 @@ static void ROWS_FN(bn_backward_sums)(const float *restrict x, const float *rest
                                   *restrict k3 = k2 + C;
             for (size_t c = 0; c < C; c++) {
                 double m = (double)mean[c];
-                float g0 = ROWS_FN(masked)(d0[c], k0[c]), g1 = ROWS_FN(masked)(d1[c], k1[c]);
-                float g2 = ROWS_FN(masked)(d2[c], k2[c]), g3 = ROWS_FN(masked)(d3[c], k3[c]);
+                float l = lo[c], h = hi[c];
+                float g0 = ROWS_FN(masked)(d0[c], k0[c], l, h), g1 = ROWS_FN(masked)(d1[c], k1[c], l, h);
+                float g2 = ROWS_FN(masked)(d2[c], k2[c], l, h), g3 = ROWS_FN(masked)(d3[c], k3[c], l, h);
                 double s = sum_dy[c], t = sum_dy_xc[c];
                 s += g0;
                 s += g1;
@@ -160,7 +174,7 @@ static void ROWS_FN(bn_backward_sums)(const float *restrict x, const float *rest
         const float *restrict in = x + i * C, *restrict grad = dy + i * C;
         const float *restrict keep = mask ? mask + i * C : NULL;
         for (size_t c = 0; c < C; c++) {
-            float g = keep ? ROWS_FN(masked)(grad[c], keep[c]) : grad[c];
+            float g = keep ? ROWS_FN(masked)(grad[c], keep[c], lo[c], hi[c]) : grad[c];
             sum_dy[c] += g;
             sum_dy_xc[c] += (double)g * ((double)in[c] - (double)mean[c]);
         }
@@ -169,6 +183,7 @@ static void ROWS_FN(bn_backward_sums)(const float *restrict x, const float *rest
 
 /* dx = coef * (g - mean_dy - (x - mean) * slope), g as in bn_backward_sums. dx may alias dy. */
 static void ROWS_FN(bn_backward_apply)(const float *restrict x, const float *dy, const float *restrict mask,
+                                       const float *restrict lo, const float *restrict hi,
                                        const float *restrict mean, const float *restrict coef,
                                        const float *restrict mean_dy, const float *restrict slope, size_t C,
                                        size_t begin, size_t end, float *dx) {
@@ -181,7 +196,7 @@ static void ROWS_FN(bn_backward_apply)(const float *restrict x, const float *dy,
 #pragma GCC ivdep
             for (size_t c = 0; c < C; c++) {
                 float g = grad[c];
-                g = keep[c] > 0.0f ? g : 0.0f;
+                g = (keep[c] >= lo[c]) & (keep[c] <= hi[c]) ? g : 0.0f;
                 out[c] = coef[c] * (g - mean_dy[c] - (in[c] - mean[c]) * slope[c]);
             }
         } else {

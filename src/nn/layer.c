@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/batchnorm_gate.h"
 #include "nn/nn_internal.h"
 
 /* ---- creation ----------------------------------------------------------------------------- */
@@ -193,6 +194,7 @@ void nn_layer_state_free(nn_layer_state *s) {
     plait_tensor_free(&s->y);
     plait_free(s->saved_mean);
     plait_free(s->saved_invstd);
+    plait_free(s->gate);
     plait_free(s->argmax);
     memset(s, 0, sizeof *s);
 }
@@ -211,9 +213,11 @@ static int batchnorm_state_ensure(nn_layer_state *s, int channels) {
     if (s->saved_channels >= channels) return PLAIT_OK;
     plait_free(s->saved_mean);
     plait_free(s->saved_invstd);
+    plait_free(s->gate);
     s->saved_mean = plait_alloc((size_t)channels * sizeof(float));
     s->saved_invstd = plait_alloc((size_t)channels * sizeof(float));
-    s->saved_channels = s->saved_mean && s->saved_invstd ? channels : 0;
+    s->gate = plait_alloc(2 * (size_t)channels * sizeof(float));
+    s->saved_channels = s->saved_mean && s->saved_invstd && s->gate ? channels : 0;
     return s->saved_channels ? PLAIT_OK : PLAIT_ERROR;
 }
 
@@ -232,9 +236,10 @@ static void batchnorm_accumulate(plait_layer *l, const nn_layer_state *s, size_t
     l->bn_stat_rows += (double)rows;
 }
 
-/* Forward of one layer; a batch normalization also adds `residual` (may be NULL) and applies ReLU. */
+/* Forward of one layer; a batch normalization also adds `residual` (may be NULL) and applies the
+ * activation. */
 static int layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training, plait_workspace *ws,
-                         const float *residual, bool relu) {
+                         const float *residual, plait_activation activation) {
     plait_shape in = x->shape;
     if (in.h != l->in_shape.h || in.w != l->in_shape.w || in.c != l->in_shape.c || in.n < 1)
         return plait_fail("%s: expected input %dx%dx%d, got %dx%dx%dx%d", l->name, l->in_shape.h, l->in_shape.w,
@@ -247,6 +252,7 @@ static int layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *
     s->x = x->data;
     s->x_shape = in;
     s->fused = false;
+    s->gated = false;
     size_t rows = (size_t)n * (size_t)in.h * (size_t)in.w;
     switch (l->kind) {
     case PLAIT_LAYER_CONV2D: {
@@ -256,14 +262,20 @@ static int layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *
     case PLAIT_LAYER_BATCHNORM:
         if (training) {
             if (batchnorm_state_ensure(s, in.c) != PLAIT_OK) return PLAIT_ERROR;
-            plait_batchnorm_forward_train_fused(rows, in.c, x->data, l->params[0].value, l->params[1].value,
-                                                l->bn_eps, residual, relu, s->y.data, s->saved_mean,
-                                                s->saved_invstd);
+            /* with an activation and no residual, the gate lets the backward skip reading the output */
+            if (activation != PLAIT_ACTIVATION_NONE && !residual)
+                s->gated = batchnorm_forward_train_gated(rows, in.c, x->data, l->params[0].value, l->params[1].value,
+                                                         l->bn_eps, activation, s->y.data, s->saved_mean,
+                                                         s->saved_invstd, s->gate);
+            else
+                plait_batchnorm_forward_train_fused(rows, in.c, x->data, l->params[0].value, l->params[1].value,
+                                                    l->bn_eps, residual, activation, s->y.data, s->saved_mean,
+                                                    s->saved_invstd);
             batchnorm_accumulate(l, s, rows);
         } else {
             plait_batchnorm_forward_eval_fused(rows, in.c, x->data, l->params[0].value, l->params[1].value,
-                                               l->buffers[0].value, l->buffers[1].value, l->bn_eps, residual, relu,
-                                               s->y.data);
+                                               l->buffers[0].value, l->buffers[1].value, l->bn_eps, residual,
+                                               activation, s->y.data);
         }
         break;
     case PLAIT_LAYER_RELU:
@@ -296,17 +308,24 @@ static int layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *
 }
 
 int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training, plait_workspace *ws) {
-    return layer_forward(l, s, x, training, ws, NULL, false);
+    return layer_forward(l, s, x, training, ws, NULL, PLAIT_ACTIVATION_NONE);
 }
 
 int nn_batchnorm_forward_fused(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training,
-                               const float *residual, bool relu, plait_workspace *ws) {
+                               const float *residual, plait_activation activation, plait_workspace *ws) {
     if (l->kind != PLAIT_LAYER_BATCHNORM) return plait_fail("%s: only batch normalization fuses", l->name);
-    return layer_forward(l, s, x, training, ws, residual, relu);
+    return layer_forward(l, s, x, training, ws, residual, activation);
+}
+
+plait_activation nn_layer_activation(const plait_layer *l) {
+    return l->kind == PLAIT_LAYER_RELU    ? PLAIT_ACTIVATION_RELU
+           : l->kind == PLAIT_LAYER_RELU6 ? PLAIT_ACTIVATION_RELU6
+                                          : PLAIT_ACTIVATION_NONE;
 }
 
 int nn_layer_forward_fused_away(plait_layer *l, nn_layer_state *s, plait_tensor *x) {
-    if (l->kind != PLAIT_LAYER_RELU) return plait_fail("%s: only ReLU fuses into batch normalization", l->name);
+    if (!nn_layer_is_activation(l))
+        return plait_fail("%s: only ReLU and ReLU6 fuse into batch normalization", l->name);
     s->x = x->data;
     s->x_shape = x->shape;
     s->out = x;
@@ -340,14 +359,14 @@ bool nn_layer_can_skip_dx(const plait_layer *l) {
 }
 
 int nn_layer_backward(plait_layer *l, nn_layer_state *s, const float *dy, float *dx, plait_workspace *ws) {
-    return nn_layer_backward_masked(l, s, dy, NULL, dx, ws);
+    return nn_layer_backward_masked(l, s, dy, NULL, PLAIT_ACTIVATION_NONE, dx, ws);
 }
 
-int nn_layer_backward_masked(plait_layer *l, nn_layer_state *s, const float *dy, const float *relu_output, float *dx,
-                             plait_workspace *ws) {
+int nn_layer_backward_masked(plait_layer *l, nn_layer_state *s, const float *dy, const float *activation_output,
+                             plait_activation activation, float *dx, plait_workspace *ws) {
     plait_shape in = s->x_shape;
-    if (relu_output && l->kind != PLAIT_LAYER_BATCHNORM)
-        return plait_fail("%s: only batch normalization takes a ReLU mask", l->name);
+    if (activation_output && l->kind != PLAIT_LAYER_BATCHNORM)
+        return plait_fail("%s: only batch normalization takes an activation's mask", l->name);
     int n = in.n;
     size_t rows = (size_t)n * (size_t)in.h * (size_t)in.w;
     if (!dx && !nn_layer_can_skip_dx(l)) return plait_fail("%s: backward needs an input gradient buffer", l->name);
@@ -357,8 +376,12 @@ int nn_layer_backward_masked(plait_layer *l, nn_layer_state *s, const float *dy,
         break;
     }
     case PLAIT_LAYER_BATCHNORM:
-        plait_batchnorm_backward_fused(rows, in.c, s->x, dy, relu_output, l->params[0].value, s->saved_mean,
-                                       s->saved_invstd, dx, l->params[0].grad, l->params[1].grad);
+        if (activation_output && s->gated)
+            batchnorm_backward_gated(rows, in.c, s->x, dy, s->gate, l->params[0].value, s->saved_mean,
+                                     s->saved_invstd, dx, l->params[0].grad, l->params[1].grad);
+        else
+            plait_batchnorm_backward_fused(rows, in.c, s->x, dy, activation_output, activation, l->params[0].value,
+                                           s->saved_mean, s->saved_invstd, dx, l->params[0].grad, l->params[1].grad);
         break;
     case PLAIT_LAYER_RELU:
         plait_relu_backward(plait_shape_count(in), s->out->data, dy, dx);

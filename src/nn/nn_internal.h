@@ -20,6 +20,8 @@ typedef struct nn_layer_state {
     const float *x; /* the input of the last training forward (previous layer's y or the unit input) */
     plait_shape x_shape;
     float *saved_mean, *saved_invstd; /* batchnorm */
+    float *gate;                      /* batchnorm with an activation fused: where it passes the gradient */
+    bool gated;                       /* the last training forward wrote the gate */
     int saved_channels;
     bool fused;      /* an activation computed by the previous layer's fused pass */
     int32_t *argmax; /* maxpool */
@@ -42,22 +44,24 @@ int nn_layer_forward(plait_layer *l, nn_layer_state *s, const plait_tensor *x, b
  * output (anything but an activation). Saves a third of a ResNet's activation memory. */
 int nn_layer_forward_in_place(plait_layer *l, nn_layer_state *s, plait_tensor *x);
 bool nn_layer_is_activation(const plait_layer *l);
-/* On by default; tests turn it off to look at pre-activations. It also turns on fusion: ReLU and the
- * residual add into the batch normalization before them (forward and backward). */
+/* On by default; tests turn it off to look at pre-activations. It also turns on fusion: ReLU or ReLU6 and
+ * the residual add into the batch normalization before them (forward and backward). */
 extern bool nn_in_place_activations;
-/* Batch normalization followed by `residual` (may be NULL; the output's shape) added and ReLU when
- * relu, in one pass over memory (ops.h, plait_batchnorm_forward_train_fused). */
+/* Batch normalization followed by `residual` (may be NULL; the output's shape) added and the
+ * activation, in one pass over memory (ops.h, plait_batchnorm_forward_train_fused). */
 int nn_batchnorm_forward_fused(plait_layer *l, nn_layer_state *s, const plait_tensor *x, bool training,
-                               const float *residual, bool relu, plait_workspace *ws);
-/* A ReLU whose work the batch normalization before it did: records x (that layer's output) as both
- * input and output, as an in-place activation would. */
+                               const float *residual, plait_activation activation, plait_workspace *ws);
+/* The activation an activation layer is (PLAIT_ACTIVATION_NONE for other layers). */
+plait_activation nn_layer_activation(const plait_layer *l);
+/* A ReLU or ReLU6 whose work the batch normalization before it did: records x (that layer's output) as
+ * both input and output, as an in-place activation would. */
 int nn_layer_forward_fused_away(plait_layer *l, nn_layer_state *s, plait_tensor *x);
 /* dx may be NULL for layers that can skip their input gradient (conv, linear); others need it. */
 int nn_layer_backward(plait_layer *l, nn_layer_state *s, const float *dy, float *dx, plait_workspace *ws);
-/* As nn_layer_backward, with dy masked to where relu_output > 0 (batch normalization only; NULL: no
- * mask): the backward of a ReLU fused into it. */
-int nn_layer_backward_masked(plait_layer *l, nn_layer_state *s, const float *dy, const float *relu_output, float *dx,
-                             plait_workspace *ws);
+/* As nn_layer_backward, with dy masked to where the activation's output lets it through (batch
+ * normalization only; NULL: no mask): the backward of an activation fused into it. */
+int nn_layer_backward_masked(plait_layer *l, nn_layer_state *s, const float *dy, const float *activation_output,
+                             plait_activation activation, float *dx, plait_workspace *ws);
 bool nn_layer_can_skip_dx(const plait_layer *l);
 double nn_layer_macs(const plait_layer *l);
 

@@ -62,8 +62,8 @@ static int layer_states_ensure(nn_layer_state **states, int *capacity, int count
     return PLAIT_OK;
 }
 
-/* The path's layers in order. With fusion on, a batch normalization followed by a ReLU runs as one
- * pass, and `residual` (may be NULL) and `relu` apply to the path's output: fused into the last
+/* The path's layers in order. With fusion on, a batch normalization followed by a ReLU or ReLU6 runs
+ * as one pass, and `residual` (may be NULL) and `relu` apply to the path's output: fused into the last
  * layer when it is a batch normalization, else as separate passes. */
 static int path_forward(plait_layer *layers, nn_layer_state *states, int count, const plait_tensor *x, bool training,
                         plait_workspace *ws, const float *residual, bool relu, plait_tensor **y) {
@@ -72,12 +72,13 @@ static int path_forward(plait_layer *layers, nn_layer_state *states, int count, 
     for (int i = 0; i < count; i++) {
         bool last = i == count - 1;
         int rc;
-        if (fuse && i > 0 && layers[i].kind == PLAIT_LAYER_RELU && layers[i - 1].kind == PLAIT_LAYER_BATCHNORM) {
+        if (fuse && i > 0 && nn_layer_is_activation(&layers[i]) && layers[i - 1].kind == PLAIT_LAYER_BATCHNORM) {
             rc = nn_layer_forward_fused_away(&layers[i], &states[i], states[i - 1].out);
         } else if (fuse && layers[i].kind == PLAIT_LAYER_BATCHNORM) {
-            bool relu_next = !last && layers[i + 1].kind == PLAIT_LAYER_RELU;
+            plait_activation next = last ? PLAIT_ACTIVATION_NONE : nn_layer_activation(&layers[i + 1]);
             rc = nn_batchnorm_forward_fused(&layers[i], &states[i], current, training, last ? residual : NULL,
-                                            last ? relu : relu_next, ws);
+                                            last ? (relu ? PLAIT_ACTIVATION_RELU : PLAIT_ACTIVATION_NONE) : next,
+                                            ws);
             if (last) residual = NULL, relu = false; /* done */
         } else {
             /* an activation may overwrite its input when that is the previous layer's own output */
@@ -140,13 +141,15 @@ int plait_unit_forward(plait_unit *u, plait_unit_state *s, const plait_tensor *x
 
 /* Backward through a path from dy, masked to where relu_output > 0 when that is not NULL (the last
  * layer is then a batch normalization); the first layer writes into dx (NULL: skip when it can). A
- * ReLU fused into the batch normalization before it passes its output on as that layer's mask. */
+ * ReLU or ReLU6 fused into the batch normalization before it passes its output on as that layer's mask. */
 static int path_backward(plait_unit_state *s, plait_layer *layers, nn_layer_state *states, int count,
                          const float *dy, const float *relu_output, float *dx, plait_workspace *ws) {
     const float *current = dy, *mask = relu_output;
+    plait_activation activation = relu_output ? PLAIT_ACTIVATION_RELU : PLAIT_ACTIVATION_NONE;
     for (int i = count - 1; i >= 0; i--) {
         if (states[i].fused) {
             mask = states[i].out->data;
+            activation = nn_layer_activation(&layers[i]);
             continue;
         }
         float *destination = dx;
@@ -155,10 +158,12 @@ static int path_backward(plait_unit_state *s, plait_layer *layers, nn_layer_stat
             if (plait_tensor_reserve(t, states[i].x_shape) != PLAIT_OK) return PLAIT_ERROR;
             destination = t->data;
         }
-        if (nn_layer_backward_masked(&layers[i], &states[i], current, mask, destination, ws) != PLAIT_OK)
+        if (nn_layer_backward_masked(&layers[i], &states[i], current, mask, activation, destination, ws) !=
+            PLAIT_OK)
             return PLAIT_ERROR;
         current = destination;
         mask = NULL;
+        activation = PLAIT_ACTIVATION_NONE;
     }
     return PLAIT_OK;
 }
