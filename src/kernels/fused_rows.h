@@ -59,13 +59,13 @@ static void ROWS_FN(bn_normalize)(const float *restrict x, const float *restrict
                                   const float *restrict mean_low, const float *restrict scale,
                                   const float *restrict beta, const float *residual, float clamp, size_t C,
                                   size_t begin, size_t end, float *y) {
-    const bool relu = clamp > 0.0f;
+    const bool activated = clamp > 0.0f;
     for (size_t i = begin; i < end; i++) {
         const float *restrict in = x + i * C;
         float *out = y + i * C;
         if (residual) {
             const float *add = residual + i * C;
-            if (relu) {
+            if (activated) {
 #pragma GCC ivdep
                 for (size_t c = 0; c < C; c++) {
                     float v = ((in[c] - mean_high[c]) - mean_low[c]) * scale[c] + beta[c];
@@ -79,7 +79,7 @@ static void ROWS_FN(bn_normalize)(const float *restrict x, const float *restrict
                     out[c] = v + add[c];
                 }
             }
-        } else if (relu) {
+        } else if (activated) {
 #pragma GCC ivdep
             for (size_t c = 0; c < C; c++) {
                 float v = ((in[c] - mean_high[c]) - mean_low[c]) * scale[c] + beta[c];
@@ -96,7 +96,7 @@ static void ROWS_FN(bn_normalize)(const float *restrict x, const float *restrict
  * residual. */
 static void ROWS_FN(bn_affine)(const float *restrict x, const float *restrict scale, const float *restrict shift,
                                const float *residual, float clamp, size_t C, size_t begin, size_t end, float *y) {
-    const bool relu = clamp > 0.0f;
+    const bool activated = clamp > 0.0f;
     for (size_t i = begin; i < end; i++) {
         const float *restrict in = x + i * C;
         const float *add = residual ? residual + i * C : NULL;
@@ -105,7 +105,7 @@ static void ROWS_FN(bn_affine)(const float *restrict x, const float *restrict sc
         for (size_t c = 0; c < C; c++) {
             float v = in[c] * scale[c] + shift[c];
             if (add) v = v + add[c];
-            out[c] = relu ? ROWS_FN(activate)(v, clamp) : v;
+            out[c] = activated ? ROWS_FN(activate)(v, clamp) : v;
         }
     }
 }
