@@ -323,6 +323,8 @@ plait_activation nn_layer_activation(const plait_layer *l) {
                                           : PLAIT_ACTIVATION_NONE;
 }
 
+bool nn_layer_is_activation(const plait_layer *l) { return nn_layer_activation(l) != PLAIT_ACTIVATION_NONE; }
+
 int nn_layer_forward_fused_away(plait_layer *l, nn_layer_state *s, plait_tensor *x) {
     if (!nn_layer_is_activation(l))
         return plait_fail("%s: only ReLU and ReLU6 fuse into batch normalization", l->name);
@@ -335,9 +337,6 @@ int nn_layer_forward_fused_away(plait_layer *l, nn_layer_state *s, plait_tensor 
 
 bool nn_in_place_activations = true;
 
-bool nn_layer_is_activation(const plait_layer *l) {
-    return l->kind == PLAIT_LAYER_RELU || l->kind == PLAIT_LAYER_RELU6;
-}
 
 int nn_layer_forward_in_place(plait_layer *l, nn_layer_state *s, plait_tensor *x) {
     plait_shape in = x->shape;
