@@ -1,3 +1,4 @@
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -58,10 +59,24 @@ static void atomic_write_replaces_file(void) {
     CHECK(strstr(plait_last_error(), "/nonexistent-dir/x") != NULL);
 }
 
+/* The vendor string the kernels' cache rules read, against the kernel's own reading where Linux gives one. */
+static void cpu_vendor_matches_system(void) {
+    const char *vendor = plait_cpu_features()->vendor;
+    CHECK(vendor[0] != 0);
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512], expected[64] = "";
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "vendor_id : %63s", expected) == 1) break;
+    fclose(f);
+    if (expected[0]) CHECKF(strcmp(vendor, expected) == 0, "vendor %s, /proc/cpuinfo says %s", vendor, expected);
+}
+
 int main(void) {
     testing_run("rng_is_reproducible", rng_is_reproducible);
     testing_run("rng_distributions", rng_distributions);
     testing_run("tensor_reserve_reuses", tensor_reserve_reuses);
     testing_run("atomic_write_replaces_file", atomic_write_replaces_file);
+    testing_run("cpu_vendor_matches_system", cpu_vendor_matches_system);
     return testing_finish();
 }

@@ -71,6 +71,7 @@ int plait_threads(void);
 typedef struct plait_cpu {
     bool avx2, fma, avx512f;
     char model[64];
+    char vendor[16]; /* cpuid's vendor string ("GenuineIntel", "AuthenticAMD"; "unknown") */
     size_t l2_bytes; /* one core's L2 cache (512 KiB when the system does not say) */
     size_t l3_bytes; /* the last-level cache the cores share (0 when the system does not say) */
 } plait_cpu;

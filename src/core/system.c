@@ -66,6 +66,13 @@ const plait_cpu *plait_cpu_features(void) {
     cpu.fma = __builtin_cpu_supports("fma");
     cpu.avx512f = __builtin_cpu_supports("avx512f");
     unsigned int regs[12];
+    strcpy(cpu.vendor, "unknown");
+    if (__get_cpuid(0, &regs[0], &regs[1], &regs[2], &regs[3])) { /* the string is in ebx, edx, ecx */
+        memcpy(cpu.vendor, &regs[1], 4);
+        memcpy(cpu.vendor + 4, &regs[3], 4);
+        memcpy(cpu.vendor + 8, &regs[2], 4);
+        cpu.vendor[12] = 0;
+    }
     if (__get_cpuid_max(0x80000000, NULL) >= 0x80000004) {
         for (unsigned int i = 0; i < 3; i++)
             __get_cpuid(0x80000002 + i, &regs[4 * i], &regs[4 * i + 1], &regs[4 * i + 2], &regs[4 * i + 3]);

@@ -345,6 +345,20 @@ static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW, bool ahead) {
     return NULL;
 }
 
+/* Whole-image backward-weights bands walk one or two channel vectors down every pixel of the images: one line a
+ * pixel, a row of channels apart, a pattern no prefetcher follows. AMD's L3 (Zen 4) served those misses fast
+ * enough for the rule below; on the Intel Xeon (mesh L3) they ran at memory speed once a thread's share of x
+ * and dy passed its L2, and the 192 KB bands, whose next channel vectors sit beside the lines just missed, ran
+ * faster. Xeon, batch 8, alternating processes, one / two threads: 14x14x576 s2 2.55x / 1.49x, 14x14x384 1.37x /
+ * 1.03x, 28x28x192 1.35x / 1.23x, 14x14x576 1.25x / 1.06x, 7x7x960 2.47x on one (on two each share fits: whole
+ * images 1.11x); batch 32, 7x7x960 2.61x / 2.28x. */
+static bool whole_image_weights_fit(const plait_conv2d_desc *d, int OH, int OW) {
+    const plait_cpu *cpu = plait_cpu_features();
+    if (strcmp(cpu->vendor, "AuthenticAMD") == 0) return true;
+    size_t bytes = (size_t)d->batch * ((size_t)d->in_h * d->in_w + (size_t)OH * OW) * d->in_channels * sizeof(float);
+    return bytes / (size_t)plait_threads() <= cpu->l2_bytes;
+}
+
 /* Output rows per band. Inputs below 8 MiB (no band pulled ahead into L2): the whole image, as long as every
  * thread still gets an image. Each channel vector group then runs down the image with the rows its tile rows
  * share still in L1, and no band re-reads the x rows of its neighbours' edges. Zen 4 (batch 8, in-process A/B,
@@ -355,7 +369,7 @@ static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW, bool ahead) {
  * 14x14 layers with 384-576 channels ran 1.2-1.3x on one thread and 1.04-1.2x on two against bands of 256
  * KB). */
 static int default_band(const plait_conv2d_desc *d, int OH, int OW) {
-    if (whole_image_bands(d)) return OH;
+    if (whole_image_bands(d) && whole_image_weights_fit(d, OH, OW)) return OH;
     size_t row_bytes = ((size_t)d->in_w * d->stride_h + (size_t)OW) * d->in_channels * sizeof(float);
     int band = (int)(((size_t)192 << 10) / (row_bytes ? row_bytes : 1)) & ~1;
     return direct_max(1, direct_min(direct_max(band, 2), OH));
