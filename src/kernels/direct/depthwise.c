@@ -563,9 +563,9 @@ plait_conv_schedule direct_depthwise_schedule(const plait_conv2d_desc *d, plait_
         s.block_h = OH;
     /* Intel, inputs of 8 MiB and more: whole-image bands of all channels, each row's pixels whole lines in
      * order, in place of row jobs with the row prefetch in blocks of 64 or 128 channels (which Zen 4 ran
-     * faster). Xeon, batch 8, alternating processes, one / two threads: 112x112x96 s2 1.08x / 1.18x, 56x56x144
-     * s2 1.14x / 1.15x, 56x56x144 1.08x / 1.03x, 112x112x32 level; blocks of 64 or 128 channels in those bands
-     * 0.87-0.96x, bands of 8 rows level. */
+     * faster). Xeon, batch 8, the builds alternating, one / two threads: 56x56x144 s2 1.15x / 1.13x, 56x56x144
+     * 1.05x / 1.13x, 112x112x96 s2 1.10x / 0.89-0.96x (pairs 0.76-1.26x), 112x112x32 1.06x / 0.97x; blocks of 64
+     * or 128 channels in those bands 0.87-0.96x, bands of 8 rows level. */
     if (direction == PLAIT_CONV_FORWARD && direct_isa_resolved() == PLAIT_ISA_AVX512 && large_input(d) &&
         !amd_l3()) {
         s.block_h = d->batch >= plait_threads() ? OH : direct_ceil_div(OH, plait_threads());
