@@ -350,6 +350,11 @@ static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW, bool ahead) {
     return NULL;
 }
 
+/* One image's x and dy, as backward-weights reads them. */
+static size_t weights_image_bytes(const plait_conv2d_desc *d, int OH, int OW) {
+    return ((size_t)d->in_h * d->in_w + (size_t)OH * OW) * d->in_channels * sizeof(float);
+}
+
 /* Whole-image backward-weights bands walk one or two channel vectors down every pixel of the images: one line a
  * pixel, a row of channels apart, a pattern no prefetcher follows. AMD's L3 (Zen 4) served those misses fast
  * enough for the rule below; on the Intel Xeon (mesh L3) they ran at memory speed once a thread's share of x
@@ -359,7 +364,7 @@ static dw_band_fn band_kernel(plait_isa isa, int R, int S, int SW, bool ahead) {
  * images 1.11x); batch 32, 7x7x960 2.61x / 2.28x. */
 static bool whole_image_weights_fit(const plait_conv2d_desc *d, int OH, int OW) {
     if (amd_l3()) return true;
-    size_t bytes = (size_t)d->batch * ((size_t)d->in_h * d->in_w + (size_t)OH * OW) * d->in_channels * sizeof(float);
+    size_t bytes = (size_t)d->batch * weights_image_bytes(d, OH, OW);
     return bytes / (size_t)plait_threads() <= plait_cpu_features()->l2_bytes;
 }
 
@@ -453,7 +458,7 @@ void direct_depthwise_backward_weights(const plait_conv2d_desc *d, const plait_c
      * Zen 4, in-process A/B, one / two threads: 7x7x960 at batch 8 1.17x / 1.17x, batch 16 1.19x, 14x14x576
      * 1.04x / 1.03x, its s2 layer 1.07-1.10x, 28x28x192 level; but passes of 9 MB and more ran 0.6-1.0x (7x7x960
      * at batch 32: every image in one pass 0.58x, 24 at a time 1.02x, 11 at a time 1.14x). */
-    const size_t image_bytes = ((size_t)H * d->in_w + (size_t)OH * OW) * C * sizeof(float);
+    const size_t image_bytes = weights_image_bytes(d, OH, OW);
     const size_t fit = ((size_t)4 << 20) / image_bytes;
     const int per_pass = bands == 1 && fit > 1 ? (int)(fit < (size_t)d->batch ? fit : (size_t)d->batch) : 1;
 #pragma omp parallel num_threads(threads)
