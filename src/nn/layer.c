@@ -337,7 +337,6 @@ int nn_layer_forward_fused_away(plait_layer *l, nn_layer_state *s, plait_tensor 
 
 bool nn_in_place_activations = true;
 
-
 int nn_layer_forward_in_place(plait_layer *l, nn_layer_state *s, plait_tensor *x) {
     plait_shape in = x->shape;
     if (!nn_layer_is_activation(l)) return plait_fail("%s: only activations run in place", l->name);
